@@ -1,0 +1,28 @@
+//! Sealing: how sealsync keeps data unreadable at rest.
+//!
+//! - A **KEK** (key-encryption key) lives with a [`KeyProvider`]: a local keyfile (default),
+//!   an environment variable, or a KMS. It only ever wraps data keys.
+//! - Each workspace has **DEKs** (data-encryption keys, versioned) and one **index root**, both
+//!   stored wrapped by the KEK in a keystore apart from the data. Destroying them makes every
+//!   copy of the workspace's data unreadable (crypto-shredding).
+//! - [`WorkspaceKeys::seal`] encrypts one value with AES-256-GCM under the newest DEK, a random
+//!   96-bit nonce, and AAD that binds table, workspace, record, field and key version: a
+//!   ciphertext moved to another row, field or tenant fails to open. Stored format:
+//!   `0x01 | key version (u32 BE) | nonce (12) | ciphertext | tag (16)`.
+//! - [`BlindIndex`] gives HMAC-SHA256 keys over normalized email / phone / UID so lookups never
+//!   need plaintext.
+//!
+//! Key material is zeroized on drop, never `Clone`, never printed.
+
+mod keys;
+mod provider;
+mod seal;
+
+pub use keys::{BlindIndex, IndexKind, KeyBytes, WorkspaceKeys};
+pub use provider::{EnvKeyProvider, KeyError, KeyProvider, LocalKeyfile, WrappedKey, check_private_file};
+pub use seal::{CryptoError, RecordRef, SEALED_V1, sealed_key_version};
+
+/// Fills `out` from the system's secure random generator.
+pub fn random_bytes(out: &mut [u8]) -> Result<(), CryptoError> {
+    aws_lc_rs::rand::fill(out).map_err(|_| CryptoError::Random)
+}

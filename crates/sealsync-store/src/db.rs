@@ -1,0 +1,524 @@
+//! The database layer: one implementation over sqlx's `Any` driver for SQLite and PostgreSQL,
+//! with the few dialect differences in one place ([`Backend`]).
+//!
+//! Queries are written in the SQL both databases share (`$n` placeholders in order, `ON
+//! CONFLICT … DO UPDATE`, no vendor functions); the migrations differ only in column types.
+//! Nothing here sees plaintext: rows hold sealed bodies and keyed hashes.
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sealsync_crypto::{IndexKind, WrappedKey};
+use sealsync_types::{ContactId, WorkspaceId, WorkspaceName};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, AssertSqlSafe, Executor as _, Row as _};
+
+use crate::StoreError;
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::Config(
+                "database URL must start with sqlite: or postgres:".into(),
+            ))
+        }
+    }
+}
+
+/// Where the data and the keystore live.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `sqlite:///path/sealsync.db` or `postgres://…`. May hold a password: kept secret.
+    pub database_url: SecretString,
+    /// The keystore: for SQLite its own file (`sqlite:///path/keystore.db`); for PostgreSQL the
+    /// `sealsync_keys` schema of this URL's database (the same database by default).
+    pub keystore_url: SecretString,
+    pub max_connections: u32,
+}
+
+/// The PostgreSQL schema that holds the keystore.
+pub const KEYSTORE_SCHEMA: &str = "sealsync_keys";
+
+/// A workspace row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    pub id: WorkspaceId,
+    pub name: WorkspaceName,
+    pub created_at: i64,
+}
+
+/// A wrapped key as stored.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    pub purpose: KeyPurpose,
+    pub version: u32,
+    pub wrapped: WrappedKey,
+    pub created_at: i64,
+}
+
+/// What a workspace key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPurpose {
+    Data,
+    Index,
+}
+
+impl KeyPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyPurpose::Data => "data",
+            KeyPurpose::Index => "index",
+        }
+    }
+}
+
+/// A contact as stored: sealed body, keyed hashes, version for optimistic concurrency.
+#[derive(Debug, Clone)]
+pub struct ContactRow {
+    pub id: ContactId,
+    pub version: i64,
+    pub key_version: u32,
+    /// `None` for a tombstone.
+    pub body: Option<Vec<u8>>,
+    pub content_mac: [u8; 32],
+    pub updated_at: i64,
+}
+
+/// The database handle: a pool for the data and one for the keystore.
+#[derive(Debug, Clone)]
+pub struct Store {
+    data: AnyPool,
+    keys: AnyPool,
+    backend: Backend,
+}
+
+fn migration(version: i64, name: &'static str, sql: &'static str) -> Migration {
+    Migration::new(version, Cow::Borrowed(name), MigrationType::Simple, sqlx::SqlSafeStr::into_sql_str(sql), false)
+}
+
+fn migrators(backend: Backend) -> (Migrator, Migrator) {
+    let (data, keys) = match backend {
+        Backend::Sqlite => (
+            vec![migration(1, "hub", include_str!("../migrations/sqlite/0001_hub.sql"))],
+            vec![migration(1, "keystore", include_str!("../migrations/sqlite/keystore_0001.sql"))],
+        ),
+        Backend::Postgres => (
+            vec![migration(1, "hub", include_str!("../migrations/postgres/0001_hub.sql"))],
+            vec![migration(1, "keystore", include_str!("../migrations/postgres/keystore_0001.sql"))],
+        ),
+    };
+    (Migrator::with_migrations(data), Migrator::with_migrations(keys))
+}
+
+pub(crate) fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl Store {
+    /// Connects and brings both schemas up to date.
+    pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let url = config.database_url.expose_secret();
+        let backend = Backend::of_url(url)?;
+        let keys_url = config.keystore_url.expose_secret();
+        if Backend::of_url(keys_url)? != backend {
+            return Err(StoreError::Config("database and keystore must use the same kind of database".into()));
+        }
+        let data = pool(backend, url, config.max_connections, None).await?;
+        if backend == Backend::Postgres {
+            // The keystore schema must exist before a pool can use it as its search path.
+            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {KEYSTORE_SCHEMA}")))
+                .execute(&data)
+                .await
+                .map_err(StoreError::db)?;
+        }
+        let schema = (backend == Backend::Postgres).then_some(KEYSTORE_SCHEMA);
+        let keys = pool(backend, keys_url, config.max_connections.min(4), schema).await?;
+        let (data_migrator, keys_migrator) = migrators(backend);
+        data_migrator.run(&data).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
+        keys_migrator.run(&keys).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
+        Ok(Self { data, keys, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.data.close().await;
+        self.keys.close().await;
+    }
+
+    // ---- workspaces -------------------------------------------------------------------------
+
+    pub async fn insert_workspace(&self, name: &WorkspaceName) -> Result<Workspace, StoreError> {
+        let ws = Workspace { id: WorkspaceId::new(), name: name.clone(), created_at: now() };
+        sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(ws.id.as_bytes().to_vec())
+            .bind(ws.name.as_str().to_owned())
+            .bind(ws.created_at)
+            .execute(&self.data)
+            .await
+            .map_err(StoreError::db)?;
+        Ok(ws)
+    }
+
+    pub async fn workspace_by_name(&self, name: &WorkspaceName) -> Result<Option<Workspace>, StoreError> {
+        let row = sqlx::query("SELECT id, name, created_at FROM workspaces WHERE name = $1")
+            .bind(name.as_str().to_owned())
+            .fetch_optional(&self.data)
+            .await
+            .map_err(StoreError::db)?;
+        row.map(|r| workspace_from_row(&r)).transpose()
+    }
+
+    pub async fn workspaces(&self) -> Result<Vec<Workspace>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, created_at FROM workspaces ORDER BY name")
+            .fetch_all(&self.data)
+            .await
+            .map_err(StoreError::db)?;
+        rows.iter().map(workspace_from_row).collect()
+    }
+
+    /// Deletes a workspace: its keys first (after which its data is unreadable everywhere,
+    /// backups included), then its rows.
+    pub async fn delete_workspace(&self, id: WorkspaceId) -> Result<(), StoreError> {
+        let ws = id.as_bytes().to_vec();
+        sqlx::query("DELETE FROM workspace_keys WHERE workspace_id = $1")
+            .bind(ws.clone())
+            .execute(&self.keys)
+            .await
+            .map_err(StoreError::db)?;
+        let mut tx = self.data.begin().await.map_err(StoreError::db)?;
+        for sql in [
+            "DELETE FROM contact_index WHERE workspace_id = $1",
+            "DELETE FROM contacts WHERE workspace_id = $1",
+            "DELETE FROM workspaces WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(ws.clone()).execute(&mut *tx).await.map_err(StoreError::db)?;
+        }
+        tx.commit().await.map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    // ---- keystore ---------------------------------------------------------------------------
+
+    pub async fn insert_key(&self, ws: WorkspaceId, key: &StoredKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO workspace_keys (workspace_id, purpose, version, kek, wrapped, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(ws.as_bytes().to_vec())
+        .bind(key.purpose.as_str())
+        .bind(i64::from(key.version))
+        .bind(key.wrapped.kek.clone())
+        .bind(key.wrapped.bytes.clone())
+        .bind(key.created_at)
+        .execute(&self.keys)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    pub async fn keys_of(&self, ws: WorkspaceId) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT purpose, version, kek, wrapped, created_at FROM workspace_keys \
+             WHERE workspace_id = $1 ORDER BY purpose, version",
+        )
+        .bind(ws.as_bytes().to_vec())
+        .fetch_all(&self.keys)
+        .await
+        .map_err(StoreError::db)?;
+        rows.iter()
+            .map(|r| {
+                let purpose = match get::<String>(r, "purpose")?.as_str() {
+                    "data" => KeyPurpose::Data,
+                    "index" => KeyPurpose::Index,
+                    _ => return Err(StoreError::Corrupt("unknown key purpose in keystore")),
+                };
+                Ok(StoredKey {
+                    purpose,
+                    version: u32::try_from(get::<i64>(r, "version")?)
+                        .map_err(|_| StoreError::Corrupt("key version out of range"))?,
+                    wrapped: WrappedKey { kek: get(r, "kek")?, bytes: get(r, "wrapped")? },
+                    created_at: get(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- contacts ---------------------------------------------------------------------------
+
+    /// Writes contacts and replaces their index entries, all in one transaction.
+    pub async fn write_contacts(
+        &self,
+        ws: WorkspaceId,
+        rows: &[(ContactRow, Vec<(IndexKind, [u8; 32])>)],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let wsb = ws.as_bytes().to_vec();
+        let mut tx = self.data.begin().await.map_err(StoreError::db)?;
+        for chunk in rows.chunks(200) {
+            // Old index entries of these contacts go first.
+            let ids = placeholders(2, chunk.len());
+            let mut q = sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM contact_index WHERE workspace_id = $1 AND contact_id IN ({ids})"
+            )))
+            .bind(wsb.clone());
+            for (row, _) in chunk {
+                q = q.bind(row.id.as_bytes().to_vec());
+            }
+            q.execute(&mut *tx).await.map_err(StoreError::db)?;
+
+            let values = (0..chunk.len())
+                .map(|i| {
+                    let b = 2 + i * 7;
+                    format!("($1, ${}, ${}, ${}, ${}, ${}, ${}, ${})", b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6)
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut q = sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO contacts (workspace_id, id, version, key_version, body, content_mac, deleted, updated_at) \
+                 VALUES {values} \
+                 ON CONFLICT (workspace_id, id) DO UPDATE SET version = excluded.version, \
+                 key_version = excluded.key_version, body = excluded.body, content_mac = excluded.content_mac, \
+                 deleted = excluded.deleted, updated_at = excluded.updated_at"
+            )))
+            .bind(wsb.clone());
+            for (row, _) in chunk {
+                q = q
+                    .bind(row.id.as_bytes().to_vec())
+                    .bind(row.version)
+                    .bind(i64::from(row.key_version))
+                    .bind(row.body.clone())
+                    .bind(row.content_mac.to_vec())
+                    .bind(i64::from(row.body.is_none()))
+                    .bind(row.updated_at);
+            }
+            q.execute(&mut *tx).await.map_err(StoreError::db)?;
+
+            let entries: Vec<(&ContactRow, IndexKind, &[u8; 32])> = chunk
+                .iter()
+                .flat_map(|(row, index)| index.iter().map(move |(k, v)| (row, *k, v)))
+                .collect();
+            for part in entries.chunks(300) {
+                let values = (0..part.len())
+                    .map(|i| {
+                        let b = 2 + i * 3;
+                        format!("($1, ${}, ${}, ${})", b, b + 1, b + 2)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut q = sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO contact_index (workspace_id, kind, value, contact_id) VALUES {values} \
+                     ON CONFLICT DO NOTHING"
+                )))
+                .bind(wsb.clone());
+                for (row, kind, value) in part {
+                    q = q.bind(kind.as_str()).bind(value.to_vec()).bind(row.id.as_bytes().to_vec());
+                }
+                q.execute(&mut *tx).await.map_err(StoreError::db)?;
+            }
+        }
+        tx.commit().await.map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    /// Contacts after `after` in id order, at most `limit`, tombstones included.
+    pub async fn contacts_page(
+        &self,
+        ws: WorkspaceId,
+        after: Option<ContactId>,
+        limit: u32,
+    ) -> Result<Vec<ContactRow>, StoreError> {
+        let after = after.map(|a| a.as_bytes().to_vec()).unwrap_or_default();
+        let rows = sqlx::query(
+            "SELECT id, version, key_version, body, content_mac, updated_at FROM contacts \
+             WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(ws.as_bytes().to_vec())
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        rows.iter().map(contact_from_row).collect()
+    }
+
+    /// Contacts by id (missing ones are left out).
+    pub async fn contacts_by_id(&self, ws: WorkspaceId, ids: &[ContactId]) -> Result<Vec<ContactRow>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let mut q = sqlx::query(AssertSqlSafe(format!(
+                "SELECT id, version, key_version, body, content_mac, updated_at FROM contacts \
+                 WHERE workspace_id = $1 AND id IN ({})",
+                placeholders(2, chunk.len())
+            )))
+            .bind(ws.as_bytes().to_vec());
+            for id in chunk {
+                q = q.bind(id.as_bytes().to_vec());
+            }
+            for r in q.fetch_all(&self.data).await.map_err(StoreError::db)? {
+                out.push(contact_from_row(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Which contacts carry each of these index values.
+    pub async fn lookup_index(
+        &self,
+        ws: WorkspaceId,
+        kind: IndexKind,
+        values: &[[u8; 32]],
+    ) -> Result<Vec<([u8; 32], ContactId)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in values.chunks(500) {
+            let mut q = sqlx::query(AssertSqlSafe(format!(
+                "SELECT value, contact_id FROM contact_index WHERE workspace_id = $1 AND kind = $2 AND value IN ({})",
+                placeholders(3, chunk.len())
+            )))
+            .bind(ws.as_bytes().to_vec())
+            .bind(kind.as_str());
+            for v in chunk {
+                q = q.bind(v.to_vec());
+            }
+            for r in q.fetch_all(&self.data).await.map_err(StoreError::db)? {
+                let value: Vec<u8> = get(&r, "value")?;
+                let id: Vec<u8> = get(&r, "contact_id")?;
+                out.push((to32(&value)?, contact_id(&id)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live contacts whose content hash is one of these.
+    pub async fn lookup_content(
+        &self,
+        ws: WorkspaceId,
+        macs: &[[u8; 32]],
+    ) -> Result<Vec<([u8; 32], ContactId)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in macs.chunks(500) {
+            let mut q = sqlx::query(AssertSqlSafe(format!(
+                "SELECT content_mac, id FROM contacts WHERE workspace_id = $1 AND deleted = 0 AND content_mac IN ({})",
+                placeholders(2, chunk.len())
+            )))
+            .bind(ws.as_bytes().to_vec());
+            for v in chunk {
+                q = q.bind(v.to_vec());
+            }
+            for r in q.fetch_all(&self.data).await.map_err(StoreError::db)? {
+                let mac: Vec<u8> = get(&r, "content_mac")?;
+                let id: Vec<u8> = get(&r, "id")?;
+                out.push((to32(&mac)?, contact_id(&id)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live contacts per data-key version.
+    pub async fn contacts_per_key_version(&self, ws: WorkspaceId) -> Result<Vec<(u32, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key_version, COUNT(*) AS n FROM contacts WHERE workspace_id = $1 AND deleted = 0 \
+             GROUP BY key_version ORDER BY key_version",
+        )
+        .bind(ws.as_bytes().to_vec())
+        .fetch_all(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        rows.iter()
+            .map(|r| Ok((u32::try_from(get::<i64>(r, "key_version")?).unwrap_or(0), get::<i64>(r, "n")?)))
+            .collect()
+    }
+
+    /// The raw pool, for tests that inspect stored bytes.
+    pub fn data_pool(&self) -> &AnyPool {
+        &self.data
+    }
+}
+
+async fn pool(backend: Backend, url: &str, max: u32, search_path: Option<&'static str>) -> Result<AnyPool, StoreError> {
+    let options = AnyPoolOptions::new()
+        .max_connections(max.max(1))
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                match backend {
+                    Backend::Sqlite => {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Backend::Postgres => {
+                        if let Some(schema) = search_path {
+                            conn.execute(AssertSqlSafe(format!("SET search_path TO {schema}"))).await?;
+                        }
+                    }
+                }
+                Ok(())
+            })
+        });
+    options.connect(url).await.map_err(StoreError::connect)
+}
+
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+fn get<T>(row: &AnyRow, column: &str) -> Result<T, StoreError>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(column).map_err(StoreError::db)
+}
+
+fn to32(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt("index value has the wrong length"))
+}
+
+fn contact_id(bytes: &[u8]) -> Result<ContactId, StoreError> {
+    let arr: [u8; 16] = bytes.try_into().map_err(|_| StoreError::Corrupt("contact id has the wrong length"))?;
+    Ok(ContactId::from_bytes(arr))
+}
+
+fn workspace_from_row(r: &AnyRow) -> Result<Workspace, StoreError> {
+    let id: Vec<u8> = get(r, "id")?;
+    let arr: [u8; 16] = id.as_slice().try_into().map_err(|_| StoreError::Corrupt("workspace id has the wrong length"))?;
+    let name: String = get(r, "name")?;
+    Ok(Workspace {
+        id: WorkspaceId::from_bytes(arr),
+        name: WorkspaceName::parse(&name).map_err(|_| StoreError::Corrupt("invalid workspace name"))?,
+        created_at: get(r, "created_at")?,
+    })
+}
+
+fn contact_from_row(r: &AnyRow) -> Result<ContactRow, StoreError> {
+    let id: Vec<u8> = get(r, "id")?;
+    let mac: Vec<u8> = get(r, "content_mac")?;
+    Ok(ContactRow {
+        id: contact_id(&id)?,
+        version: get(r, "version")?,
+        key_version: u32::try_from(get::<i64>(r, "key_version")?).map_err(|_| StoreError::Corrupt("key version out of range"))?,
+        body: get(r, "body")?,
+        content_mac: to32(&mac)?,
+        updated_at: get(r, "updated_at")?,
+    })
+}

@@ -1,0 +1,332 @@
+//! The hub: contacts sealed on the way in, opened on the way out.
+//!
+//! A contact body is its vCard 4.0 text, sealed with the workspace's newest data key and bound
+//! to `(contacts, workspace, contact id, body, key version)`. Beside it the store keeps only
+//! keyed hashes (blind indexes of UID, email and phone; a keyed content hash), so matching and
+//! change detection never need plaintext.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sealsync_contact::normalize::normalize_uid;
+use sealsync_contact::vcard::{VcardVersion, read_all, to_vcard};
+use sealsync_contact::{Contact, ContentHash, Email, Phone};
+use sealsync_crypto::{IndexKind, KeyBytes, KeyProvider, RecordRef, WorkspaceKeys};
+use sealsync_types::{ContactId, WorkspaceId, WorkspaceName};
+use zeroize::Zeroizing;
+
+use crate::StoreError;
+use crate::db::{ContactRow, KeyPurpose, Store, StoredKey, Workspace, now};
+
+/// Table name bound into every contact body's AAD.
+const CONTACTS: &str = "contacts";
+
+/// Import settings.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Region for phone numbers written without a country code (`US`, `DE`, …).
+    pub default_region: Option<String>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportCounts {
+    pub imported: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+}
+
+impl ImportCounts {
+    pub fn add(&mut self, other: ImportCounts) {
+        self.imported += other.imported;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+    }
+}
+
+/// A record that could not be opened; the rest of the export goes on.
+#[derive(Debug, Clone)]
+pub struct RecordError {
+    pub id: ContactId,
+    pub error: String,
+}
+
+/// The sealed hub over a [`Store`] and a [`KeyProvider`].
+#[derive(Debug, Clone)]
+pub struct Hub {
+    store: Store,
+    provider: Arc<dyn KeyProvider>,
+}
+
+impl Hub {
+    pub fn new(store: Store, provider: Arc<dyn KeyProvider>) -> Self {
+        Self { store, provider }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn provider(&self) -> &dyn KeyProvider {
+        self.provider.as_ref()
+    }
+
+    /// Finds or creates the workspace `name`, with its keys. `true` when something was created.
+    pub async fn ensure_workspace(&self, name: &WorkspaceName) -> Result<(Workspace, bool), StoreError> {
+        let (ws, mut created) = match self.store.workspace_by_name(name).await? {
+            Some(ws) => (ws, false),
+            None => match self.store.insert_workspace(name).await {
+                Ok(ws) => (ws, true),
+                // Another process created it first.
+                Err(_) => (
+                    self.store
+                        .workspace_by_name(name)
+                        .await?
+                        .ok_or_else(|| StoreError::NoWorkspace(name.to_string()))?,
+                    false,
+                ),
+            },
+        };
+        let keys = self.store.keys_of(ws.id).await?;
+        for purpose in [KeyPurpose::Data, KeyPurpose::Index] {
+            if !keys.iter().any(|k| k.purpose == purpose) {
+                self.add_key(ws.id, purpose, 1).await?;
+                created = true;
+            }
+        }
+        Ok((ws, created))
+    }
+
+    async fn add_key(&self, ws: WorkspaceId, purpose: KeyPurpose, version: u32) -> Result<(), StoreError> {
+        let key = KeyBytes::generate().map_err(|e| StoreError::Crypto { record: "new key".into(), error: e.to_string() })?;
+        let wrapped = self.provider.wrap(&key, &key_context(ws, purpose, version)).await?;
+        self.store.insert_key(ws, &StoredKey { purpose, version, wrapped, created_at: now() }).await
+    }
+
+    /// The workspace `name` and its unwrapped keys.
+    pub async fn open_workspace(&self, name: &WorkspaceName) -> Result<(Workspace, WorkspaceKeys), StoreError> {
+        let ws = self
+            .store
+            .workspace_by_name(name)
+            .await?
+            .ok_or_else(|| StoreError::NoWorkspace(name.to_string()))?;
+        let keys = self.workspace_keys(ws.id).await?;
+        Ok((ws, keys))
+    }
+
+    pub async fn workspace_keys(&self, ws: WorkspaceId) -> Result<WorkspaceKeys, StoreError> {
+        let stored = self.store.keys_of(ws).await?;
+        let mut deks = Vec::new();
+        let mut index = None;
+        for k in stored {
+            let key = self.provider.unwrap(&k.wrapped, &key_context(ws, k.purpose, k.version)).await?;
+            match k.purpose {
+                KeyPurpose::Data => deks.push((k.version, key)),
+                KeyPurpose::Index => index = Some(key),
+            }
+        }
+        let index = index.ok_or_else(|| StoreError::NoKeys(ws.to_string()))?;
+        if deks.is_empty() {
+            return Err(StoreError::NoKeys(ws.to_string()));
+        }
+        WorkspaceKeys::new(ws, deks, &index)
+            .map_err(|e| StoreError::Crypto { record: "workspace keys".into(), error: e.to_string() })
+    }
+
+    /// Imports contacts: a contact whose UID the hub knows replaces it (or is unchanged); one
+    /// without a UID that equals a stored contact is unchanged; anything else is new.
+    pub async fn import(
+        &self,
+        keys: &WorkspaceKeys,
+        contacts: Vec<Contact>,
+        options: &ImportOptions,
+    ) -> Result<ImportCounts, StoreError> {
+        let ws = keys.workspace();
+        let blind = keys.blind_index();
+        let mut counts = ImportCounts::default();
+        struct Prepared {
+            contact: Contact,
+            uid_mac: Option<[u8; 32]>,
+            content_mac: [u8; 32],
+            index: Vec<(IndexKind, [u8; 32])>,
+        }
+        let prepared: Vec<Prepared> = contacts
+            .into_iter()
+            .map(|contact| {
+                let mut index = Vec::new();
+                let uid_mac = contact.uid().and_then(|u| normalize_uid(&u)).map(|u| blind.index(IndexKind::Uid, &u));
+                if let Some(m) = uid_mac {
+                    index.push((IndexKind::Uid, m));
+                }
+                for e in contact.emails() {
+                    if let Some(e) = Email::parse(&e) {
+                        index.push((IndexKind::Email, blind.index(IndexKind::Email, e.as_str())));
+                    }
+                }
+                for p in contact.phones() {
+                    if let Some(p) = Phone::parse(&p, options.default_region.as_deref()) {
+                        index.push((IndexKind::Phone, blind.index(IndexKind::Phone, p.as_str())));
+                    }
+                }
+                index.sort_unstable();
+                index.dedup();
+                let content_mac = blind.index(IndexKind::Content, &ContentHash::of(&contact).to_hex());
+                Prepared { contact, uid_mac, content_mac, index }
+            })
+            .collect();
+
+        // Existing contacts by UID and (for UID-less cards) by content.
+        let uid_macs: Vec<[u8; 32]> = prepared.iter().filter_map(|p| p.uid_mac).collect();
+        let mut by_uid: HashMap<[u8; 32], ContactId> =
+            self.store.lookup_index(ws, IndexKind::Uid, &uid_macs).await?.into_iter().collect();
+        let content_macs: Vec<[u8; 32]> =
+            prepared.iter().filter(|p| p.uid_mac.is_none()).map(|p| p.content_mac).collect();
+        let mut known_content: std::collections::HashSet<[u8; 32]> =
+            self.store.lookup_content(ws, &content_macs).await?.into_iter().map(|(m, _)| m).collect();
+        let existing_ids: Vec<ContactId> = by_uid.values().copied().collect();
+        let mut existing: HashMap<ContactId, (i64, [u8; 32])> = self
+            .store
+            .contacts_by_id(ws, &existing_ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, (r.version, r.content_mac)))
+            .collect();
+
+        let mut rows: Vec<(ContactRow, Vec<(IndexKind, [u8; 32])>)> = Vec::new();
+        let mut row_at: HashMap<ContactId, usize> = HashMap::new();
+        let updated_at = now();
+        for p in prepared {
+            let (id, version) = match p.uid_mac.and_then(|m| by_uid.get(&m).copied()) {
+                Some(id) => {
+                    let (version, mac) = existing.get(&id).copied().unwrap_or((0, [0; 32]));
+                    if mac == p.content_mac {
+                        counts.unchanged += 1;
+                        continue;
+                    }
+                    // A UID seen earlier in this same import was counted then; the later card wins.
+                    if !row_at.contains_key(&id) {
+                        counts.updated += 1;
+                    }
+                    (id, version + 1)
+                }
+                None => {
+                    if p.uid_mac.is_none() && !known_content.insert(p.content_mac) {
+                        counts.unchanged += 1;
+                        continue;
+                    }
+                    counts.imported += 1;
+                    (ContactId::new(), 1)
+                }
+            };
+            if let Some(m) = p.uid_mac {
+                by_uid.insert(m, id);
+            }
+            existing.insert(id, (version, p.content_mac));
+            let body = Zeroizing::new(to_vcard(&p.contact, VcardVersion::V4));
+            let sealed = keys
+                .seal(&body_ref(ws, &id), body.as_bytes())
+                .map_err(|e| StoreError::Crypto { record: id.to_string(), error: e.to_string() })?;
+            let row = ContactRow {
+                id,
+                version,
+                key_version: keys.current_version(),
+                body: Some(sealed),
+                content_mac: p.content_mac,
+                updated_at,
+            };
+            match row_at.get(&id) {
+                Some(&at) => rows[at] = (row, p.index),
+                None => {
+                    row_at.insert(id, rows.len());
+                    rows.push((row, p.index));
+                }
+            }
+        }
+        self.store.write_contacts(ws, &rows).await?;
+        Ok(counts)
+    }
+
+    /// Calls `f` with every live contact's vCard 4.0 text, in id order, a page at a time.
+    /// Records that fail to open are returned, not fatal.
+    pub async fn for_each_vcard<F>(&self, keys: &WorkspaceKeys, mut f: F) -> Result<Vec<RecordError>, StoreError>
+    where
+        F: FnMut(ContactId, &str) -> Result<(), StoreError>,
+    {
+        let ws = keys.workspace();
+        let mut errors = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.store.contacts_page(ws, after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            for row in page {
+                let Some(body) = row.body else { continue };
+                match keys.open(&body_ref(ws, &row.id), &body) {
+                    Ok(plain) => {
+                        let plain = Zeroizing::new(plain);
+                        match std::str::from_utf8(&plain) {
+                            Ok(text) => f(row.id, text)?,
+                            Err(_) => errors.push(RecordError { id: row.id, error: "body is not UTF-8".into() }),
+                        }
+                    }
+                    Err(e) => errors.push(RecordError { id: row.id, error: e.to_string() }),
+                }
+            }
+        }
+        Ok(errors)
+    }
+
+    /// Calls `f` with every live contact, parsed.
+    pub async fn for_each_contact<F>(&self, keys: &WorkspaceKeys, mut f: F) -> Result<Vec<RecordError>, StoreError>
+    where
+        F: FnMut(ContactId, Contact) -> Result<(), StoreError>,
+    {
+        let mut parse_errors = Vec::new();
+        let mut errors = self
+            .for_each_vcard(keys, |id, text| {
+                let (cards, _) = read_all(text.as_bytes());
+                match cards.into_iter().next() {
+                    Some(card) => f(id, card.contact),
+                    None => {
+                        parse_errors.push(RecordError { id, error: "stored body is not a vCard".into() });
+                        Ok(())
+                    }
+                }
+            })
+            .await?;
+        errors.extend(parse_errors);
+        Ok(errors)
+    }
+
+    /// Contacts whose blind index of `kind` matches `normalized` (already normalized).
+    pub async fn find(
+        &self,
+        keys: &WorkspaceKeys,
+        kind: IndexKind,
+        normalized: &str,
+    ) -> Result<Vec<(ContactId, Contact)>, StoreError> {
+        let ws = keys.workspace();
+        let mac = keys.blind_index().index(kind, normalized);
+        let ids: Vec<ContactId> = self.store.lookup_index(ws, kind, &[mac]).await?.into_iter().map(|(_, id)| id).collect();
+        let mut out = Vec::new();
+        for row in self.store.contacts_by_id(ws, &ids).await? {
+            let Some(body) = row.body else { continue };
+            let plain = Zeroizing::new(
+                keys.open(&body_ref(ws, &row.id), &body)
+                    .map_err(|e| StoreError::Crypto { record: row.id.to_string(), error: e.to_string() })?,
+            );
+            if let Some(card) = read_all(&plain).0.into_iter().next() {
+                out.push((row.id, card.contact));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn body_ref(ws: WorkspaceId, id: &ContactId) -> RecordRef<'_> {
+    RecordRef { table: CONTACTS, workspace: ws, record: id.as_bytes(), field: "body" }
+}
+
+fn key_context(ws: WorkspaceId, purpose: KeyPurpose, version: u32) -> Vec<u8> {
+    format!("sealsync workspace key v1|{ws}|{}|{version}", purpose.as_str()).into_bytes()
+}

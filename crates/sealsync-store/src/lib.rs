@@ -1,0 +1,60 @@
+//! The sealed store: workspaces, contacts and their keys on SQLite (embedded default) or
+//! PostgreSQL (scale-out).
+//!
+//! - [`Store`]: the database layer. Data and keystore are apart: a second SQLite file, or the
+//!   `sealsync_keys` schema in PostgreSQL, so a backup of the data holds only ciphertext.
+//! - [`Hub`]: seals contacts on the way in and opens them on the way out, with the workspace's
+//!   keys unwrapped by the configured key provider.
+//!
+//! Never stores or logs plaintext contact data; errors name records by id only.
+
+mod db;
+mod hub;
+pub mod testing;
+
+pub use db::{Backend, ContactRow, KEYSTORE_SCHEMA, KeyPurpose, Store, StoreConfig, StoredKey, Workspace};
+pub use hub::{Hub, ImportCounts, ImportOptions, RecordError};
+
+use sealsync_crypto::KeyError;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database configuration: {0}")]
+    Config(String),
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    #[error("database error: {0}")]
+    Db(String),
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(&'static str),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("record {record}: {error}")]
+    Crypto { record: String, error: String },
+    #[error("no workspace named {0:?}; list them with `sealsync workspace list`")]
+    NoWorkspace(String),
+    #[error("workspace {0} has no keys (was it deleted?)")]
+    NoKeys(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StoreError {
+    /// A database error, keeping only the database's own message (never bound values).
+    pub(crate) fn db(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Database(d) => StoreError::Db(d.message().to_owned()),
+            other => StoreError::Db(other.to_string()),
+        }
+    }
+
+    pub(crate) fn connect(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Database(d) => StoreError::Connect(d.message().to_owned()),
+            other => StoreError::Connect(other.to_string()),
+        }
+    }
+}
