@@ -31,7 +31,9 @@ impl From<::csv::Error> for CsvError {
         let line = e.position().map(|p| p.line());
         let kind = match e.kind() {
             ::csv::ErrorKind::Utf8 { .. } => "text is not valid UTF-8".to_owned(),
-            ::csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            ::csv::ErrorKind::UnequalLengths {
+                expected_len, len, ..
+            } => {
                 format!("row has {len} fields, the header has {expected_len}")
             }
             ::csv::ErrorKind::Io(err) => format!("read error: {}", err.kind()),
@@ -57,7 +59,9 @@ impl std::str::FromStr for CsvPreset {
         match s.to_ascii_lowercase().as_str() {
             "google" => Ok(CsvPreset::Google),
             "outlook" => Ok(CsvPreset::Outlook),
-            other => Err(format!("unknown CSV preset {other:?}: expected google or outlook")),
+            other => Err(format!(
+                "unknown CSV preset {other:?}: expected google or outlook"
+            )),
         }
     }
 }
@@ -119,12 +123,18 @@ impl CsvLayout {
             None => b',',
             Some("\\t") | Some("\t") => b'\t',
             Some(d) if d.len() == 1 && d.is_ascii() => d.as_bytes()[0],
-            Some(_) => return Err(CsvError::Mapping("delimiter must be one ASCII character".into())),
+            Some(_) => {
+                return Err(CsvError::Mapping(
+                    "delimiter must be one ASCII character".into(),
+                ));
+            }
         };
         let mut columns = Vec::new();
         for (header, target) in &file.columns {
             let Some(target) = target.as_str() else {
-                return Err(CsvError::Mapping(format!("column {header:?}: target must be a string")));
+                return Err(CsvError::Mapping(format!(
+                    "column {header:?}: target must be a string"
+                )));
             };
             columns.push(parse_target(header, target)?);
         }
@@ -144,7 +154,9 @@ impl CsvLayout {
         self.columns
             .iter()
             .map(|c| {
-                let n = seen.entry((&c.property, params_key(&c.params), &c.part)).or_default();
+                let n = seen
+                    .entry((&c.property, params_key(&c.params), &c.part))
+                    .or_default();
                 *n += 1;
                 *n - 1
             })
@@ -153,7 +165,11 @@ impl CsvLayout {
 }
 
 fn params_key(params: &[Param]) -> String {
-    params.iter().map(|p| format!("{}={}", p.name, p.values.join(","))).collect::<Vec<_>>().join(";")
+    params
+        .iter()
+        .map(|p| format!("{}={}", p.name, p.values.join(",")))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 fn parse_target(header: &str, target: &str) -> Result<Column, CsvError> {
@@ -162,14 +178,26 @@ fn parse_target(header: &str, target: &str) -> Result<Column, CsvError> {
         None => (target, None),
     };
     let mut pieces = head.split(';');
-    let property = pieces.next().unwrap_or_default().trim().to_ascii_uppercase();
-    if property.is_empty() || !property.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(CsvError::Mapping(format!("column {header:?}: {target:?} is not a property")));
+    let property = pieces
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_uppercase();
+    if property.is_empty()
+        || !property
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(CsvError::Mapping(format!(
+            "column {header:?}: {target:?} is not a property"
+        )));
     }
     let mut params = Vec::new();
     for piece in pieces {
         let Some((k, v)) = piece.split_once('=') else {
-            return Err(CsvError::Mapping(format!("column {header:?}: parameter {piece:?} needs NAME=VALUE")));
+            return Err(CsvError::Mapping(format!(
+                "column {header:?}: parameter {piece:?} needs NAME=VALUE"
+            )));
         };
         params.push(Param {
             name: k.trim().to_ascii_uppercase(),
@@ -182,7 +210,12 @@ fn parse_target(header: &str, target: &str) -> Result<Column, CsvError> {
             CsvError::Mapping(format!("column {header:?}: {property} has no part {p:?}"))
         })?),
     };
-    Ok(Column { header: header.to_owned(), property, params, part })
+    Ok(Column {
+        header: header.to_owned(),
+        property,
+        params,
+        part,
+    })
 }
 
 fn component_index(property: &str, part: &str) -> Option<usize> {
@@ -191,7 +224,9 @@ fn component_index(property: &str, part: &str) -> Option<usize> {
     }
     let names: &[&str] = match property {
         "N" => &["family", "given", "additional", "prefix", "suffix"],
-        "ADR" => &["pobox", "extended", "street", "locality", "region", "code", "country"],
+        "ADR" => &[
+            "pobox", "extended", "street", "locality", "region", "code", "country",
+        ],
         "ORG" => &["name", "unit"],
         _ => &[],
     };
@@ -202,9 +237,17 @@ fn col(header: &str, property: &str, types: &[&str], part: Part) -> Column {
     let params = if types.is_empty() {
         Vec::new()
     } else {
-        vec![Param { name: "TYPE".into(), values: types.iter().map(|t| (*t).to_owned()).collect() }]
+        vec![Param {
+            name: "TYPE".into(),
+            values: types.iter().map(|t| (*t).to_owned()).collect(),
+        }]
     };
-    Column { header: header.to_owned(), property: property.to_owned(), params, part }
+    Column {
+        header: header.to_owned(),
+        property: property.to_owned(),
+        params,
+        part,
+    }
 }
 
 fn google() -> CsvLayout {
@@ -251,7 +294,10 @@ fn google() -> CsvLayout {
         c.push(col(&format!("Website {i} - Label"), "URL", &[], Label));
         c.push(col(&format!("Website {i} - Value"), "URL", &[], Value));
     }
-    CsvLayout { delimiter: b',', columns: c }
+    CsvLayout {
+        delimiter: b',',
+        columns: c,
+    }
 }
 
 fn outlook() -> CsvLayout {
@@ -286,8 +332,18 @@ fn outlook() -> CsvLayout {
         c.push(col(&format!("{prefix} Street"), "ADR", types, Component(2)));
         c.push(col(&format!("{prefix} City"), "ADR", types, Component(3)));
         c.push(col(&format!("{prefix} State"), "ADR", types, Component(4)));
-        c.push(col(&format!("{prefix} Postal Code"), "ADR", types, Component(5)));
-        c.push(col(&format!("{prefix} Country/Region"), "ADR", types, Component(6)));
+        c.push(col(
+            &format!("{prefix} Postal Code"),
+            "ADR",
+            types,
+            Component(5),
+        ));
+        c.push(col(
+            &format!("{prefix} Country/Region"),
+            "ADR",
+            types,
+            Component(6),
+        ));
     }
     c.extend([
         col("Web Page", "URL", &[], Value),
@@ -296,7 +352,10 @@ fn outlook() -> CsvLayout {
         col("Notes", "NOTE", &[], Value),
         col("Categories", "CATEGORIES", &[], List(";")),
     ]);
-    CsvLayout { delimiter: b',', columns: c }
+    CsvLayout {
+        delimiter: b',',
+        columns: c,
+    }
 }
 
 /// A row that could not become a contact.
@@ -326,7 +385,11 @@ impl<R: Read> CsvReader<R> {
             .from_reader(src);
         let headers = inner.headers()?.clone();
         let find = |h: &str| {
-            headers.iter().position(|f| f.trim_start_matches('\u{feff}').trim().eq_ignore_ascii_case(h))
+            headers.iter().position(|f| {
+                f.trim_start_matches('\u{feff}')
+                    .trim()
+                    .eq_ignore_ascii_case(h)
+            })
         };
         let positions: Vec<_> = layout.columns.iter().map(|c| find(&c.header)).collect();
         if positions.iter().all(Option::is_none) {
@@ -335,7 +398,13 @@ impl<R: Read> CsvReader<R> {
             ));
         }
         let occurrences = layout.occurrences();
-        Ok(Self { inner, layout, positions, occurrences, record: ::csv::StringRecord::new() })
+        Ok(Self {
+            inner,
+            layout,
+            positions,
+            occurrences,
+            record: ::csv::StringRecord::new(),
+        })
     }
 
     /// The next contact, a rejected row, or `None` at the end.
@@ -345,7 +414,12 @@ impl<R: Read> CsvReader<R> {
                 Ok(false) => return None,
                 Ok(true) => {
                     let line = self.record.position().map(|p| p.line()).unwrap_or(0);
-                    let contact = row_to_contact(&self.layout, &self.positions, &self.occurrences, &self.record);
+                    let contact = row_to_contact(
+                        &self.layout,
+                        &self.positions,
+                        &self.occurrences,
+                        &self.record,
+                    );
                     if contact.properties().is_empty() {
                         continue; // an empty row
                     }
@@ -400,14 +474,21 @@ fn row_to_contact(
 ) -> Contact {
     // Keyed by the group a column belongs to, in column order. Occurrences count per part, so
     // the first street and the first city belong to the same address.
-    let mut groups: Vec<((&str, String, usize), &[Param], Pending)> = Vec::new();
+    type Group<'a> = ((&'a str, String, usize), &'a [Param], Pending);
+    let mut groups: Vec<Group<'_>> = Vec::new();
     for (i, column) in layout.columns.iter().enumerate() {
-        let Some(cell) = positions[i].and_then(|p| record.get(p)) else { continue };
+        let Some(cell) = positions[i].and_then(|p| record.get(p)) else {
+            continue;
+        };
         let cell = unguard(cell.trim());
         if cell.is_empty() {
             continue;
         }
-        let key = (column.property.as_str(), params_key(&column.params), occurrences[i]);
+        let key = (
+            column.property.as_str(),
+            params_key(&column.params),
+            occurrences[i],
+        );
         let at = match groups.iter().position(|(k, _, _)| *k == key) {
             Some(at) => at,
             None => {
@@ -420,9 +501,10 @@ fn row_to_contact(
             Part::Value => pending.text = Some(cell.to_owned()),
             Part::Component(n) => pending.components.push((*n, cell.to_owned())),
             Part::Label => pending.label = Some(cell.to_owned()),
-            Part::List(sep) => pending
-                .list
-                .extend(cell.split(sep).map(|s| s.trim().trim_start_matches("* ").to_owned())),
+            Part::List(sep) => pending.list.extend(
+                cell.split(sep)
+                    .map(|s| s.trim().trim_start_matches("* ").to_owned()),
+            ),
         }
     }
     let mut contact = Contact::new();
@@ -432,13 +514,17 @@ fn row_to_contact(
             params.extend(label_to_params(label));
         }
         let mut p = if !pending.components.is_empty() {
-            let width = pending.components.iter().map(|(n, _)| n + 1).max().unwrap_or(1).max(
-                match property {
+            let width = pending
+                .components
+                .iter()
+                .map(|(n, _)| n + 1)
+                .max()
+                .unwrap_or(1)
+                .max(match property {
                     "N" => 5,
                     "ADR" => 7,
                     _ => 1,
-                },
-            );
+                });
             let mut parts = vec![String::new(); width];
             for (n, v) in pending.components {
                 parts[n] = v;
@@ -452,8 +538,12 @@ fn row_to_contact(
             }
             p
         } else if !pending.list.is_empty() {
-            let items: Vec<String> =
-                pending.list.iter().filter(|s| !s.is_empty()).map(|s| crate::model::escape_text(s, true)).collect();
+            let items: Vec<String> = pending
+                .list
+                .iter()
+                .filter(|s| !s.is_empty())
+                .map(|s| crate::model::escape_text(s, true))
+                .collect();
             if items.is_empty() {
                 continue;
             }
@@ -469,10 +559,13 @@ fn row_to_contact(
         p.value = value;
         contact.push(p);
     }
-    if contact.first("FN").is_none() && !contact.properties().is_empty() {
-        if let Some(fn_) = derived_formatted_name(&contact) {
-            contact.properties_mut().insert(0, Property::text("FN", &fn_));
-        }
+    if contact.first("FN").is_none()
+        && !contact.properties().is_empty()
+        && let Some(fn_) = derived_formatted_name(&contact)
+    {
+        contact
+            .properties_mut()
+            .insert(0, Property::text("FN", &fn_));
     }
     contact
 }
@@ -489,7 +582,11 @@ pub fn derived_formatted_name(contact: &Contact) -> Option<String> {
             return Some(parts.join(" "));
         }
     }
-    if let Some(org) = contact.organization().and_then(|o| o.into_iter().next()).filter(|o| !o.is_empty()) {
+    if let Some(org) = contact
+        .organization()
+        .and_then(|o| o.into_iter().next())
+        .filter(|o| !o.is_empty())
+    {
         return Some(org);
     }
     contact.emails().into_iter().next()
@@ -517,16 +614,25 @@ fn label_to_params(label: &str) -> Vec<Param> {
 }
 
 fn params_to_label(p: &Property) -> String {
-    let ty = p.types().into_iter().find(|t| t != "pref" && t != "internet" && t != "voice");
+    let ty = p
+        .types()
+        .into_iter()
+        .find(|t| t != "pref" && t != "internet" && t != "voice");
     let label = match ty.as_deref() {
         Some("cell") => "Mobile".to_owned(),
         Some(t) => {
             let mut c = t.chars();
-            c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+            c.next()
+                .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                .unwrap_or_default()
         }
         None => String::new(),
     };
-    if p.param_values("PREF").any(|v| v == "1") { format!("* {label}") } else { label }
+    if p.param_values("PREF").any(|v| v == "1") {
+        format!("* {label}")
+    } else {
+        label
+    }
 }
 
 /// Streams contacts into CSV laid out as `layout`.
@@ -542,11 +648,19 @@ pub struct CsvWriter<W: Write> {
 
 impl<W: Write> CsvWriter<W> {
     pub fn new(dst: W, layout: CsvLayout) -> Result<Self, CsvError> {
-        let mut inner = ::csv::WriterBuilder::new().delimiter(layout.delimiter).from_writer(dst);
+        let mut inner = ::csv::WriterBuilder::new()
+            .delimiter(layout.delimiter)
+            .from_writer(dst);
         inner.write_record(layout.headers())?;
         let occurrences = layout.occurrences();
         let width = layout.columns.len();
-        Ok(Self { inner, layout, occurrences, dropped_values: 0, row: vec![String::new(); width] })
+        Ok(Self {
+            inner,
+            layout,
+            occurrences,
+            dropped_values: 0,
+            row: vec![String::new(); width],
+        })
     }
 
     pub fn write(&mut self, contact: &Contact) -> Result<(), CsvError> {
@@ -556,8 +670,15 @@ impl<W: Write> CsvWriter<W> {
         // Column groups in layout order: (property, params key, occurrence) → column indexes.
         let mut groups: Vec<(String, String, usize, Vec<usize>)> = Vec::new();
         for (i, c) in self.layout.columns.iter().enumerate() {
-            let key = (c.property.clone(), params_key(&c.params), self.occurrences[i]);
-            match groups.iter_mut().find(|g| (g.0.as_str(), g.1.as_str(), g.2) == (&key.0, &key.1, key.2)) {
+            let key = (
+                c.property.clone(),
+                params_key(&c.params),
+                self.occurrences[i],
+            );
+            match groups
+                .iter_mut()
+                .find(|g| (g.0.as_str(), g.1.as_str(), g.2) == (&key.0, &key.1, key.2))
+            {
                 Some(g) => g.3.push(i),
                 None => groups.push((key.0, key.1, key.2, vec![i])),
             }
@@ -582,7 +703,11 @@ impl<W: Write> CsvWriter<W> {
                 if !required.iter().all(|r| types.contains(r)) {
                     continue;
                 }
-                let score = if required.is_empty() { 0 } else { required.len() + 1 };
+                let score = if required.is_empty() {
+                    0
+                } else {
+                    required.len() + 1
+                };
                 if slot.is_none_or(|(_, best)| score > best) {
                     slot = Some((g, score));
                 }
@@ -618,14 +743,18 @@ impl<W: Write> CsvWriter<W> {
 
     pub fn finish(mut self) -> Result<W, CsvError> {
         self.inner.flush()?;
-        self.inner.into_inner().map_err(|e| CsvError::Io(std::io::Error::other(e.error().to_string())))
+        self.inner
+            .into_inner()
+            .map_err(|e| CsvError::Io(std::io::Error::other(e.error().to_string())))
     }
 }
 
 /// Neutralises spreadsheet formula injection: a cell starting with `=`, `+`, `-`, `@`, TAB or
 /// CR gets a leading `'` (the reader removes it again).
 fn guard(cell: String) -> String {
-    if cell.starts_with(FORMULA_STARTS) || (cell.starts_with('\'') && cell[1..].starts_with(FORMULA_STARTS)) {
+    if cell.starts_with(FORMULA_STARTS)
+        || (cell.starts_with('\'') && cell[1..].starts_with(FORMULA_STARTS))
+    {
         format!("'{cell}")
     } else {
         cell
@@ -637,7 +766,10 @@ mod tests {
     use super::*;
 
     fn read(layout: CsvLayout, text: &str) -> Vec<Contact> {
-        CsvReader::new(text.as_bytes(), layout).unwrap().map(|r| r.unwrap().1).collect()
+        CsvReader::new(text.as_bytes(), layout)
+            .unwrap()
+            .map(|r| r.unwrap().1)
+            .collect()
     }
 
     fn write(layout: CsvLayout, contacts: &[Contact]) -> String {
@@ -672,7 +804,8 @@ mod tests {
         let mut c = Contact::new();
         c.push(Property::text("FN", "=HYPERLINK(\"http://evil\")"));
         c.push(Property::text("NOTE", "@SUM(A1)"));
-        let layout = CsvLayout::from_mapping_toml("[columns]\nName = \"FN\"\nNote = \"NOTE\"").unwrap();
+        let layout =
+            CsvLayout::from_mapping_toml("[columns]\nName = \"FN\"\nNote = \"NOTE\"").unwrap();
         let text = write(layout.clone(), &[c.clone()]);
         for line in text.lines().skip(1) {
             for cell in line.split(',') {
@@ -690,8 +823,14 @@ mod tests {
         let c = &contacts[0];
         let tels: Vec<_> = c.all("TEL").map(|t| t.types()).collect();
         assert_eq!(tels, vec![vec!["home"], vec!["cell"], vec!["work", "fax"]]);
-        assert_eq!(c.organization(), Some(vec!["ACME".to_owned(), "Sales".to_owned()]));
-        let again = read(CsvLayout::preset(CsvPreset::Outlook), &write(CsvLayout::preset(CsvPreset::Outlook), &contacts));
+        assert_eq!(
+            c.organization(),
+            Some(vec!["ACME".to_owned(), "Sales".to_owned()])
+        );
+        let again = read(
+            CsvLayout::preset(CsvPreset::Outlook),
+            &write(CsvLayout::preset(CsvPreset::Outlook), &contacts),
+        );
         assert_eq!(again, contacts);
     }
 

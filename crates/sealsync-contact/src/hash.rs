@@ -23,7 +23,13 @@ impl ContentHash {
             .map(|p| {
                 let mut line = Vec::with_capacity(p.value.len() + 32);
                 // Unit separators keep fields apart; lengths keep values from running together.
-                line.extend_from_slice(p.group.as_deref().unwrap_or("").to_ascii_lowercase().as_bytes());
+                line.extend_from_slice(
+                    p.group
+                        .as_deref()
+                        .unwrap_or("")
+                        .to_ascii_lowercase()
+                        .as_bytes(),
+                );
                 line.push(0x1f);
                 line.extend_from_slice(p.name.as_bytes());
                 for param in &p.params {

@@ -55,18 +55,29 @@ fn property_to_json(p: &Property) -> Value {
     ];
     match value_kind(&p.name, &p.params) {
         ValueKind::Text => out.push(Value::String(unescape(&p.value))),
-        ValueKind::List => {
-            out.extend(split_unescaped(&p.value, ',').into_iter().map(|v| Value::String(unescape(v))))
-        }
+        ValueKind::List => out.extend(
+            split_unescaped(&p.value, ',')
+                .into_iter()
+                .map(|v| Value::String(unescape(v))),
+        ),
         ValueKind::Compound { lists } => {
             let components: Vec<Value> = split_unescaped(&p.value, ';')
                 .into_iter()
                 .map(|c| {
-                    let items = if lists { split_unescaped(c, ',') } else { vec![c] };
+                    let items = if lists {
+                        split_unescaped(c, ',')
+                    } else {
+                        vec![c]
+                    };
                     if items.len() == 1 {
                         Value::String(unescape(items[0]))
                     } else {
-                        Value::Array(items.into_iter().map(|i| Value::String(unescape(i))).collect())
+                        Value::Array(
+                            items
+                                .into_iter()
+                                .map(|i| Value::String(unescape(i)))
+                                .collect(),
+                        )
                     }
                 })
                 .collect();
@@ -76,9 +87,9 @@ fn property_to_json(p: &Property) -> Value {
                 out.push(Value::Array(components));
             }
         }
-        ValueKind::Date => {
-            out.push(Value::String(date_to_extended(&p.value).unwrap_or_else(|| p.value.clone())))
-        }
+        ValueKind::Date => out.push(Value::String(
+            date_to_extended(&p.value).unwrap_or_else(|| p.value.clone()),
+        )),
         ValueKind::Raw => out.push(Value::String(p.value.clone())),
     }
     Value::Array(out)
@@ -109,10 +120,16 @@ pub fn from_jcard(value: &Value) -> Result<Contact, JcardError> {
         let Some(parts) = prop.as_array() else {
             return Err(JcardError::Shape("a property is not an array"));
         };
-        let [Value::String(name), Value::Object(params), Value::String(ty), values @ ..] =
-            parts.as_slice()
+        let [
+            Value::String(name),
+            Value::Object(params),
+            Value::String(ty),
+            values @ ..,
+        ] = parts.as_slice()
         else {
-            return Err(JcardError::Shape("a property is not [name, {params}, type, value…]"));
+            return Err(JcardError::Shape(
+                "a property is not [name, {params}, type, value…]",
+            ));
         };
         let name = name.to_ascii_uppercase();
         if name == "VERSION" {
@@ -132,7 +149,10 @@ pub fn from_jcard(value: &Value) -> Result<Contact, JcardError> {
                 Value::Array(items) => items.iter().map(scalar).collect(),
                 other => vec![scalar(other)],
             };
-            param_list.push(Param { name: k.to_ascii_uppercase(), values });
+            param_list.push(Param {
+                name: k.to_ascii_uppercase(),
+                values,
+            });
         }
         if !ty.eq_ignore_ascii_case(default_value_type(&name)) {
             param_list.push(Param::new("VALUE", &ty.to_ascii_lowercase()));
@@ -140,9 +160,11 @@ pub fn from_jcard(value: &Value) -> Result<Contact, JcardError> {
         canonicalize_params(&name, &mut param_list);
         let raw = match value_kind(&name, &param_list) {
             ValueKind::Text => escape_text(&scalar(&values[0]), false),
-            ValueKind::List => {
-                values.iter().map(|v| escape_text(&scalar(v), true)).collect::<Vec<_>>().join(",")
-            }
+            ValueKind::List => values
+                .iter()
+                .map(|v| escape_text(&scalar(v), true))
+                .collect::<Vec<_>>()
+                .join(","),
             ValueKind::Compound { .. } => match &values[0] {
                 Value::Array(components) => components
                     .iter()
@@ -165,7 +187,12 @@ pub fn from_jcard(value: &Value) -> Result<Contact, JcardError> {
             ValueKind::Raw => values.iter().map(scalar).collect::<Vec<_>>().join(","),
         };
         let value = canonical_value(&name, &param_list, &raw);
-        contact.push(Property { group, name, params: param_list, value });
+        contact.push(Property {
+            group,
+            name,
+            params: param_list,
+            value,
+        });
     }
     Ok(contact)
 }
@@ -190,9 +217,18 @@ mod tests {
         let c = &cards[0].contact;
         let j = to_jcard(c);
         let text = j.to_string();
-        assert!(text.contains(r#"["n",{},"text",["Perreault","Simon","","",["ing. jr","M.Sc."]]]"#), "{text}");
-        assert!(text.contains(r#"["bday",{},"date-and-or-time","--02-03"]"#), "{text}");
-        assert!(text.contains(r#""uri","tel:+1-418-656-9254;ext=102""#), "{text}");
+        assert!(
+            text.contains(r#"["n",{},"text",["Perreault","Simon","","",["ing. jr","M.Sc."]]]"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"["bday",{},"date-and-or-time","--02-03"]"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""uri","tel:+1-418-656-9254;ext=102""#),
+            "{text}"
+        );
         assert_eq!(&from_jcard(&j).unwrap(), c);
     }
 

@@ -45,13 +45,18 @@ impl Contact {
     /// Removes every property called `name` (case-insensitive); returns how many went.
     pub fn remove_all(&mut self, name: &str) -> usize {
         let before = self.properties.len();
-        self.properties.retain(|p| !p.name.eq_ignore_ascii_case(name));
+        self.properties
+            .retain(|p| !p.name.eq_ignore_ascii_case(name));
         before - self.properties.len()
     }
 
     /// Replaces every property called `name` with one text property, or removes them for `None`.
     pub fn set_text(&mut self, name: &str, text: Option<&str>) {
-        match self.properties.iter().position(|p| p.name.eq_ignore_ascii_case(name)) {
+        match self
+            .properties
+            .iter()
+            .position(|p| p.name.eq_ignore_ascii_case(name))
+        {
             Some(at) => {
                 self.properties.retain({
                     let mut seen = 0usize;
@@ -81,12 +86,16 @@ impl Contact {
 
     /// The first property called `name` (case-insensitive).
     pub fn first(&self, name: &str) -> Option<&Property> {
-        self.properties.iter().find(|p| p.name.eq_ignore_ascii_case(name))
+        self.properties
+            .iter()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
     }
 
     /// Every property called `name`, in order.
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Property> + 'a {
-        self.properties.iter().filter(move |p| p.name.eq_ignore_ascii_case(name))
+        self.properties
+            .iter()
+            .filter(move |p| p.name.eq_ignore_ascii_case(name))
     }
 
     /// `FN`: the name to show.
@@ -195,7 +204,12 @@ impl Property {
     pub fn new(name: &str, params: Vec<Param>, raw_value: &str) -> Self {
         let name = name.to_ascii_uppercase();
         let value = canonical_value(&name, &params, raw_value);
-        Self { group: None, name, params, value }
+        Self {
+            group: None,
+            name,
+            params,
+            value,
+        }
     }
 
     /// A property holding `text` (escaped as its kind wants).
@@ -205,15 +219,31 @@ impl Property {
             ValueKind::Text => escape_text(text, false),
             ValueKind::List => escape_text(text, false),
             ValueKind::Compound { .. } => escape_text(text, true),
-            ValueKind::Date | ValueKind::Raw => text.replace("\r\n", "\\n").replace(['\r', '\n'], "\\n"),
+            ValueKind::Date | ValueKind::Raw => {
+                text.replace("\r\n", "\\n").replace(['\r', '\n'], "\\n")
+            }
         };
-        Self { group: None, name, params: Vec::new(), value }
+        Self {
+            group: None,
+            name,
+            params: Vec::new(),
+            value,
+        }
     }
 
     /// A compound property (`N`, `ADR`, `ORG`, …) from its components.
     pub fn compound(name: &str, components: &[&str]) -> Self {
-        let value = components.iter().map(|c| escape_text(c, true)).collect::<Vec<_>>().join(";");
-        Self { group: None, name: name.to_ascii_uppercase(), params: Vec::new(), value }
+        let value = components
+            .iter()
+            .map(|c| escape_text(c, true))
+            .collect::<Vec<_>>()
+            .join(";");
+        Self {
+            group: None,
+            name: name.to_ascii_uppercase(),
+            params: Vec::new(),
+            value,
+        }
     }
 
     pub fn with_param(mut self, name: &str, value: &str) -> Self {
@@ -238,12 +268,18 @@ impl Property {
 
     /// The `;`-separated components of a compound value, unescaped.
     pub fn components(&self) -> Vec<String> {
-        split_unescaped(&self.value, ';').into_iter().map(unescape).collect()
+        split_unescaped(&self.value, ';')
+            .into_iter()
+            .map(unescape)
+            .collect()
     }
 
     /// The `,`-separated values of a list value, unescaped.
     pub fn list(&self) -> Vec<String> {
-        split_unescaped(&self.value, ',').into_iter().map(unescape).collect()
+        split_unescaped(&self.value, ',')
+            .into_iter()
+            .map(unescape)
+            .collect()
     }
 
     /// Values of every parameter called `name`.
@@ -280,7 +316,14 @@ impl fmt::Debug for Property {
             d.field("group", g);
         }
         d.field("name", &self.name)
-            .field("params", &self.params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>())
+            .field(
+                "params",
+                &self
+                    .params
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .field("value", &format_args!("<{} bytes>", self.value.len()))
             .finish()
     }
@@ -295,7 +338,10 @@ pub struct Param {
 
 impl Param {
     pub fn new(name: &str, value: &str) -> Self {
-        Self { name: name.to_ascii_uppercase(), values: vec![value.to_owned()] }
+        Self {
+            name: name.to_ascii_uppercase(),
+            values: vec![value.to_owned()],
+        }
     }
 }
 
@@ -353,7 +399,10 @@ impl Address {
             ],
         );
         if !self.types.is_empty() {
-            p.params.push(Param { name: "TYPE".into(), values: self.types.clone() });
+            p.params.push(Param {
+                name: "TYPE".into(),
+                values: self.types.clone(),
+            });
         }
         p
     }
@@ -474,7 +523,10 @@ pub fn canonical_value(name: &str, params: &[Param], raw: &str) -> String {
 }
 
 fn join_list(items: impl Iterator<Item = String>) -> String {
-    items.map(|i| escape_text(&i, true)).collect::<Vec<_>>().join(",")
+    items
+        .map(|i| escape_text(&i, true))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn newlines_escaped(raw: &str) -> String {
@@ -557,11 +609,15 @@ pub fn date_to_basic(s: &str) -> Option<String> {
     };
     let date = match date.as_bytes() {
         [y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2]
-            if [y1, y2, y3, y4, m1, m2, d1, d2].iter().all(|b| b.is_ascii_digit()) =>
+            if [y1, y2, y3, y4, m1, m2, d1, d2]
+                .iter()
+                .all(|b| b.is_ascii_digit()) =>
         {
             format!("{}{}{}", &date[0..4], &date[5..7], &date[8..10])
         }
-        [b'-', b'-', m1, m2, b'-', d1, d2] if [m1, m2, d1, d2].iter().all(|b| b.is_ascii_digit()) => {
+        [b'-', b'-', m1, m2, b'-', d1, d2]
+            if [m1, m2, d1, d2].iter().all(|b| b.is_ascii_digit()) =>
+        {
             format!("--{}{}", &date[2..4], &date[5..7])
         }
         [] if time.is_some() => String::new(),
@@ -588,7 +644,10 @@ fn time_to_basic(t: &str) -> Option<String> {
         z if z.len() == 6
             && (z.starts_with('+') || z.starts_with('-'))
             && z.as_bytes()[3] == b':'
-            && z[1..3].bytes().chain(z[4..6].bytes()).all(|c| c.is_ascii_digit()) =>
+            && z[1..3]
+                .bytes()
+                .chain(z[4..6].bytes())
+                .all(|c| c.is_ascii_digit()) =>
         {
             format!("{}{}{}", &z[0..1], &z[1..3], &z[4..6])
         }
@@ -625,7 +684,12 @@ pub fn date_to_extended(s: &str) -> Option<String> {
         }
         _ => return None,
     };
-    Some(format!("{date}T{}:{}:{}{zone}", &t[0..2], &t[2..4], &t[4..6]))
+    Some(format!(
+        "{date}T{}:{}:{}{zone}",
+        &t[0..2],
+        &t[2..4],
+        &t[4..6]
+    ))
 }
 
 #[cfg(test)]
@@ -646,16 +710,31 @@ mod tests {
         let b = canonical_value("NOTE", &[], "Hello\\, world\\n again");
         assert_eq!(a, b);
         assert_eq!(canonical_value("N", &[], "Doe;John;;;"), "Doe;John;;;");
-        assert_eq!(canonical_value("ORG", &[], "A, Inc.;Sales"), "A\\, Inc.;Sales");
+        assert_eq!(
+            canonical_value("ORG", &[], "A, Inc.;Sales"),
+            "A\\, Inc.;Sales"
+        );
         assert_eq!(canonical_value("BDAY", &[], "1985-04-12"), "19850412");
         assert_eq!(canonical_value("BDAY", &[], "--04-12"), "--0412");
-        assert_eq!(canonical_value("REV", &[], "2024-01-01T12:00:00Z"), "20240101T120000Z");
-        assert_eq!(canonical_value("X-ANDROID-CUSTOM", &[], "a;b\\,c"), "a;b\\,c");
+        assert_eq!(
+            canonical_value("REV", &[], "2024-01-01T12:00:00Z"),
+            "20240101T120000Z"
+        );
+        assert_eq!(
+            canonical_value("X-ANDROID-CUSTOM", &[], "a;b\\,c"),
+            "a;b\\,c"
+        );
     }
 
     #[test]
     fn dates_convert_both_ways() {
-        for basic in ["19850412", "--0412", "20240101T120000Z", "19961022T140000-0500", "T102200"] {
+        for basic in [
+            "19850412",
+            "--0412",
+            "20240101T120000Z",
+            "19961022T140000-0500",
+            "T102200",
+        ] {
             let ext = date_to_extended(basic).unwrap();
             assert_eq!(date_to_basic(&ext).as_deref(), Some(basic), "{ext}");
         }
@@ -667,7 +746,11 @@ mod tests {
     fn typed_accessors() {
         let mut c = Contact::new();
         c.push(Property::new("n", vec![], "Doe;John;Q.;Dr.;Jr."));
-        c.push(Property::new("EMAIL", vec![Param::new("type", "work")], "j@example.com"));
+        c.push(Property::new(
+            "EMAIL",
+            vec![Param::new("type", "work")],
+            "j@example.com",
+        ));
         c.push(Property::new("CATEGORIES", vec![], "a,b\\,c"));
         assert_eq!(c.name().unwrap().given, "John");
         assert_eq!(c.emails(), vec!["j@example.com"]);

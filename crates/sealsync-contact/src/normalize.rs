@@ -17,13 +17,20 @@ impl Email {
 
     pub fn parse_with(s: &str, fold_local_part: bool) -> Option<Self> {
         let s = s.trim();
-        let s = s.strip_prefix("mailto:").or_else(|| s.strip_prefix("MAILTO:")).unwrap_or(s);
+        let s = s
+            .strip_prefix("mailto:")
+            .or_else(|| s.strip_prefix("MAILTO:"))
+            .unwrap_or(s);
         let (local, domain) = s.rsplit_once('@')?;
         let domain = domain.trim_end_matches('.');
         if local.is_empty() || domain.is_empty() || s.contains(char::is_whitespace) {
             return None;
         }
-        let local = if fold_local_part { local.to_lowercase() } else { local.to_owned() };
+        let local = if fold_local_part {
+            local.to_lowercase()
+        } else {
+            local.to_owned()
+        };
         Some(Self(format!("{local}@{}", domain.to_lowercase())))
     }
 
@@ -49,12 +56,18 @@ impl Phone {
         let s = s.trim();
         let s = s.strip_prefix("tel:").unwrap_or(s);
         let s = s.split(';').next().unwrap_or(s);
-        let region = default_region.and_then(|r| r.to_ascii_uppercase().parse::<phonenumber::country::Id>().ok());
+        let region = default_region.and_then(|r| {
+            r.to_ascii_uppercase()
+                .parse::<phonenumber::country::Id>()
+                .ok()
+        });
         let number = phonenumber::parse(region, s).ok()?;
         if !phonenumber::is_valid(&number) {
             return None;
         }
-        Some(Self(number.format().mode(phonenumber::Mode::E164).to_string()))
+        Some(Self(
+            number.format().mode(phonenumber::Mode::E164).to_string(),
+        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -70,7 +83,10 @@ impl fmt::Debug for Phone {
 
 /// Whether `region` names a region the phone parser knows.
 pub fn is_known_region(region: &str) -> bool {
-    region.to_ascii_uppercase().parse::<phonenumber::country::Id>().is_ok()
+    region
+        .to_ascii_uppercase()
+        .parse::<phonenumber::country::Id>()
+        .is_ok()
 }
 
 /// A UID in matching form: trimmed; `urn:uuid:` removed and UUIDs lower case.
@@ -84,7 +100,11 @@ pub fn normalize_uid(s: &str) -> Option<String> {
         return None;
     }
     let is_uuid = bare.len() == 36 && bare.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-    Some(if is_uuid { bare.to_ascii_lowercase() } else { bare.to_owned() })
+    Some(if is_uuid {
+        bare.to_ascii_lowercase()
+    } else {
+        bare.to_owned()
+    })
 }
 
 #[cfg(test)]
@@ -96,7 +116,12 @@ mod tests {
         let a = Email::parse("  Jane.Doe@Example.COM ").unwrap();
         let b = Email::parse("mailto:jane.doe@example.com").unwrap();
         assert_eq!(a, b);
-        assert_eq!(Email::parse_with("Jane@Example.com", false).unwrap().as_str(), "Jane@example.com");
+        assert_eq!(
+            Email::parse_with("Jane@Example.com", false)
+                .unwrap()
+                .as_str(),
+            "Jane@example.com"
+        );
         assert!(Email::parse("not an email").is_none());
         assert!(Email::parse("@example.com").is_none());
     }
@@ -107,8 +132,16 @@ mod tests {
         let intl = Phone::parse("+1 202-555-0143", None);
         assert!(us.is_some());
         assert_eq!(us, intl);
-        assert_eq!(Phone::parse("030 901820", Some("de")).unwrap().as_str(), "+4930901820");
-        assert_eq!(Phone::parse("tel:+49-30-901820;ext=1", None).unwrap().as_str(), "+4930901820");
+        assert_eq!(
+            Phone::parse("030 901820", Some("de")).unwrap().as_str(),
+            "+4930901820"
+        );
+        assert_eq!(
+            Phone::parse("tel:+49-30-901820;ext=1", None)
+                .unwrap()
+                .as_str(),
+            "+4930901820"
+        );
         assert!(Phone::parse("12", Some("US")).is_none());
     }
 

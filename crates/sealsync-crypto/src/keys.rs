@@ -8,7 +8,9 @@ use aws_lc_rs::{hkdf, hmac};
 use sealsync_types::WorkspaceId;
 use zeroize::Zeroizing;
 
-use crate::seal::{CryptoError, HEADER_LEN, NONCE_LEN, RecordRef, SEALED_V1, TAG_LEN, sealed_key_version};
+use crate::seal::{
+    CryptoError, HEADER_LEN, NONCE_LEN, RecordRef, SEALED_V1, TAG_LEN, sealed_key_version,
+};
 
 /// 32 bytes of key material, zeroized on drop. Not `Clone`; `Debug` prints a marker.
 pub struct KeyBytes(Zeroizing<[u8; 32]>);
@@ -59,7 +61,14 @@ impl IndexKind {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [IndexKind::Email, IndexKind::Phone, IndexKind::Uid, IndexKind::Content].into_iter().find(|k| k.as_str() == s)
+        [
+            IndexKind::Email,
+            IndexKind::Phone,
+            IndexKind::Uid,
+            IndexKind::Content,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -71,7 +80,8 @@ pub struct BlindIndex {
 
 impl BlindIndex {
     pub fn new(root: &KeyBytes, workspace: WorkspaceId) -> Self {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"sealsync blind index v1").extract(root.expose());
+        let prk =
+            hkdf::Salt::new(hkdf::HKDF_SHA256, b"sealsync blind index v1").extract(root.expose());
         let derive = |kind: IndexKind| -> hmac::Key {
             let info = [kind.as_str().as_bytes(), workspace.as_bytes().as_slice()];
             match prk.expand(&info, hmac::HMAC_SHA256) {
@@ -127,11 +137,20 @@ impl WorkspaceKeys {
     ) -> Result<Self, CryptoError> {
         let mut map = BTreeMap::new();
         for (version, key) in deks {
-            let aead = RandomizedNonceKey::new(&AES_256_GCM, key.expose()).map_err(|_| CryptoError::KeyLength)?;
+            let aead = RandomizedNonceKey::new(&AES_256_GCM, key.expose())
+                .map_err(|_| CryptoError::KeyLength)?;
             map.insert(version, DataKey { aead });
         }
-        let current = *map.keys().next_back().ok_or(CryptoError::UnknownKeyVersion(0))?;
-        Ok(Self { workspace, deks: map, current, blind: BlindIndex::new(index_root, workspace) })
+        let current = *map
+            .keys()
+            .next_back()
+            .ok_or(CryptoError::UnknownKeyVersion(0))?;
+        Ok(Self {
+            workspace,
+            deks: map,
+            current,
+            blind: BlindIndex::new(index_root, workspace),
+        })
     }
 
     pub fn workspace(&self) -> WorkspaceId {
@@ -156,9 +175,17 @@ impl WorkspaceKeys {
         self.seal_with(self.current, at, plaintext)
     }
 
-    pub(crate) fn seal_with(&self, version: u32, at: &RecordRef<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    pub(crate) fn seal_with(
+        &self,
+        version: u32,
+        at: &RecordRef<'_>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         debug_assert_eq!(at.workspace, self.workspace);
-        let key = self.deks.get(&version).ok_or(CryptoError::UnknownKeyVersion(version))?;
+        let key = self
+            .deks
+            .get(&version)
+            .ok_or(CryptoError::UnknownKeyVersion(version))?;
         let aad = at.aad(version);
         let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
         out.push(SEALED_V1);
@@ -178,11 +205,15 @@ impl WorkspaceKeys {
     /// sealed for another place.
     pub fn open(&self, at: &RecordRef<'_>, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let version = sealed_key_version(sealed)?;
-        let key = self.deks.get(&version).ok_or(CryptoError::UnknownKeyVersion(version))?;
+        let key = self
+            .deks
+            .get(&version)
+            .ok_or(CryptoError::UnknownKeyVersion(version))?;
         if at.workspace != self.workspace {
             return Err(CryptoError::Integrity);
         }
-        let nonce = Nonce::try_assume_unique_for_key(&sealed[5..HEADER_LEN]).map_err(|_| CryptoError::Malformed)?;
+        let nonce = Nonce::try_assume_unique_for_key(&sealed[5..HEADER_LEN])
+            .map_err(|_| CryptoError::Malformed)?;
         let mut buf = sealed[HEADER_LEN..].to_vec();
         let len = key
             .aead
@@ -195,7 +226,11 @@ impl WorkspaceKeys {
 
     /// Re-seals a value under the newest DEK (for rotation); a value already there is returned
     /// as `None`.
-    pub fn reseal(&self, at: &RecordRef<'_>, sealed: &[u8]) -> Result<Option<Vec<u8>>, CryptoError> {
+    pub fn reseal(
+        &self,
+        at: &RecordRef<'_>,
+        sealed: &[u8],
+    ) -> Result<Option<Vec<u8>>, CryptoError> {
         if sealed_key_version(sealed)? == self.current {
             return Ok(None);
         }
@@ -218,13 +253,28 @@ mod tests {
     use super::*;
 
     fn keys(ws: WorkspaceId, versions: &[u32]) -> (WorkspaceKeys, Vec<[u8; 32]>) {
-        let raw: Vec<[u8; 32]> = versions.iter().map(|_| *KeyBytes::generate().unwrap().expose()).collect();
-        let deks = versions.iter().zip(&raw).map(|(v, k)| (*v, KeyBytes::from_slice(k).unwrap())).collect();
-        (WorkspaceKeys::new(ws, deks, &KeyBytes::generate().unwrap()).unwrap(), raw)
+        let raw: Vec<[u8; 32]> = versions
+            .iter()
+            .map(|_| *KeyBytes::generate().unwrap().expose())
+            .collect();
+        let deks = versions
+            .iter()
+            .zip(&raw)
+            .map(|(v, k)| (*v, KeyBytes::from_slice(k).unwrap()))
+            .collect();
+        (
+            WorkspaceKeys::new(ws, deks, &KeyBytes::generate().unwrap()).unwrap(),
+            raw,
+        )
     }
 
     fn at<'a>(ws: WorkspaceId, record: &'a [u8], field: &'a str) -> RecordRef<'a> {
-        RecordRef { table: "contacts", workspace: ws, record, field }
+        RecordRef {
+            table: "contacts",
+            workspace: ws,
+            record,
+            field,
+        }
     }
 
     #[test]
@@ -244,15 +294,30 @@ mod tests {
         let ws = WorkspaceId::new();
         let (k, _) = keys(ws, &[1]);
         let sealed = k.seal(&at(ws, b"r1", "body"), b"hello").unwrap();
-        assert_eq!(k.open(&at(ws, b"r2", "body"), &sealed), Err(CryptoError::Integrity));
-        assert_eq!(k.open(&at(ws, b"r1", "note"), &sealed), Err(CryptoError::Integrity));
-        let other = RecordRef { table: "events", ..at(ws, b"r1", "body") };
+        assert_eq!(
+            k.open(&at(ws, b"r2", "body"), &sealed),
+            Err(CryptoError::Integrity)
+        );
+        assert_eq!(
+            k.open(&at(ws, b"r1", "note"), &sealed),
+            Err(CryptoError::Integrity)
+        );
+        let other = RecordRef {
+            table: "events",
+            ..at(ws, b"r1", "body")
+        };
         assert_eq!(k.open(&other, &sealed), Err(CryptoError::Integrity));
         let mut flipped = sealed.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert_eq!(k.open(&at(ws, b"r1", "body"), &flipped), Err(CryptoError::Integrity));
-        assert_eq!(k.open(&at(ws, b"r1", "body"), &sealed[..10]), Err(CryptoError::Malformed));
+        assert_eq!(
+            k.open(&at(ws, b"r1", "body"), &flipped),
+            Err(CryptoError::Integrity)
+        );
+        assert_eq!(
+            k.open(&at(ws, b"r1", "body"), &sealed[..10]),
+            Err(CryptoError::Malformed)
+        );
     }
 
     #[test]
@@ -262,8 +327,16 @@ mod tests {
         let sealed = k.seal(&at(ws, b"r1", "body"), b"hello").unwrap();
         // Same key material, other workspace: the AAD differs.
         let other = WorkspaceId::new();
-        let k2 = WorkspaceKeys::new(other, vec![(1, KeyBytes::from_slice(&raw[0]).unwrap())], &KeyBytes::generate().unwrap()).unwrap();
-        assert_eq!(k2.open(&at(other, b"r1", "body"), &sealed), Err(CryptoError::Integrity));
+        let k2 = WorkspaceKeys::new(
+            other,
+            vec![(1, KeyBytes::from_slice(&raw[0]).unwrap())],
+            &KeyBytes::generate().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            k2.open(&at(other, b"r1", "body"), &sealed),
+            Err(CryptoError::Integrity)
+        );
     }
 
     #[test]
@@ -275,8 +348,16 @@ mod tests {
         assert_eq!(sealed_key_version(&new).unwrap(), 2);
         assert!(k.reseal(&at(ws, b"r", "f"), &new).unwrap().is_none());
         // Without version 1 the old value cannot be opened.
-        let only2 = WorkspaceKeys::new(ws, vec![(2, KeyBytes::from_slice(&raw[1]).unwrap())], &KeyBytes::generate().unwrap()).unwrap();
-        assert_eq!(only2.open(&at(ws, b"r", "f"), &old), Err(CryptoError::UnknownKeyVersion(1)));
+        let only2 = WorkspaceKeys::new(
+            ws,
+            vec![(2, KeyBytes::from_slice(&raw[1]).unwrap())],
+            &KeyBytes::generate().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            only2.open(&at(ws, b"r", "f"), &old),
+            Err(CryptoError::UnknownKeyVersion(1))
+        );
         assert_eq!(only2.open(&at(ws, b"r", "f"), &new).unwrap(), b"x");
     }
 

@@ -19,7 +19,9 @@ mod provider;
 mod seal;
 
 pub use keys::{BlindIndex, IndexKind, KeyBytes, WorkspaceKeys};
-pub use provider::{EnvKeyProvider, KeyError, KeyProvider, LocalKeyfile, WrappedKey, check_private_file};
+pub use provider::{
+    EnvKeyProvider, KeyError, KeyProvider, LocalKeyfile, WrappedKey, check_private_file,
+};
 pub use seal::{CryptoError, RecordRef, SEALED_V1, sealed_key_version};
 
 /// Fills `out` from the system's secure random generator.

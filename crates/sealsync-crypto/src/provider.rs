@@ -28,7 +28,9 @@ pub struct WrappedKey {
 
 impl fmt::Debug for WrappedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WrappedKey").field("kek", &self.kek).finish_non_exhaustive()
+        f.debug_struct("WrappedKey")
+            .field("kek", &self.kek)
+            .finish_non_exhaustive()
     }
 }
 
@@ -40,18 +42,27 @@ pub enum KeyError {
          Fix it with: chmod 600 {path}"
     )]
     Permissions { path: String, mode: u32 },
-    #[error("master key file {path} not found; run `sealsync init` to create one, or point keys.keyfile at yours")]
+    #[error(
+        "master key file {path} not found; run `sealsync init` to create one, or point keys.keyfile at yours"
+    )]
     Missing { path: String },
     #[error("master key file {path} is not in sealsync's format: {reason}")]
     Format { path: String, reason: String },
-    #[error("{provider} has no master key version {kek:?} (was the master key replaced or rotated away?)")]
+    #[error(
+        "{provider} has no master key version {kek:?} (was the master key replaced or rotated away?)"
+    )]
     UnknownKek { provider: String, kek: String },
-    #[error("{provider} could not unwrap a data key with master key {kek:?}: wrong master key, or the keystore was altered")]
+    #[error(
+        "{provider} could not unwrap a data key with master key {kek:?}: wrong master key, or the keystore was altered"
+    )]
     Unwrap { provider: String, kek: String },
     #[error("{provider} is unavailable: {reason}")]
     Unavailable { provider: String, reason: String },
     #[error("cannot access {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the secure random generator failed")]
     Random,
 }
@@ -101,11 +112,17 @@ impl KekSet {
             .map_err(|_| KeyError::Random)?;
         buf[..12].copy_from_slice(nonce.as_ref());
         buf.extend_from_slice(tag.as_ref());
-        Ok(WrappedKey { kek: self.kek_id(version), bytes: buf })
+        Ok(WrappedKey {
+            kek: self.kek_id(version),
+            bytes: buf,
+        })
     }
 
     fn unwrap(&self, wrapped: &WrappedKey, context: &[u8]) -> Result<KeyBytes, KeyError> {
-        let unknown = || KeyError::UnknownKek { provider: self.describe.clone(), kek: wrapped.kek.clone() };
+        let unknown = || KeyError::UnknownKek {
+            provider: self.describe.clone(),
+            kek: wrapped.kek.clone(),
+        };
         let version: u32 = wrapped
             .kek
             .strip_prefix(self.prefix)
@@ -113,7 +130,10 @@ impl KekSet {
             .and_then(|v| v.parse().ok())
             .ok_or_else(unknown)?;
         let kek = self.aead(version)?;
-        let failed = || KeyError::Unwrap { provider: self.describe.clone(), kek: wrapped.kek.clone() };
+        let failed = || KeyError::Unwrap {
+            provider: self.describe.clone(),
+            kek: wrapped.kek.clone(),
+        };
         if wrapped.bytes.len() != 12 + 32 + 16 {
             return Err(failed());
         }
@@ -126,10 +146,13 @@ impl KekSet {
     }
 
     fn aead(&self, version: u32) -> Result<RandomizedNonceKey, KeyError> {
-        let key = self.keys.get(&version).ok_or_else(|| KeyError::UnknownKek {
-            provider: self.describe.clone(),
-            kek: self.kek_id(version),
-        })?;
+        let key = self
+            .keys
+            .get(&version)
+            .ok_or_else(|| KeyError::UnknownKek {
+                provider: self.describe.clone(),
+                kek: self.kek_id(version),
+            })?;
         RandomizedNonceKey::new(&AES_256_GCM, key.expose()).map_err(|_| KeyError::Random)
     }
 }
@@ -146,24 +169,46 @@ const KEYFILE_HEADER: &str = "# sealsync master key file. Keep it secret (mode 0
 impl LocalKeyfile {
     /// Creates a new keyfile with one fresh KEK (version 1). Fails if the file exists.
     pub fn create(path: &Path) -> Result<Self, KeyError> {
-        let mut set = KekSet { prefix: "local", describe: describe_local(path), keys: BTreeMap::new() };
-        set.keys.insert(1, KeyBytes::generate().map_err(|_| KeyError::Random)?);
-        let file = Self { path: path.to_owned(), set };
+        let mut set = KekSet {
+            prefix: "local",
+            describe: describe_local(path),
+            keys: BTreeMap::new(),
+        };
+        set.keys
+            .insert(1, KeyBytes::generate().map_err(|_| KeyError::Random)?);
+        let file = Self {
+            path: path.to_owned(),
+            set,
+        };
         file.write(true)?;
         Ok(file)
     }
 
     /// Opens an existing keyfile; refuses one that group or others can read.
     pub fn open(path: &Path) -> Result<Self, KeyError> {
-        let io = |source| KeyError::Io { path: path.display().to_string(), source };
+        let io = |source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         if !path.exists() {
-            return Err(KeyError::Missing { path: path.display().to_string() });
+            return Err(KeyError::Missing {
+                path: path.display().to_string(),
+            });
         }
         check_private_file(path)?;
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
-        let keys = parse_kek_lines(&text)
-            .map_err(|reason| KeyError::Format { path: path.display().to_string(), reason })?;
-        Ok(Self { path: path.to_owned(), set: KekSet { prefix: "local", describe: describe_local(path), keys } })
+        let keys = parse_kek_lines(&text).map_err(|reason| KeyError::Format {
+            path: path.display().to_string(),
+            reason,
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            set: KekSet {
+                prefix: "local",
+                describe: describe_local(path),
+                keys,
+            },
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -177,7 +222,9 @@ impl LocalKeyfile {
     /// Adds a new KEK version (the new current one) and saves the file atomically.
     pub fn add_version(&mut self) -> Result<u32, KeyError> {
         let next = self.set.current() + 1;
-        self.set.keys.insert(next, KeyBytes::generate().map_err(|_| KeyError::Random)?);
+        self.set
+            .keys
+            .insert(next, KeyBytes::generate().map_err(|_| KeyError::Random)?);
         self.write(false)?;
         Ok(next)
     }
@@ -203,12 +250,19 @@ impl LocalKeyfile {
 
     fn write(&self, create_new: bool) -> Result<(), KeyError> {
         use std::os::unix::fs::OpenOptionsExt as _;
-        let io = |source| KeyError::Io { path: self.path.display().to_string(), source };
+        let io = |source| KeyError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
         let mut text = Zeroizing::new(String::from(KEYFILE_HEADER));
         for (v, k) in &self.set.keys {
             text.push_str(&format!("v{v} {}\n", B64.encode(k.expose())));
         }
-        let target = if create_new { self.path.clone() } else { self.path.with_extension("key.tmp") };
+        let target = if create_new {
+            self.path.clone()
+        } else {
+            self.path.with_extension("key.tmp")
+        };
         let mut options = std::fs::OpenOptions::new();
         options.write(true).mode(0o600);
         if create_new {
@@ -238,13 +292,18 @@ fn parse_kek_lines(text: &str) -> Result<BTreeMap<u32, KeyBytes>, String> {
             continue;
         }
         let bad = |what: &str| format!("line {}: {what}", i + 1);
-        let (version, b64) = line.split_once(' ').ok_or_else(|| bad("expected `vN <base64 key>`"))?;
+        let (version, b64) = line
+            .split_once(' ')
+            .ok_or_else(|| bad("expected `vN <base64 key>`"))?;
         let version: u32 = version
             .strip_prefix('v')
             .and_then(|v| v.parse().ok())
             .filter(|v| *v > 0)
             .ok_or_else(|| bad("version must be v1, v2, …"))?;
-        let raw = Zeroizing::new(B64.decode(b64.trim()).map_err(|_| bad("key is not base64"))?);
+        let raw = Zeroizing::new(
+            B64.decode(b64.trim())
+                .map_err(|_| bad("key is not base64"))?,
+        );
         let key = KeyBytes::from_slice(&raw).map_err(|_| bad("key must be 32 bytes"))?;
         if keys.insert(version, key).is_some() {
             return Err(bad("version appears twice"));
@@ -258,7 +317,9 @@ fn parse_kek_lines(text: &str) -> Result<BTreeMap<u32, KeyBytes>, String> {
 
 impl fmt::Debug for LocalKeyfile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalKeyfile").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("LocalKeyfile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -287,15 +348,28 @@ pub struct EnvKeyProvider {
 impl EnvKeyProvider {
     pub fn from_secret(value: &SecretString) -> Result<Self, KeyError> {
         let text = value.expose_secret().trim();
-        let format_error = |reason: String| KeyError::Format { path: "SEALSYNC_MASTER_KEY".into(), reason };
+        let format_error = |reason: String| KeyError::Format {
+            path: "SEALSYNC_MASTER_KEY".into(),
+            reason,
+        };
         let keys = if text.contains('\n') || text.starts_with('v') {
             parse_kek_lines(text).map_err(format_error)?
         } else {
-            let raw = Zeroizing::new(B64.decode(text).map_err(|_| format_error("not base64".into()))?);
-            let key = KeyBytes::from_slice(&raw).map_err(|_| format_error("key must be 32 bytes".into()))?;
+            let raw = Zeroizing::new(
+                B64.decode(text)
+                    .map_err(|_| format_error("not base64".into()))?,
+            );
+            let key = KeyBytes::from_slice(&raw)
+                .map_err(|_| format_error("key must be 32 bytes".into()))?;
             BTreeMap::from([(1, key)])
         };
-        Ok(Self { set: KekSet { prefix: "env", describe: "master key from SEALSYNC_MASTER_KEY".into(), keys } })
+        Ok(Self {
+            set: KekSet {
+                prefix: "env",
+                describe: "master key from SEALSYNC_MASTER_KEY".into(),
+                keys,
+            },
+        })
     }
 }
 
@@ -324,10 +398,16 @@ impl KeyProvider for EnvKeyProvider {
 /// Refuses a file that group or others may read or write, the way ssh refuses a private key.
 pub fn check_private_file(path: &Path) -> Result<(), KeyError> {
     use std::os::unix::fs::PermissionsExt as _;
-    let meta = std::fs::metadata(path).map_err(|source| KeyError::Io { path: path.display().to_string(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(KeyError::Permissions { path: path.display().to_string(), mode });
+        return Err(KeyError::Permissions {
+            path: path.display().to_string(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -347,13 +427,25 @@ mod tests {
         assert_eq!(kf.add_version().unwrap(), 2);
         let reopened = LocalKeyfile::open(&path).unwrap();
         assert_eq!(reopened.versions(), vec![1, 2]);
-        assert_eq!(reopened.unwrap(&w1, b"ctx").await.unwrap().expose(), dek.expose());
+        assert_eq!(
+            reopened.unwrap(&w1, b"ctx").await.unwrap().expose(),
+            dek.expose()
+        );
         let w2 = reopened.wrap(&dek, b"ctx").await.unwrap();
         assert_eq!(w2.kek, "local:2");
-        assert!(matches!(reopened.unwrap(&w1, b"other").await, Err(KeyError::Unwrap { .. })));
-        assert_eq!(kf.retire_versions(&[w2.kek.clone()]).unwrap(), vec![1]);
+        assert!(matches!(
+            reopened.unwrap(&w1, b"other").await,
+            Err(KeyError::Unwrap { .. })
+        ));
+        assert_eq!(
+            kf.retire_versions(std::slice::from_ref(&w2.kek)).unwrap(),
+            vec![1]
+        );
         let after = LocalKeyfile::open(&path).unwrap();
-        assert!(matches!(after.unwrap(&w1, b"ctx").await, Err(KeyError::UnknownKek { .. })));
+        assert!(matches!(
+            after.unwrap(&w1, b"ctx").await,
+            Err(KeyError::UnknownKek { .. })
+        ));
     }
 
     #[test]
@@ -375,9 +467,13 @@ mod tests {
         let p = EnvKeyProvider::from_secret(&SecretString::from(raw)).unwrap();
         let dek = KeyBytes::generate().unwrap();
         let w = p.wrap(&dek, b"c").await.unwrap();
-        let other = EnvKeyProvider::from_secret(&SecretString::from(B64.encode([8u8; 32]))).unwrap();
+        let other =
+            EnvKeyProvider::from_secret(&SecretString::from(B64.encode([8u8; 32]))).unwrap();
         let err = other.unwrap(&w, b"c").await.unwrap_err().to_string();
-        assert!(err.contains("env:1") && err.contains("wrong master key"), "{err}");
+        assert!(
+            err.contains("env:1") && err.contains("wrong master key"),
+            "{err}"
+        );
         assert!(EnvKeyProvider::from_secret(&SecretString::from("short".to_owned())).is_err());
         assert!(!format!("{p:?}").contains(&B64.encode([7u8; 32])));
     }

@@ -36,7 +36,8 @@ impl RecordRef<'_> {
     /// `"sealsync-aad-v1" | len table | len record | len field | workspace | key version`,
     /// length-prefixed so that no two places share an AAD.
     pub(crate) fn aad(&self, key_version: u32) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(16 + self.table.len() + self.record.len() + self.field.len() + 32);
+        let mut aad =
+            Vec::with_capacity(16 + self.table.len() + self.record.len() + self.field.len() + 32);
         aad.extend_from_slice(b"sealsync-aad-v1");
         for part in [self.table.as_bytes(), self.record, self.field.as_bytes()] {
             aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
@@ -53,5 +54,7 @@ pub fn sealed_key_version(sealed: &[u8]) -> Result<u32, CryptoError> {
     if sealed.len() < HEADER_LEN + TAG_LEN || sealed[0] != SEALED_V1 {
         return Err(CryptoError::Malformed);
     }
-    Ok(u32::from_be_bytes([sealed[1], sealed[2], sealed[3], sealed[4]]))
+    Ok(u32::from_be_bytes([
+        sealed[1], sealed[2], sealed[3], sealed[4],
+    ]))
 }

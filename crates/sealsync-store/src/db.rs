@@ -97,6 +97,9 @@ pub struct ContactRow {
     pub updated_at: i64,
 }
 
+/// Blind-index entries of one contact: (kind, keyed hash).
+pub type IndexEntries = Vec<(IndexKind, [u8; 32])>;
+
 /// The database handle: a pool for the data and one for the keystore.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -106,25 +109,53 @@ pub struct Store {
 }
 
 fn migration(version: i64, name: &'static str, sql: &'static str) -> Migration {
-    Migration::new(version, Cow::Borrowed(name), MigrationType::Simple, sqlx::SqlSafeStr::into_sql_str(sql), false)
+    Migration::new(
+        version,
+        Cow::Borrowed(name),
+        MigrationType::Simple,
+        sqlx::SqlSafeStr::into_sql_str(sql),
+        false,
+    )
 }
 
 fn migrators(backend: Backend) -> (Migrator, Migrator) {
     let (data, keys) = match backend {
         Backend::Sqlite => (
-            vec![migration(1, "hub", include_str!("../migrations/sqlite/0001_hub.sql"))],
-            vec![migration(1, "keystore", include_str!("../migrations/sqlite/keystore_0001.sql"))],
+            vec![migration(
+                1,
+                "hub",
+                include_str!("../migrations/sqlite/0001_hub.sql"),
+            )],
+            vec![migration(
+                1,
+                "keystore",
+                include_str!("../migrations/sqlite/keystore_0001.sql"),
+            )],
         ),
         Backend::Postgres => (
-            vec![migration(1, "hub", include_str!("../migrations/postgres/0001_hub.sql"))],
-            vec![migration(1, "keystore", include_str!("../migrations/postgres/keystore_0001.sql"))],
+            vec![migration(
+                1,
+                "hub",
+                include_str!("../migrations/postgres/0001_hub.sql"),
+            )],
+            vec![migration(
+                1,
+                "keystore",
+                include_str!("../migrations/postgres/keystore_0001.sql"),
+            )],
         ),
     };
-    (Migrator::with_migrations(data), Migrator::with_migrations(keys))
+    (
+        Migrator::with_migrations(data),
+        Migrator::with_migrations(keys),
+    )
 }
 
 pub(crate) fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl Store {
@@ -135,22 +166,36 @@ impl Store {
         let backend = Backend::of_url(url)?;
         let keys_url = config.keystore_url.expose_secret();
         if Backend::of_url(keys_url)? != backend {
-            return Err(StoreError::Config("database and keystore must use the same kind of database".into()));
+            return Err(StoreError::Config(
+                "database and keystore must use the same kind of database".into(),
+            ));
         }
         let data = pool(backend, url, config.max_connections, None).await?;
         if backend == Backend::Postgres {
             // The keystore schema must exist before a pool can use it as its search path.
-            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {KEYSTORE_SCHEMA}")))
-                .execute(&data)
-                .await
-                .map_err(StoreError::db)?;
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {KEYSTORE_SCHEMA}"
+            )))
+            .execute(&data)
+            .await
+            .map_err(StoreError::db)?;
         }
         let schema = (backend == Backend::Postgres).then_some(KEYSTORE_SCHEMA);
         let keys = pool(backend, keys_url, config.max_connections.min(4), schema).await?;
         let (data_migrator, keys_migrator) = migrators(backend);
-        data_migrator.run(&data).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
-        keys_migrator.run(&keys).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
-        Ok(Self { data, keys, backend })
+        data_migrator
+            .run(&data)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        keys_migrator
+            .run(&keys)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        Ok(Self {
+            data,
+            keys,
+            backend,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -165,7 +210,11 @@ impl Store {
     // ---- workspaces -------------------------------------------------------------------------
 
     pub async fn insert_workspace(&self, name: &WorkspaceName) -> Result<Workspace, StoreError> {
-        let ws = Workspace { id: WorkspaceId::new(), name: name.clone(), created_at: now() };
+        let ws = Workspace {
+            id: WorkspaceId::new(),
+            name: name.clone(),
+            created_at: now(),
+        };
         sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(ws.id.as_bytes().to_vec())
             .bind(ws.name.as_str().to_owned())
@@ -176,7 +225,10 @@ impl Store {
         Ok(ws)
     }
 
-    pub async fn workspace_by_name(&self, name: &WorkspaceName) -> Result<Option<Workspace>, StoreError> {
+    pub async fn workspace_by_name(
+        &self,
+        name: &WorkspaceName,
+    ) -> Result<Option<Workspace>, StoreError> {
         let row = sqlx::query("SELECT id, name, created_at FROM workspaces WHERE name = $1")
             .bind(name.as_str().to_owned())
             .fetch_optional(&self.data)
@@ -208,7 +260,11 @@ impl Store {
             "DELETE FROM contacts WHERE workspace_id = $1",
             "DELETE FROM workspaces WHERE id = $1",
         ] {
-            sqlx::query(sql).bind(ws.clone()).execute(&mut *tx).await.map_err(StoreError::db)?;
+            sqlx::query(sql)
+                .bind(ws.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db)?;
         }
         tx.commit().await.map_err(StoreError::db)?;
         Ok(())
@@ -253,7 +309,10 @@ impl Store {
                     purpose,
                     version: u32::try_from(get::<i64>(r, "version")?)
                         .map_err(|_| StoreError::Corrupt("key version out of range"))?,
-                    wrapped: WrappedKey { kek: get(r, "kek")?, bytes: get(r, "wrapped")? },
+                    wrapped: WrappedKey {
+                        kek: get(r, "kek")?,
+                        bytes: get(r, "wrapped")?,
+                    },
                     created_at: get(r, "created_at")?,
                 })
             })
@@ -266,7 +325,7 @@ impl Store {
     pub async fn write_contacts(
         &self,
         ws: WorkspaceId,
-        rows: &[(ContactRow, Vec<(IndexKind, [u8; 32])>)],
+        rows: &[(ContactRow, IndexEntries)],
     ) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
@@ -288,7 +347,16 @@ impl Store {
             let values = (0..chunk.len())
                 .map(|i| {
                     let b = 2 + i * 7;
-                    format!("($1, ${}, ${}, ${}, ${}, ${}, ${}, ${})", b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6)
+                    format!(
+                        "($1, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        b,
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6
+                    )
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -330,7 +398,10 @@ impl Store {
                 )))
                 .bind(wsb.clone());
                 for (row, kind, value) in part {
-                    q = q.bind(kind.as_str()).bind(value.to_vec()).bind(row.id.as_bytes().to_vec());
+                    q = q
+                        .bind(kind.as_str())
+                        .bind(value.to_vec())
+                        .bind(row.id.as_bytes().to_vec());
                 }
                 q.execute(&mut *tx).await.map_err(StoreError::db)?;
             }
@@ -361,7 +432,11 @@ impl Store {
     }
 
     /// Contacts by id (missing ones are left out).
-    pub async fn contacts_by_id(&self, ws: WorkspaceId, ids: &[ContactId]) -> Result<Vec<ContactRow>, StoreError> {
+    pub async fn contacts_by_id(
+        &self,
+        ws: WorkspaceId,
+        ids: &[ContactId],
+    ) -> Result<Vec<ContactRow>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let mut q = sqlx::query(AssertSqlSafe(format!(
@@ -433,7 +508,10 @@ impl Store {
     }
 
     /// Live contacts per data-key version.
-    pub async fn contacts_per_key_version(&self, ws: WorkspaceId) -> Result<Vec<(u32, i64)>, StoreError> {
+    pub async fn contacts_per_key_version(
+        &self,
+        ws: WorkspaceId,
+    ) -> Result<Vec<(u32, i64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT key_version, COUNT(*) AS n FROM contacts WHERE workspace_id = $1 AND deleted = 0 \
              GROUP BY key_version ORDER BY key_version",
@@ -443,7 +521,12 @@ impl Store {
         .await
         .map_err(StoreError::db)?;
         rows.iter()
-            .map(|r| Ok((u32::try_from(get::<i64>(r, "key_version")?).unwrap_or(0), get::<i64>(r, "n")?)))
+            .map(|r| {
+                Ok((
+                    u32::try_from(get::<i64>(r, "key_version")?).unwrap_or(0),
+                    get::<i64>(r, "n")?,
+                ))
+            })
             .collect()
     }
 
@@ -453,7 +536,12 @@ impl Store {
     }
 }
 
-async fn pool(backend: Backend, url: &str, max: u32, search_path: Option<&'static str>) -> Result<AnyPool, StoreError> {
+async fn pool(
+    backend: Backend,
+    url: &str,
+    max: u32,
+    search_path: Option<&'static str>,
+) -> Result<AnyPool, StoreError> {
     let options = AnyPoolOptions::new()
         .max_connections(max.max(1))
         .acquire_timeout(Duration::from_secs(30))
@@ -469,7 +557,8 @@ async fn pool(backend: Backend, url: &str, max: u32, search_path: Option<&'stati
                     }
                     Backend::Postgres => {
                         if let Some(schema) = search_path {
-                            conn.execute(AssertSqlSafe(format!("SET search_path TO {schema}"))).await?;
+                            conn.execute(AssertSqlSafe(format!("SET search_path TO {schema}")))
+                                .await?;
                         }
                     }
                 }
@@ -480,7 +569,10 @@ async fn pool(backend: Backend, url: &str, max: u32, search_path: Option<&'stati
 }
 
 fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn get<T>(row: &AnyRow, column: &str) -> Result<T, StoreError>
@@ -491,21 +583,29 @@ where
 }
 
 fn to32(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
-    bytes.try_into().map_err(|_| StoreError::Corrupt("index value has the wrong length"))
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("index value has the wrong length"))
 }
 
 fn contact_id(bytes: &[u8]) -> Result<ContactId, StoreError> {
-    let arr: [u8; 16] = bytes.try_into().map_err(|_| StoreError::Corrupt("contact id has the wrong length"))?;
+    let arr: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("contact id has the wrong length"))?;
     Ok(ContactId::from_bytes(arr))
 }
 
 fn workspace_from_row(r: &AnyRow) -> Result<Workspace, StoreError> {
     let id: Vec<u8> = get(r, "id")?;
-    let arr: [u8; 16] = id.as_slice().try_into().map_err(|_| StoreError::Corrupt("workspace id has the wrong length"))?;
+    let arr: [u8; 16] = id
+        .as_slice()
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("workspace id has the wrong length"))?;
     let name: String = get(r, "name")?;
     Ok(Workspace {
         id: WorkspaceId::from_bytes(arr),
-        name: WorkspaceName::parse(&name).map_err(|_| StoreError::Corrupt("invalid workspace name"))?,
+        name: WorkspaceName::parse(&name)
+            .map_err(|_| StoreError::Corrupt("invalid workspace name"))?,
         created_at: get(r, "created_at")?,
     })
 }
@@ -516,7 +616,8 @@ fn contact_from_row(r: &AnyRow) -> Result<ContactRow, StoreError> {
     Ok(ContactRow {
         id: contact_id(&id)?,
         version: get(r, "version")?,
-        key_version: u32::try_from(get::<i64>(r, "key_version")?).map_err(|_| StoreError::Corrupt("key version out of range"))?,
+        key_version: u32::try_from(get::<i64>(r, "key_version")?)
+            .map_err(|_| StoreError::Corrupt("key version out of range"))?,
         body: get(r, "body")?,
         content_mac: to32(&mac)?,
         updated_at: get(r, "updated_at")?,

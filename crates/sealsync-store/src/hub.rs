@@ -16,7 +16,7 @@ use sealsync_types::{ContactId, WorkspaceId, WorkspaceName};
 use zeroize::Zeroizing;
 
 use crate::StoreError;
-use crate::db::{ContactRow, KeyPurpose, Store, StoredKey, Workspace, now};
+use crate::db::{ContactRow, IndexEntries, KeyPurpose, Store, StoredKey, Workspace, now};
 
 /// Table name bound into every contact body's AAD.
 const CONTACTS: &str = "contacts";
@@ -72,7 +72,10 @@ impl Hub {
     }
 
     /// Finds or creates the workspace `name`, with its keys. `true` when something was created.
-    pub async fn ensure_workspace(&self, name: &WorkspaceName) -> Result<(Workspace, bool), StoreError> {
+    pub async fn ensure_workspace(
+        &self,
+        name: &WorkspaceName,
+    ) -> Result<(Workspace, bool), StoreError> {
         let (ws, mut created) = match self.store.workspace_by_name(name).await? {
             Some(ws) => (ws, false),
             None => match self.store.insert_workspace(name).await {
@@ -97,14 +100,38 @@ impl Hub {
         Ok((ws, created))
     }
 
-    async fn add_key(&self, ws: WorkspaceId, purpose: KeyPurpose, version: u32) -> Result<(), StoreError> {
-        let key = KeyBytes::generate().map_err(|e| StoreError::Crypto { record: "new key".into(), error: e.to_string() })?;
-        let wrapped = self.provider.wrap(&key, &key_context(ws, purpose, version)).await?;
-        self.store.insert_key(ws, &StoredKey { purpose, version, wrapped, created_at: now() }).await
+    async fn add_key(
+        &self,
+        ws: WorkspaceId,
+        purpose: KeyPurpose,
+        version: u32,
+    ) -> Result<(), StoreError> {
+        let key = KeyBytes::generate().map_err(|e| StoreError::Crypto {
+            record: "new key".into(),
+            error: e.to_string(),
+        })?;
+        let wrapped = self
+            .provider
+            .wrap(&key, &key_context(ws, purpose, version))
+            .await?;
+        self.store
+            .insert_key(
+                ws,
+                &StoredKey {
+                    purpose,
+                    version,
+                    wrapped,
+                    created_at: now(),
+                },
+            )
+            .await
     }
 
     /// The workspace `name` and its unwrapped keys.
-    pub async fn open_workspace(&self, name: &WorkspaceName) -> Result<(Workspace, WorkspaceKeys), StoreError> {
+    pub async fn open_workspace(
+        &self,
+        name: &WorkspaceName,
+    ) -> Result<(Workspace, WorkspaceKeys), StoreError> {
         let ws = self
             .store
             .workspace_by_name(name)
@@ -119,7 +146,10 @@ impl Hub {
         let mut deks = Vec::new();
         let mut index = None;
         for k in stored {
-            let key = self.provider.unwrap(&k.wrapped, &key_context(ws, k.purpose, k.version)).await?;
+            let key = self
+                .provider
+                .unwrap(&k.wrapped, &key_context(ws, k.purpose, k.version))
+                .await?;
             match k.purpose {
                 KeyPurpose::Data => deks.push((k.version, key)),
                 KeyPurpose::Index => index = Some(key),
@@ -129,8 +159,10 @@ impl Hub {
         if deks.is_empty() {
             return Err(StoreError::NoKeys(ws.to_string()));
         }
-        WorkspaceKeys::new(ws, deks, &index)
-            .map_err(|e| StoreError::Crypto { record: "workspace keys".into(), error: e.to_string() })
+        WorkspaceKeys::new(ws, deks, &index).map_err(|e| StoreError::Crypto {
+            record: "workspace keys".into(),
+            error: e.to_string(),
+        })
     }
 
     /// Imports contacts: a contact whose UID the hub knows replaces it (or is unchanged); one
@@ -154,7 +186,10 @@ impl Hub {
             .into_iter()
             .map(|contact| {
                 let mut index = Vec::new();
-                let uid_mac = contact.uid().and_then(|u| normalize_uid(&u)).map(|u| blind.index(IndexKind::Uid, &u));
+                let uid_mac = contact
+                    .uid()
+                    .and_then(|u| normalize_uid(&u))
+                    .map(|u| blind.index(IndexKind::Uid, &u));
                 if let Some(m) = uid_mac {
                     index.push((IndexKind::Uid, m));
                 }
@@ -170,19 +205,37 @@ impl Hub {
                 }
                 index.sort_unstable();
                 index.dedup();
-                let content_mac = blind.index(IndexKind::Content, &ContentHash::of(&contact).to_hex());
-                Prepared { contact, uid_mac, content_mac, index }
+                let content_mac =
+                    blind.index(IndexKind::Content, &ContentHash::of(&contact).to_hex());
+                Prepared {
+                    contact,
+                    uid_mac,
+                    content_mac,
+                    index,
+                }
             })
             .collect();
 
         // Existing contacts by UID and (for UID-less cards) by content.
         let uid_macs: Vec<[u8; 32]> = prepared.iter().filter_map(|p| p.uid_mac).collect();
-        let mut by_uid: HashMap<[u8; 32], ContactId> =
-            self.store.lookup_index(ws, IndexKind::Uid, &uid_macs).await?.into_iter().collect();
-        let content_macs: Vec<[u8; 32]> =
-            prepared.iter().filter(|p| p.uid_mac.is_none()).map(|p| p.content_mac).collect();
-        let mut known_content: std::collections::HashSet<[u8; 32]> =
-            self.store.lookup_content(ws, &content_macs).await?.into_iter().map(|(m, _)| m).collect();
+        let mut by_uid: HashMap<[u8; 32], ContactId> = self
+            .store
+            .lookup_index(ws, IndexKind::Uid, &uid_macs)
+            .await?
+            .into_iter()
+            .collect();
+        let content_macs: Vec<[u8; 32]> = prepared
+            .iter()
+            .filter(|p| p.uid_mac.is_none())
+            .map(|p| p.content_mac)
+            .collect();
+        let mut known_content: std::collections::HashSet<[u8; 32]> = self
+            .store
+            .lookup_content(ws, &content_macs)
+            .await?
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
         let existing_ids: Vec<ContactId> = by_uid.values().copied().collect();
         let mut existing: HashMap<ContactId, (i64, [u8; 32])> = self
             .store
@@ -192,7 +245,7 @@ impl Hub {
             .map(|r| (r.id, (r.version, r.content_mac)))
             .collect();
 
-        let mut rows: Vec<(ContactRow, Vec<(IndexKind, [u8; 32])>)> = Vec::new();
+        let mut rows: Vec<(ContactRow, IndexEntries)> = Vec::new();
         let mut row_at: HashMap<ContactId, usize> = HashMap::new();
         let updated_at = now();
         for p in prepared {
@@ -225,7 +278,10 @@ impl Hub {
             let body = Zeroizing::new(to_vcard(&p.contact, VcardVersion::V4));
             let sealed = keys
                 .seal(&body_ref(ws, &id), body.as_bytes())
-                .map_err(|e| StoreError::Crypto { record: id.to_string(), error: e.to_string() })?;
+                .map_err(|e| StoreError::Crypto {
+                    record: id.to_string(),
+                    error: e.to_string(),
+                })?;
             let row = ContactRow {
                 id,
                 version,
@@ -248,7 +304,11 @@ impl Hub {
 
     /// Calls `f` with every live contact's vCard 4.0 text, in id order, a page at a time.
     /// Records that fail to open are returned, not fatal.
-    pub async fn for_each_vcard<F>(&self, keys: &WorkspaceKeys, mut f: F) -> Result<Vec<RecordError>, StoreError>
+    pub async fn for_each_vcard<F>(
+        &self,
+        keys: &WorkspaceKeys,
+        mut f: F,
+    ) -> Result<Vec<RecordError>, StoreError>
     where
         F: FnMut(ContactId, &str) -> Result<(), StoreError>,
     {
@@ -266,10 +326,16 @@ impl Hub {
                         let plain = Zeroizing::new(plain);
                         match std::str::from_utf8(&plain) {
                             Ok(text) => f(row.id, text)?,
-                            Err(_) => errors.push(RecordError { id: row.id, error: "body is not UTF-8".into() }),
+                            Err(_) => errors.push(RecordError {
+                                id: row.id,
+                                error: "body is not UTF-8".into(),
+                            }),
                         }
                     }
-                    Err(e) => errors.push(RecordError { id: row.id, error: e.to_string() }),
+                    Err(e) => errors.push(RecordError {
+                        id: row.id,
+                        error: e.to_string(),
+                    }),
                 }
             }
         }
@@ -277,7 +343,11 @@ impl Hub {
     }
 
     /// Calls `f` with every live contact, parsed.
-    pub async fn for_each_contact<F>(&self, keys: &WorkspaceKeys, mut f: F) -> Result<Vec<RecordError>, StoreError>
+    pub async fn for_each_contact<F>(
+        &self,
+        keys: &WorkspaceKeys,
+        mut f: F,
+    ) -> Result<Vec<RecordError>, StoreError>
     where
         F: FnMut(ContactId, Contact) -> Result<(), StoreError>,
     {
@@ -288,7 +358,10 @@ impl Hub {
                 match cards.into_iter().next() {
                     Some(card) => f(id, card.contact),
                     None => {
-                        parse_errors.push(RecordError { id, error: "stored body is not a vCard".into() });
+                        parse_errors.push(RecordError {
+                            id,
+                            error: "stored body is not a vCard".into(),
+                        });
                         Ok(())
                     }
                 }
@@ -307,14 +380,22 @@ impl Hub {
     ) -> Result<Vec<(ContactId, Contact)>, StoreError> {
         let ws = keys.workspace();
         let mac = keys.blind_index().index(kind, normalized);
-        let ids: Vec<ContactId> = self.store.lookup_index(ws, kind, &[mac]).await?.into_iter().map(|(_, id)| id).collect();
+        let ids: Vec<ContactId> = self
+            .store
+            .lookup_index(ws, kind, &[mac])
+            .await?
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
         let mut out = Vec::new();
         for row in self.store.contacts_by_id(ws, &ids).await? {
             let Some(body) = row.body else { continue };
-            let plain = Zeroizing::new(
-                keys.open(&body_ref(ws, &row.id), &body)
-                    .map_err(|e| StoreError::Crypto { record: row.id.to_string(), error: e.to_string() })?,
-            );
+            let plain = Zeroizing::new(keys.open(&body_ref(ws, &row.id), &body).map_err(|e| {
+                StoreError::Crypto {
+                    record: row.id.to_string(),
+                    error: e.to_string(),
+                }
+            })?);
             if let Some(card) = read_all(&plain).0.into_iter().next() {
                 out.push((row.id, card.contact));
             }
@@ -324,9 +405,18 @@ impl Hub {
 }
 
 fn body_ref(ws: WorkspaceId, id: &ContactId) -> RecordRef<'_> {
-    RecordRef { table: CONTACTS, workspace: ws, record: id.as_bytes(), field: "body" }
+    RecordRef {
+        table: CONTACTS,
+        workspace: ws,
+        record: id.as_bytes(),
+        field: "body",
+    }
 }
 
 fn key_context(ws: WorkspaceId, purpose: KeyPurpose, version: u32) -> Vec<u8> {
-    format!("sealsync workspace key v1|{ws}|{}|{version}", purpose.as_str()).into_bytes()
+    format!(
+        "sealsync workspace key v1|{ws}|{}|{version}",
+        purpose.as_str()
+    )
+    .into_bytes()
 }

@@ -12,7 +12,9 @@ mod db;
 mod hub;
 pub mod testing;
 
-pub use db::{Backend, ContactRow, KEYSTORE_SCHEMA, KeyPurpose, Store, StoreConfig, StoredKey, Workspace};
+pub use db::{
+    Backend, ContactRow, KEYSTORE_SCHEMA, KeyPurpose, Store, StoreConfig, StoredKey, Workspace,
+};
 pub use hub::{Hub, ImportCounts, ImportOptions, RecordError};
 
 use sealsync_crypto::KeyError;

@@ -13,8 +13,14 @@ pub const TEST_DATABASE_ENV: &str = "SEALSYNC_TEST_DATABASE_URL";
 /// A SQLite configuration in `dir`.
 pub fn sqlite_config(dir: &std::path::Path) -> StoreConfig {
     StoreConfig {
-        database_url: SecretString::from(format!("sqlite://{}?mode=rwc", dir.join("sealsync.db").display())),
-        keystore_url: SecretString::from(format!("sqlite://{}?mode=rwc", dir.join("keystore.db").display())),
+        database_url: SecretString::from(format!(
+            "sqlite://{}?mode=rwc",
+            dir.join("sealsync.db").display()
+        )),
+        keystore_url: SecretString::from(format!(
+            "sqlite://{}?mode=rwc",
+            dir.join("keystore.db").display()
+        )),
         max_connections: 4,
     }
 }
@@ -26,14 +32,20 @@ pub async fn postgres_config() -> Result<Option<StoreConfig>, StoreError> {
     };
     let name = format!("sealsync_test_{}", uuid_like());
     sqlx::any::install_default_drivers();
-    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&base).await.map_err(StoreError::connect)?;
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+        .await
+        .map_err(StoreError::connect)?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
         .map_err(StoreError::db)?;
     let url = match base.rsplit_once('/') {
         Some((server, _)) => format!("{server}/{name}"),
-        None => return Err(StoreError::Config("test database URL has no database name".into())),
+        None => {
+            return Err(StoreError::Config(
+                "test database URL has no database name".into(),
+            ));
+        }
     };
     Ok(Some(StoreConfig {
         database_url: SecretString::from(url.clone()),

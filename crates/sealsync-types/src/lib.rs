@@ -92,9 +92,14 @@ impl WorkspaceName {
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         let ok = !s.is_empty()
             && s.len() <= 63
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
             && s.as_bytes()[0].is_ascii_alphanumeric();
-        if ok { Ok(Self(s.to_owned())) } else { Err(ParseError::WorkspaceName) }
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(ParseError::WorkspaceName)
+        }
     }
 
     /// The workspace every installation starts with.

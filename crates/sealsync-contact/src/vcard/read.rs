@@ -20,7 +20,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_card_bytes: 8 << 20, max_properties: 5_000, max_line_bytes: 8 << 20 }
+        Self {
+            max_card_bytes: 8 << 20,
+            max_properties: 5_000,
+            max_line_bytes: 8 << 20,
+        }
     }
 }
 
@@ -62,7 +66,11 @@ pub struct VcardReader<R> {
 }
 
 enum LineRead {
-    Line { no: u64, bytes: Vec<u8>, too_long: bool },
+    Line {
+        no: u64,
+        bytes: Vec<u8>,
+        too_long: bool,
+    },
     Eof,
 }
 
@@ -72,13 +80,26 @@ impl<R: BufRead> VcardReader<R> {
     }
 
     pub fn with_limits(src: R, limits: Limits) -> Self {
-        Self { src, limits, line_no: 0, peeked: None, eof: false, first_line: true, in_stray_text: false, unread: None }
+        Self {
+            src,
+            limits,
+            line_no: 0,
+            peeked: None,
+            eof: false,
+            first_line: true,
+            in_stray_text: false,
+            unread: None,
+        }
     }
 
     /// Reads one physical line without its line ending, keeping at most `max_line_bytes`.
     fn physical_line(&mut self) -> std::io::Result<LineRead> {
         if let Some((no, bytes, too_long)) = self.peeked.take() {
-            return Ok(LineRead::Line { no, bytes, too_long });
+            return Ok(LineRead::Line {
+                no,
+                bytes,
+                too_long,
+            });
         }
         if self.eof {
             return Ok(LineRead::Eof);
@@ -122,7 +143,11 @@ impl<R: BufRead> VcardReader<R> {
             }
         }
         self.line_no += 1;
-        Ok(LineRead::Line { no: self.line_no, bytes, too_long })
+        Ok(LineRead::Line {
+            no: self.line_no,
+            bytes,
+            too_long,
+        })
     }
 
     /// Reads one logical line: a physical line with its folded continuations (and
@@ -133,14 +158,20 @@ impl<R: BufRead> VcardReader<R> {
         }
         let (no, mut line, mut too_long) = match self.physical_line()? {
             LineRead::Eof => return Ok(None),
-            LineRead::Line { no, bytes, too_long } => (no, bytes, too_long),
+            LineRead::Line {
+                no,
+                bytes,
+                too_long,
+            } => (no, bytes, too_long),
         };
         let quoted_printable = is_quoted_printable(&line);
         loop {
             if quoted_printable && line.last() == Some(&b'=') {
                 match self.physical_line()? {
                     LineRead::Eof => break,
-                    LineRead::Line { bytes, too_long: t, .. } => {
+                    LineRead::Line {
+                        bytes, too_long: t, ..
+                    } => {
                         line.pop();
                         too_long |= t;
                         line.extend_from_slice(&bytes);
@@ -150,7 +181,11 @@ impl<R: BufRead> VcardReader<R> {
             }
             match self.physical_line()? {
                 LineRead::Eof => break,
-                LineRead::Line { no: n, bytes, too_long: t } => {
+                LineRead::Line {
+                    no: n,
+                    bytes,
+                    too_long: t,
+                } => {
                     if matches!(bytes.first(), Some(b' ' | b'\t')) {
                         too_long |= t;
                         line.extend_from_slice(&bytes[1..]);
@@ -226,7 +261,9 @@ impl<R: BufRead> VcardReader<R> {
                         self.unread = Some((no, line, false));
                         return Some(Err(Rejected {
                             line: begin,
-                            reason: format!("card has no END:VCARD before the BEGIN:VCARD on line {no}"),
+                            reason: format!(
+                                "card has no END:VCARD before the BEGIN:VCARD on line {no}"
+                            ),
                         }));
                     }
                     if trimmed.is_empty() {
@@ -247,7 +284,9 @@ impl<R: BufRead> VcardReader<R> {
                 line: begin,
                 reason: format!(
                     "card exceeds the limits ({} bytes, {} properties, {} bytes per line)",
-                    self.limits.max_card_bytes, self.limits.max_properties, self.limits.max_line_bytes
+                    self.limits.max_card_bytes,
+                    self.limits.max_properties,
+                    self.limits.max_line_bytes
                 ),
             }));
         }
@@ -277,7 +316,10 @@ pub fn read_all(input: &[u8]) -> (Vec<Card>, Vec<Rejected>) {
 }
 
 fn io_rejected(line: u64, e: &std::io::Error) -> Rejected {
-    Rejected { line, reason: format!("read error: {}", e.kind()) }
+    Rejected {
+        line,
+        reason: format!("read error: {}", e.kind()),
+    }
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
@@ -287,7 +329,8 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
 fn is_quoted_printable(line: &[u8]) -> bool {
     let head_end = line.iter().position(|&b| b == b':').unwrap_or(line.len());
     let head = &line[..head_end];
-    head.windows(16).any(|w| w.eq_ignore_ascii_case(b"QUOTED-PRINTABLE"))
+    head.windows(16)
+        .any(|w| w.eq_ignore_ascii_case(b"QUOTED-PRINTABLE"))
 }
 
 fn parse_card(begin: u64, lines: &[(u64, Vec<u8>)]) -> Result<Card, Rejected> {
@@ -305,9 +348,16 @@ fn parse_card(begin: u64, lines: &[(u64, Vec<u8>)]) -> Result<Card, Rejected> {
     }
     let mut warnings = Vec::new();
     if version.is_none() {
-        warnings.push("card has no VERSION; read as vCard 4.0 with 3.0 and 2.1 forms accepted".to_owned());
+        warnings.push(
+            "card has no VERSION; read as vCard 4.0 with 3.0 and 2.1 forms accepted".to_owned(),
+        );
     }
-    Ok(Card { contact, line: begin, version, warnings })
+    Ok(Card {
+        contact,
+        line: begin,
+        version,
+        warnings,
+    })
 }
 
 struct RawLine<'a> {
@@ -327,7 +377,11 @@ fn parse_line(line: &[u8]) -> Result<RawLine<'_>, String> {
         Some(dot) => (Some(&full_name[..dot]), &full_name[dot + 1..]),
         None => (None, full_name),
     };
-    let valid = |s: &[u8]| !s.is_empty() && s.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let valid = |s: &[u8]| {
+        !s.is_empty()
+            && s.iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
     if !valid(name) || group.is_some_and(|g| !valid(g)) {
         return Err("invalid property name (letters, digits and '-' only)".into());
     }
@@ -358,7 +412,12 @@ fn parse_line(line: &[u8]) -> Result<RawLine<'_>, String> {
         }
     }
     // Here line[i] == b':'
-    Ok(RawLine { group, name, params, raw_value: &line[i + 1..] })
+    Ok(RawLine {
+        group,
+        name,
+        params,
+        raw_value: &line[i + 1..],
+    })
 }
 
 fn parse_param(text: &str) -> Param {
@@ -370,7 +429,10 @@ fn parse_param(text: &str) -> Param {
                 "QUOTED-PRINTABLE" | "BASE64" | "B" | "8BIT" | "7BIT" => "ENCODING",
                 _ => "TYPE",
             };
-            Param { name: name.into(), values: vec![value] }
+            Param {
+                name: name.into(),
+                values: vec![value],
+            }
         }
         Some((name, values)) => {
             let mut out = Vec::new();
@@ -384,7 +446,10 @@ fn parse_param(text: &str) -> Param {
                 }
             }
             out.push(caret_decode(&current));
-            Param { name: name.trim().to_ascii_uppercase(), values: out }
+            Param {
+                name: name.trim().to_ascii_uppercase(),
+                values: out,
+            }
         }
     }
 }
@@ -420,8 +485,12 @@ fn caret_decode(s: &str) -> String {
     out
 }
 
-const BINARY_PROPERTIES: [(&str, &str); 4] =
-    [("PHOTO", "image"), ("LOGO", "image"), ("SOUND", "audio"), ("KEY", "application")];
+const BINARY_PROPERTIES: [(&str, &str); 4] = [
+    ("PHOTO", "image"),
+    ("LOGO", "image"),
+    ("SOUND", "audio"),
+    ("KEY", "application"),
+];
 
 fn take_param(params: &mut Vec<Param>, name: &str) -> Option<String> {
     let at = params.iter().position(|p| p.name == name)?;
@@ -430,13 +499,21 @@ fn take_param(params: &mut Vec<Param>, name: &str) -> Option<String> {
 }
 
 fn decode_property(raw: RawLine<'_>) -> Result<Property, String> {
-    let RawLine { group, name, mut params, raw_value } = raw;
+    let RawLine {
+        group,
+        name,
+        mut params,
+        raw_value,
+    } = raw;
     let encoding = params
         .iter()
         .find(|p| p.name == "ENCODING")
         .and_then(|p| p.values.first())
         .map(|v| v.to_ascii_uppercase());
-    let binary_prefix = BINARY_PROPERTIES.iter().find(|(n, _)| *n == name).map(|(_, m)| *m);
+    let binary_prefix = BINARY_PROPERTIES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, m)| *m);
 
     let value = match (encoding.as_deref(), binary_prefix) {
         (Some("B" | "BASE64"), Some(prefix)) => {
@@ -467,7 +544,12 @@ fn decode_property(raw: RawLine<'_>) -> Result<Property, String> {
     canonicalize_params(&name, &mut params);
 
     let value = canonical_value(&name, &params, &value);
-    Ok(Property { group, name, params, value })
+    Ok(Property {
+        group,
+        name,
+        params,
+        value,
+    })
 }
 
 /// The media type of a 2.1/3.0 inline binary value, from its `TYPE` parameter (which is then
@@ -480,7 +562,11 @@ fn media_type_from_params(params: &mut Vec<Param>, prefix: &str) -> String {
     if params[at].values.is_empty() {
         params.remove(at);
     }
-    if ty.contains('/') { ty } else { format!("{prefix}/{ty}") }
+    if ty.contains('/') {
+        ty
+    } else {
+        format!("{prefix}/{ty}")
+    }
 }
 
 /// Decodes quoted-printable bytes (soft line breaks are already joined). `None` on a bad escape.
@@ -532,7 +618,8 @@ mod tests {
 
     #[test]
     fn reads_folded_4_0() {
-        let c = one("BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Jo\r\n hn Doe\r\nNOTE:a\\, b\r\nEND:VCARD\r\n");
+        let c =
+            one("BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Jo\r\n hn Doe\r\nNOTE:a\\, b\r\nEND:VCARD\r\n");
         assert_eq!(c.formatted_name().as_deref(), Some("John Doe"));
         assert_eq!(c.note().as_deref(), Some("a, b"));
     }
@@ -552,7 +639,9 @@ mod tests {
 
     #[test]
     fn binary_photo_becomes_data_uri() {
-        let c = one("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:x\r\nPHOTO;ENCODING=b;TYPE=JPEG:AAEC\r\n Aw==\r\nEND:VCARD\r\n");
+        let c = one(
+            "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:x\r\nPHOTO;ENCODING=b;TYPE=JPEG:AAEC\r\n Aw==\r\nEND:VCARD\r\n",
+        );
         assert_eq!(c.photo(), Some("data:image/jpeg;base64,AAECAw=="));
         assert!(c.first("PHOTO").unwrap().params.is_empty());
     }
@@ -561,7 +650,10 @@ mod tests {
     fn bad_cards_are_reported_and_the_rest_read() {
         let input = "BEGIN:VCARD\nFN:a\nEND:VCARD\ngarbage\nBEGIN:VCARD\nFN:b\nno colon here\nEND:VCARD\nEND:VCARD\nBEGIN:VCARD\nFN:c\nBEGIN:VCARD\nFN:d\nEND:VCARD\nBEGIN:VCARD\nFN:e\n";
         let (cards, rejected) = read_all(input.as_bytes());
-        let names: Vec<_> = cards.iter().map(|c| c.contact.formatted_name().unwrap()).collect();
+        let names: Vec<_> = cards
+            .iter()
+            .map(|c| c.contact.formatted_name().unwrap())
+            .collect();
         assert_eq!(names, vec!["a", "d"]);
         let lines: Vec<_> = rejected.iter().map(|r| r.line).collect();
         assert_eq!(lines, vec![4, 7, 9, 10, 15]);
@@ -569,8 +661,15 @@ mod tests {
 
     #[test]
     fn limits_bound_memory() {
-        let limits = Limits { max_card_bytes: 100, max_properties: 3, max_line_bytes: 50 };
-        let long = format!("BEGIN:VCARD\nNOTE:{}\nEND:VCARD\nBEGIN:VCARD\nFN:ok\nEND:VCARD\n", "x".repeat(1000));
+        let limits = Limits {
+            max_card_bytes: 100,
+            max_properties: 3,
+            max_line_bytes: 50,
+        };
+        let long = format!(
+            "BEGIN:VCARD\nNOTE:{}\nEND:VCARD\nBEGIN:VCARD\nFN:ok\nEND:VCARD\n",
+            "x".repeat(1000)
+        );
         let items: Vec<_> = VcardReader::with_limits(long.as_bytes(), limits).collect();
         assert!(items[0].is_err());
         assert!(items[1].is_ok());
@@ -578,7 +677,9 @@ mod tests {
 
     #[test]
     fn caret_and_quoted_params() {
-        let c = one("BEGIN:VCARD\nVERSION:4.0\nFN:x\nX-CUSTOM;X-PARAM=\"a:b,c\";X-Q=^'q^'^n:v\nEND:VCARD\n");
+        let c = one(
+            "BEGIN:VCARD\nVERSION:4.0\nFN:x\nX-CUSTOM;X-PARAM=\"a:b,c\";X-Q=^'q^'^n:v\nEND:VCARD\n",
+        );
         let p = c.first("X-CUSTOM").unwrap();
         assert_eq!(p.params[0].values, vec!["a:b,c"]);
         assert_eq!(p.params[1].values, vec!["\"q\"\n"]);

@@ -55,7 +55,10 @@ fn v3_logical_line(line: &mut String, p: &Property) {
         return logical_line(line, p, &[], &p.value);
     };
     if let Some((subtype, payload)) = inline_binary(&p.value, prefix) {
-        let extra = [Param::new("ENCODING", "b"), Param::new("TYPE", &subtype.to_ascii_uppercase())];
+        let extra = [
+            Param::new("ENCODING", "b"),
+            Param::new("TYPE", &subtype.to_ascii_uppercase()),
+        ];
         return logical_line(line, p, &extra, payload);
     }
     if p.params.iter().any(|q| q.name == "VALUE") {
@@ -70,9 +73,13 @@ fn inline_binary<'a>(value: &'a str, prefix: &str) -> Option<(&'a str, &'a str)>
     let rest = value.strip_prefix("data:")?.strip_prefix(prefix)?;
     let (subtype, payload) = rest.split_once(";base64,")?;
     let subtype_ok = !subtype.is_empty()
-        && subtype.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+.-".contains(&b));
+        && subtype
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+.-".contains(&b));
     let payload_ok = !payload.is_empty()
-        && payload.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
+        && payload
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
     (subtype_ok && payload_ok).then_some((subtype, payload))
 }
 
@@ -165,11 +172,25 @@ mod tests {
     #[test]
     fn photo_in_3_0_is_inline_binary() {
         let mut c = Contact::new();
-        c.push(Property::new("PHOTO", vec![], "data:image/png;base64,iVBORw0KGgo="));
-        c.push(Property::new("LOGO", vec![], "https://example.com/logo.png"));
+        c.push(Property::new(
+            "PHOTO",
+            vec![],
+            "data:image/png;base64,iVBORw0KGgo=",
+        ));
+        c.push(Property::new(
+            "LOGO",
+            vec![],
+            "https://example.com/logo.png",
+        ));
         let text = to_vcard(&c, VcardVersion::V3);
-        assert!(text.contains("PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo="), "{text}");
-        assert!(text.contains("LOGO;VALUE=uri:https://example.com/logo.png"), "{text}");
+        assert!(
+            text.contains("PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo="),
+            "{text}"
+        );
+        assert!(
+            text.contains("LOGO;VALUE=uri:https://example.com/logo.png"),
+            "{text}"
+        );
         let (cards, _) = read_all(text.as_bytes());
         assert_eq!(cards[0].contact, c);
     }

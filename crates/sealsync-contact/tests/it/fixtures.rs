@@ -29,7 +29,10 @@ fn vcf_files() -> Vec<PathBuf> {
 fn read_file(path: &Path) -> (Vec<Contact>, usize) {
     let bytes = std::fs::read(path).unwrap();
     let (cards, rejected) = read_all(&bytes);
-    (cards.into_iter().map(|c| c.contact).collect(), rejected.len())
+    (
+        cards.into_iter().map(|c| c.contact).collect(),
+        rejected.len(),
+    )
 }
 
 #[test]
@@ -43,7 +46,10 @@ fn corpus_reads_without_rejections_except_broken() {
         assert_eq!(rejected, 0, "{name}: rejected cards");
         assert!(!contacts.is_empty(), "{name}: no cards");
         for c in &contacts {
-            assert!(c.formatted_name().is_some_and(|f| !f.is_empty()), "{name}: card without FN");
+            assert!(
+                c.formatted_name().is_some_and(|f| !f.is_empty()),
+                "{name}: card without FN"
+            );
         }
     }
 }
@@ -76,7 +82,10 @@ fn broken_file_keeps_every_good_card() {
     let (contacts, rejected) = read_file(&root().join("tests/fixtures/vcard/broken.vcf"));
     let uids: Vec<String> = contacts.iter().filter_map(|c| c.uid()).collect();
     for must in ["broken-ok-1", "broken-ok-2", "broken-ok-3"] {
-        assert!(uids.iter().any(|u| u == must), "{must} missing from {uids:?}");
+        assert!(
+            uids.iter().any(|u| u == must),
+            "{must} missing from {uids:?}"
+        );
     }
     // Never a card that mixes two cards' properties.
     for c in &contacts {
@@ -86,11 +95,18 @@ fn broken_file_keeps_every_good_card() {
     let (_, rejected_items) = read_all(&bytes);
     let lines: Vec<u64> = rejected_items.iter().map(|r| r.line).collect();
     for expected in [8, 26, 34, 36, 37, 52] {
-        assert!(lines.contains(&expected), "no report for line {expected}: {lines:?}");
+        assert!(
+            lines.contains(&expected),
+            "no report for line {expected}: {lines:?}"
+        );
     }
     assert_eq!(rejected, rejected_items.len());
     for r in &rejected_items {
-        assert!(!r.reason.contains("Alice") && !r.reason.contains("example.com"), "{}", r.reason);
+        assert!(
+            !r.reason.contains("Alice") && !r.reason.contains("example.com"),
+            "{}",
+            r.reason
+        );
     }
 }
 
@@ -98,7 +114,10 @@ fn broken_file_keeps_every_good_card() {
 fn decoded_values_match_expectations() {
     for file in ["folded_utf8", "escapes_and_groups"] {
         let expected: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(root().join(format!("tests/fixtures/vcard/{file}.expected.json"))).unwrap(),
+            &std::fs::read_to_string(
+                root().join(format!("tests/fixtures/vcard/{file}.expected.json")),
+            )
+            .unwrap(),
         )
         .unwrap();
         let mut contacts = read_file(&root().join(format!("tests/fixtures/vcard/{file}.vcf"))).0;
@@ -106,7 +125,10 @@ fn decoded_values_match_expectations() {
             contacts.extend(read_file(&root().join("tests/fixtures/vcard/bom_lf.vcf")).0);
         }
         for (uid, want) in expected["cards"].as_object().unwrap() {
-            let Some(c) = contacts.iter().find(|c| c.uid().as_deref() == Some(uid.as_str())) else {
+            let Some(c) = contacts
+                .iter()
+                .find(|c| c.uid().as_deref() == Some(uid.as_str()))
+            else {
                 continue;
             };
             if let Some(fn_) = want.get("FN").and_then(|v| v.as_str()) {
@@ -126,13 +148,34 @@ fn decoded_values_match_expectations() {
 #[test]
 fn vendor_specifics_are_understood() {
     let (outlook, _) = read_file(&root().join("tests/fixtures/vcard/outlook_2.1.vcf"));
-    assert!(outlook.iter().any(|c| c.note().is_some_and(|n| n.contains('ü'))), "QP UTF-8 note");
-    assert!(outlook.iter().all(|c| c.all("TEL").all(|t| !t.types().is_empty())), "bare types");
+    assert!(
+        outlook
+            .iter()
+            .any(|c| c.note().is_some_and(|n| n.contains('ü'))),
+        "QP UTF-8 note"
+    );
+    assert!(
+        outlook
+            .iter()
+            .all(|c| c.all("TEL").all(|t| !t.types().is_empty())),
+        "bare types"
+    );
     let (android, _) = read_file(&root().join("tests/fixtures/vcard/android_2.1.vcf"));
-    assert!(android.iter().any(|c| c.formatted_name().is_some_and(|f| f.contains("山田"))));
+    assert!(
+        android
+            .iter()
+            .any(|c| c.formatted_name().is_some_and(|f| f.contains("山田")))
+    );
     let (apple, _) = read_file(&root().join("tests/fixtures/vcard/apple_icloud_3.0.vcf"));
-    assert!(apple.iter().any(|c| c.properties().iter().any(|p| p.group.is_some() && p.name == "X-ABLABEL")));
-    assert!(apple.iter().any(|c| c.photo().is_some_and(|p| p.starts_with("data:image/jpeg;base64,"))));
+    assert!(apple.iter().any(|c| {
+        c.properties()
+            .iter()
+            .any(|p| p.group.is_some() && p.name == "X-ABLABEL")
+    }));
+    assert!(apple.iter().any(|c| {
+        c.photo()
+            .is_some_and(|p| p.starts_with("data:image/jpeg;base64,"))
+    }));
 }
 
 #[test]
@@ -143,7 +186,8 @@ fn csv_presets_read_vendor_exports_and_round_trip() {
         (
             "custom.csv",
             CsvLayout::from_mapping_toml(
-                &std::fs::read_to_string(root().join("tests/fixtures/csv/custom_map.toml")).unwrap(),
+                &std::fs::read_to_string(root().join("tests/fixtures/csv/custom_map.toml"))
+                    .unwrap(),
             )
             .unwrap(),
         ),
@@ -162,8 +206,10 @@ fn csv_presets_read_vendor_exports_and_round_trip() {
             w.write(c).unwrap();
         }
         let out = w.finish().unwrap();
-        let again: Vec<Contact> =
-            CsvReader::new(&out[..], layout).unwrap().map(|r| r.unwrap().1).collect();
+        let again: Vec<Contact> = CsvReader::new(&out[..], layout)
+            .unwrap()
+            .map(|r| r.unwrap().1)
+            .collect();
         assert_eq!(again, contacts, "{file}");
     }
 }

@@ -9,8 +9,21 @@ fn text() -> impl Strategy<Value = String> {
     // Letters from several scripts, and every character vCard escaping cares about.
     proptest::collection::vec(
         prop_oneof![
-            Just('a'), Just('Z'), Just('é'), Just('日'), Just('ж'), Just('😀'), Just(' '),
-            Just(','), Just(';'), Just(':'), Just('\\'), Just('\n'), Just('"'), Just('='), Just('^'),
+            Just('a'),
+            Just('Z'),
+            Just('é'),
+            Just('日'),
+            Just('ж'),
+            Just('😀'),
+            Just(' '),
+            Just(','),
+            Just(';'),
+            Just(':'),
+            Just('\\'),
+            Just('\n'),
+            Just('"'),
+            Just('='),
+            Just('^'),
         ],
         0..40,
     )
@@ -18,16 +31,43 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn param() -> impl Strategy<Value = Param> {
-    (prop_oneof![Just("TYPE"), Just("PREF"), Just("X-LABEL"), Just("LANGUAGE")], proptest::collection::vec(text(), 1..3))
-        .prop_map(|(n, values)| Param { name: n.to_owned(), values })
+    (
+        prop_oneof![
+            Just("TYPE"),
+            Just("PREF"),
+            Just("X-LABEL"),
+            Just("LANGUAGE")
+        ],
+        proptest::collection::vec(text(), 1..3),
+    )
+        .prop_map(|(n, values)| Param {
+            name: n.to_owned(),
+            values,
+        })
 }
 
 fn property() -> impl Strategy<Value = Property> {
     let name = prop_oneof![
-        Just("FN"), Just("NOTE"), Just("EMAIL"), Just("TEL"), Just("N"), Just("ADR"), Just("ORG"),
-        Just("CATEGORIES"), Just("NICKNAME"), Just("X-CUSTOM"), Just("URL"), Just("BDAY"), Just("TITLE"),
+        Just("FN"),
+        Just("NOTE"),
+        Just("EMAIL"),
+        Just("TEL"),
+        Just("N"),
+        Just("ADR"),
+        Just("ORG"),
+        Just("CATEGORIES"),
+        Just("NICKNAME"),
+        Just("X-CUSTOM"),
+        Just("URL"),
+        Just("BDAY"),
+        Just("TITLE"),
     ];
-    (name, proptest::collection::vec(param(), 0..3), proptest::collection::vec(text(), 1..6), proptest::option::of("[a-z]{1,6}"))
+    (
+        name,
+        proptest::collection::vec(param(), 0..3),
+        proptest::collection::vec(text(), 1..6),
+        proptest::option::of("[a-z]{1,6}"),
+    )
         .prop_map(|(name, params, parts, group)| {
             let value = match name {
                 "N" | "ADR" | "ORG" => {

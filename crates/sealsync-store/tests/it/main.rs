@@ -3,6 +3,8 @@
 //! PostgreSQL variants (`pg_*`) need `SEALSYNC_TEST_DATABASE_URL`; the test script runs them
 //! whenever it is set and reports them as skipped when it is not.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
+
 mod suite;
 
 use std::sync::Arc;

@@ -20,10 +20,21 @@ fn repo() -> PathBuf {
 fn corpus() -> Vec<Contact> {
     let mut out = Vec::new();
     for dir in ["examples/contacts", "tests/fixtures/vcard"] {
-        let mut paths: Vec<_> = std::fs::read_dir(repo().join(dir)).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut paths: Vec<_> = std::fs::read_dir(repo().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         paths.sort();
-        for p in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "vcf")) {
-            out.extend(read_all(&std::fs::read(p).unwrap()).0.into_iter().map(|c| c.contact));
+        for p in paths
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "vcf"))
+        {
+            out.extend(
+                read_all(&std::fs::read(p).unwrap())
+                    .0
+                    .into_iter()
+                    .map(|c| c.contact),
+            );
         }
     }
     out
@@ -35,18 +46,22 @@ fn ws() -> WorkspaceName {
 
 async fn export_all(hub: &Hub, keys: &sealsync_crypto::WorkspaceKeys) -> Vec<Contact> {
     let mut out = Vec::new();
-    let errors = hub.for_each_contact(keys, |_, c| {
-        out.push(c);
-        Ok(())
-    })
-    .await
-    .unwrap();
+    let errors = hub
+        .for_each_contact(keys, |_, c| {
+            out.push(c);
+            Ok(())
+        })
+        .await
+        .unwrap();
     assert!(errors.is_empty(), "{errors:?}");
     out
 }
 
 fn sorted(mut v: Vec<Contact>) -> Vec<String> {
-    let mut s: Vec<String> = v.drain(..).map(|c| sealsync_contact::vcard::to_vcard(&c, sealsync_contact::VcardVersion::V4)).collect();
+    let mut s: Vec<String> = v
+        .drain(..)
+        .map(|c| sealsync_contact::vcard::to_vcard(&c, sealsync_contact::VcardVersion::V4))
+        .collect();
     s.sort();
     s
 }
@@ -57,14 +72,21 @@ pub async fn import_export_round_trip(config: StoreConfig, dir: &Path, _db: Db) 
     assert!(created);
     let (_, keys) = hub.open_workspace(&ws()).await.unwrap();
     let corpus = corpus();
-    let counts = hub.import(&keys, corpus.clone(), &ImportOptions::default()).await.unwrap();
+    let counts = hub
+        .import(&keys, corpus.clone(), &ImportOptions::default())
+        .await
+        .unwrap();
     assert!(counts.imported > 70, "{counts:?}");
     let back = export_all(&hub, &keys).await;
     // Cards sharing a UID collapse into one (the last wins); everything else comes back exactly.
     assert_eq!(back.len() as u64, counts.imported);
     let mut expected: Vec<Contact> = Vec::new();
     for c in corpus {
-        match c.uid().and_then(|u| expected.iter().position(|e| e.uid().as_deref() == Some(u.as_str()))) {
+        match c.uid().and_then(|u| {
+            expected
+                .iter()
+                .position(|e| e.uid().as_deref() == Some(u.as_str()))
+        }) {
             Some(at) => expected[at] = c,
             None => expected.push(c),
         }
@@ -76,14 +98,31 @@ pub async fn reimport_is_unchanged_and_edits_update(config: StoreConfig, dir: &P
     let hub = hub_on(&config, dir).await;
     hub.ensure_workspace(&ws()).await.unwrap();
     let (_, keys) = hub.open_workspace(&ws()).await.unwrap();
-    let corpus: Vec<Contact> = corpus().into_iter().filter(|c| c.uid().is_some()).take(30).collect();
-    let first = hub.import(&keys, corpus.clone(), &ImportOptions::default()).await.unwrap();
+    let corpus: Vec<Contact> = corpus()
+        .into_iter()
+        .filter(|c| c.uid().is_some())
+        .take(30)
+        .collect();
+    let first = hub
+        .import(&keys, corpus.clone(), &ImportOptions::default())
+        .await
+        .unwrap();
     assert_eq!(first.imported, 30);
-    let again = hub.import(&keys, corpus.clone(), &ImportOptions::default()).await.unwrap();
+    let again = hub
+        .import(&keys, corpus.clone(), &ImportOptions::default())
+        .await
+        .unwrap();
     assert_eq!((again.imported, again.updated, again.unchanged), (0, 0, 30));
     let mut edited = corpus[0].clone();
     edited.set_text("NOTE", Some("changed"));
-    let third = hub.import(&keys, vec![edited.clone(), corpus[1].clone()], &ImportOptions::default()).await.unwrap();
+    let third = hub
+        .import(
+            &keys,
+            vec![edited.clone(), corpus[1].clone()],
+            &ImportOptions::default(),
+        )
+        .await
+        .unwrap();
     assert_eq!((third.imported, third.updated, third.unchanged), (0, 1, 1));
     let back = export_all(&hub, &keys).await;
     assert_eq!(back.len(), 30);
@@ -91,8 +130,14 @@ pub async fn reimport_is_unchanged_and_edits_update(config: StoreConfig, dir: &P
     // A card without UID is recognised by its content.
     let mut plain = Contact::new();
     plain.push(Property::text("FN", "No Uid Person"));
-    let a = hub.import(&keys, vec![plain.clone()], &ImportOptions::default()).await.unwrap();
-    let b = hub.import(&keys, vec![plain], &ImportOptions::default()).await.unwrap();
+    let a = hub
+        .import(&keys, vec![plain.clone()], &ImportOptions::default())
+        .await
+        .unwrap();
+    let b = hub
+        .import(&keys, vec![plain], &ImportOptions::default())
+        .await
+        .unwrap();
     assert_eq!((a.imported, b.imported, b.unchanged), (1, 0, 1));
 }
 
@@ -130,7 +175,9 @@ pub async fn nothing_sensitive_in_stored_bytes(config: StoreConfig, dir: &Path, 
     let corpus = corpus();
     let needles = needles(&corpus);
     assert!(needles.len() > 100, "{}", needles.len());
-    hub.import(&keys, corpus, &ImportOptions::default()).await.unwrap();
+    hub.import(&keys, corpus, &ImportOptions::default())
+        .await
+        .unwrap();
     let mut raw = Vec::new();
     match db {
         Db::Sqlite => {
@@ -152,12 +199,19 @@ pub async fn nothing_sensitive_in_stored_bytes(config: StoreConfig, dir: &Path, 
             assert!(out.status.success(), "pg_dump failed");
             raw = out.stdout;
             assert!(raw.len() > 10_000, "dump too small to mean anything");
-            assert!(find_needles(&raw, &["sealsync_keys".to_owned()]).len() == 1, "keystore schema not in dump");
+            assert!(
+                find_needles(&raw, &["sealsync_keys".to_owned()]).len() == 1,
+                "keystore schema not in dump"
+            );
         }
     }
     assert!(raw.len() > 50_000);
     let found = find_needles(&raw, &needles);
-    assert!(found.is_empty(), "{} plaintext values found in stored bytes", found.len());
+    assert!(
+        found.is_empty(),
+        "{} plaintext values found in stored bytes",
+        found.len()
+    );
 }
 
 pub async fn swapped_ciphertexts_fail_integrity(config: StoreConfig, dir: &Path, _db: Db) {
@@ -165,32 +219,59 @@ pub async fn swapped_ciphertexts_fail_integrity(config: StoreConfig, dir: &Path,
     hub.ensure_workspace(&ws()).await.unwrap();
     let (wsrow, keys) = hub.open_workspace(&ws()).await.unwrap();
     let contacts: Vec<Contact> = corpus().into_iter().take(3).collect();
-    hub.import(&keys, contacts, &ImportOptions::default()).await.unwrap();
+    hub.import(&keys, contacts, &ImportOptions::default())
+        .await
+        .unwrap();
     let rows = hub.store().contacts_page(wsrow.id, None, 10).await.unwrap();
     let (a, b) = (&rows[0], &rows[1]);
     let swapped = vec![
-        (sealsync_store::ContactRow { body: b.body.clone(), ..a.clone() }, vec![]),
-        (sealsync_store::ContactRow { body: a.body.clone(), ..b.clone() }, vec![]),
+        (
+            sealsync_store::ContactRow {
+                body: b.body.clone(),
+                ..a.clone()
+            },
+            vec![],
+        ),
+        (
+            sealsync_store::ContactRow {
+                body: a.body.clone(),
+                ..b.clone()
+            },
+            vec![],
+        ),
     ];
-    hub.store().write_contacts(wsrow.id, &swapped).await.unwrap();
+    hub.store()
+        .write_contacts(wsrow.id, &swapped)
+        .await
+        .unwrap();
     let mut opened = 0;
-    let errors = hub.for_each_vcard(&keys, |_, _| {
-        opened += 1;
-        Ok(())
-    })
-    .await
-    .unwrap();
+    let errors = hub
+        .for_each_vcard(&keys, |_, _| {
+            opened += 1;
+            Ok(())
+        })
+        .await
+        .unwrap();
     assert_eq!(opened, 1, "only the untouched record opens");
     assert_eq!(errors.len(), 2);
-    assert!(errors.iter().all(|e| e.error.contains("integrity")), "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e.error.contains("integrity")),
+        "{errors:?}"
+    );
 
     // Moving a ciphertext into another workspace fails the same way.
     let other = WorkspaceName::parse("other").unwrap();
     let (other_ws, _) = hub.ensure_workspace(&other).await.unwrap();
     let (_, other_keys) = hub.open_workspace(&other).await.unwrap();
     let moved = vec![(rows[2].clone(), vec![])];
-    hub.store().write_contacts(other_ws.id, &moved).await.unwrap();
-    let errors = hub.for_each_vcard(&other_keys, |_, _| Ok(())).await.unwrap();
+    hub.store()
+        .write_contacts(other_ws.id, &moved)
+        .await
+        .unwrap();
+    let errors = hub
+        .for_each_vcard(&other_keys, |_, _| Ok(()))
+        .await
+        .unwrap();
     assert_eq!(errors.len(), 1);
 }
 
@@ -199,12 +280,33 @@ pub async fn find_by_blind_index(config: StoreConfig, dir: &Path, _db: Db) {
     hub.ensure_workspace(&ws()).await.unwrap();
     let (_, keys) = hub.open_workspace(&ws()).await.unwrap();
     let corpus = corpus();
-    let target = corpus.iter().find(|c| !c.emails().is_empty()).unwrap().clone();
-    hub.import(&keys, corpus, &ImportOptions { default_region: Some("US".into()) }).await.unwrap();
+    let target = corpus
+        .iter()
+        .find(|c| !c.emails().is_empty())
+        .unwrap()
+        .clone();
+    hub.import(
+        &keys,
+        corpus,
+        &ImportOptions {
+            default_region: Some("US".into()),
+        },
+    )
+    .await
+    .unwrap();
     let email = sealsync_contact::Email::parse(&target.emails()[0].to_uppercase()).unwrap();
-    let found = hub.find(&keys, IndexKind::Email, email.as_str()).await.unwrap();
-    assert!(found.iter().any(|(_, c)| c.uid() == target.uid()), "not found by email");
-    let none = hub.find(&keys, IndexKind::Email, "nobody@example.invalid").await.unwrap();
+    let found = hub
+        .find(&keys, IndexKind::Email, email.as_str())
+        .await
+        .unwrap();
+    assert!(
+        found.iter().any(|(_, c)| c.uid() == target.uid()),
+        "not found by email"
+    );
+    let none = hub
+        .find(&keys, IndexKind::Email, "nobody@example.invalid")
+        .await
+        .unwrap();
     assert!(none.is_empty());
 }
 
@@ -212,7 +314,13 @@ pub async fn deleting_a_workspace_shreds_its_keys(config: StoreConfig, dir: &Pat
     let hub = hub_on(&config, dir).await;
     let (wsrow, _) = hub.ensure_workspace(&ws()).await.unwrap();
     let (_, keys) = hub.open_workspace(&ws()).await.unwrap();
-    hub.import(&keys, corpus().into_iter().take(5).collect(), &ImportOptions::default()).await.unwrap();
+    hub.import(
+        &keys,
+        corpus().into_iter().take(5).collect(),
+        &ImportOptions::default(),
+    )
+    .await
+    .unwrap();
     let before = hub.store().contacts_page(wsrow.id, None, 10).await.unwrap();
     hub.store().delete_workspace(wsrow.id).await.unwrap();
     assert!(hub.store().keys_of(wsrow.id).await.unwrap().is_empty());
@@ -220,8 +328,17 @@ pub async fn deleting_a_workspace_shreds_its_keys(config: StoreConfig, dir: &Pat
     // A "backup" of the rows cannot be opened with any key the system still has.
     let (fresh, _) = hub.ensure_workspace(&ws()).await.unwrap();
     let fresh_keys = hub.workspace_keys(fresh.id).await.unwrap();
-    hub.store().write_contacts(fresh.id, &before.into_iter().map(|r| (r, vec![])).collect::<Vec<_>>()).await.unwrap();
-    let errors = hub.for_each_vcard(&fresh_keys, |_, _| Ok(())).await.unwrap();
+    hub.store()
+        .write_contacts(
+            fresh.id,
+            &before.into_iter().map(|r| (r, vec![])).collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    let errors = hub
+        .for_each_vcard(&fresh_keys, |_, _| Ok(()))
+        .await
+        .unwrap();
     assert_eq!(errors.len(), 5);
 }
 
@@ -233,5 +350,10 @@ pub async fn wrong_master_key_is_a_clear_error(config: StoreConfig, dir: &Path, 
     let other = LocalKeyfile::create(&dir.join("master.key")).unwrap();
     let hub = Hub::new(Store::open(&config).await.unwrap(), Arc::new(other));
     let err = hub.open_workspace(&ws()).await.unwrap_err().to_string();
-    assert!(err.contains("local keyfile") && err.contains("local:1") && err.contains("wrong master key"), "{err}");
+    assert!(
+        err.contains("local keyfile")
+            && err.contains("local:1")
+            && err.contains("wrong master key"),
+        "{err}"
+    );
 }

@@ -1,0 +1,331 @@
+//! `sealsync import`: vCard, jCard and CSV files or vdir folders into the sealed hub.
+//!
+//! Input is streamed and imported in batches; a bad card or row is reported with its source and
+//! line and the rest goes on.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use sealsync_contact::Contact;
+use sealsync_contact::csv::{CsvLayout, CsvPreset, CsvReader};
+use sealsync_contact::jcard::from_jcard_str;
+use sealsync_contact::vcard::VcardReader;
+use sealsync_crypto::WorkspaceKeys;
+use sealsync_store::{Hub, ImportCounts, ImportOptions};
+use serde::Serialize;
+
+use crate::context::{Context, workspace_name};
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Files (.vcf, .json, .csv) or folders of .vcf files (vdirs).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Workspace to import into.
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+    /// Input format; by default taken from each file's extension.
+    #[arg(long, value_enum)]
+    pub format: Option<InputFormat>,
+    /// CSV layout: google or outlook. By default recognised from the header row.
+    #[arg(long, value_name = "PRESET", value_parser = parse_preset)]
+    pub csv_preset: Option<CsvPreset>,
+    /// CSV column mapping file (TOML: `delimiter`, `[columns] "Header" = "TEL;TYPE=cell"`).
+    #[arg(long, value_name = "FILE", conflicts_with = "csv_preset")]
+    pub csv_map: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_preset(s: &str) -> Result<CsvPreset, String> {
+    s.parse()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    Vcard,
+    Jcard,
+    Csv,
+}
+
+/// One rejected card, row or file.
+#[derive(Debug, Serialize)]
+pub struct RejectedItem {
+    pub source: String,
+    pub line: u64,
+    pub error: String,
+}
+
+/// What an import did, as printed by `--json`.
+#[derive(Debug, Default, Serialize)]
+pub struct ImportOutcome {
+    pub imported: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub rejected: Vec<RejectedItem>,
+}
+
+impl ImportOutcome {
+    fn add(&mut self, c: ImportCounts) {
+        self.imported += c.imported;
+        self.updated += c.updated;
+        self.unchanged += c.unchanged;
+    }
+}
+
+/// How CSV input is laid out.
+#[derive(Debug, Clone)]
+pub enum CsvChoice {
+    Detect,
+    Layout(CsvLayout),
+}
+
+const BATCH: usize = 2_000;
+
+pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let hub = ctx.hub().await?;
+    let (ws, keys) = hub
+        .open_workspace(&workspace_name(args.workspace.as_deref())?)
+        .await?;
+    let csv = match (&args.csv_preset, &args.csv_map) {
+        (Some(p), _) => CsvChoice::Layout(CsvLayout::preset(*p)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read CSV mapping {}", path.display()))?;
+            CsvChoice::Layout(
+                CsvLayout::from_mapping_toml(&text)
+                    .with_context(|| format!("in {}", path.display()))?,
+            )
+        }
+        (None, None) => CsvChoice::Detect,
+    };
+    let options = ImportOptions {
+        default_region: ctx.default_region(),
+    };
+    let mut outcome = ImportOutcome::default();
+    for path in &args.paths {
+        for (file, format) in expand(path, args.format, &mut outcome)? {
+            let source = file.display().to_string();
+            let reader = match std::fs::File::open(&file) {
+                Ok(f) => BufReader::with_capacity(1 << 16, f),
+                Err(e) => {
+                    outcome.rejected.push(RejectedItem {
+                        source,
+                        line: 0,
+                        error: format!("cannot open: {}", e.kind()),
+                    });
+                    continue;
+                }
+            };
+            import_stream(
+                &hub,
+                &keys,
+                &source,
+                format,
+                &csv,
+                reader,
+                &options,
+                &mut outcome,
+            )
+            .await?;
+        }
+    }
+    hub.store().close().await;
+    tracing::info!(workspace = %ws.name, imported = outcome.imported, updated = outcome.updated, "Import finished.");
+    report(&outcome, args.json)?;
+    Ok(if outcome.rejected.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::EXIT_PARTIAL)
+    })
+}
+
+/// Prints the outcome as a summary or as JSON.
+pub fn report(outcome: &ImportOutcome, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(outcome)?);
+        return Ok(());
+    }
+    println!(
+        "Imported {} new, {} updated, {} unchanged, {} rejected.",
+        outcome.imported,
+        outcome.updated,
+        outcome.unchanged,
+        outcome.rejected.len()
+    );
+    for r in &outcome.rejected {
+        eprintln!("  rejected: {}:{}: {}", r.source, r.line, r.error);
+    }
+    Ok(())
+}
+
+/// A path as files to read: a folder gives its `.vcf` files.
+fn expand(
+    path: &Path,
+    forced: Option<InputFormat>,
+    outcome: &mut ImportOutcome,
+) -> anyhow::Result<Vec<(PathBuf, InputFormat)>> {
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read folder {}", path.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_file()
+                    && p.extension().is_some_and(|e| {
+                        e.eq_ignore_ascii_case("vcf") || e.eq_ignore_ascii_case("vcard")
+                    })
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            outcome.rejected.push(RejectedItem {
+                source: path.display().to_string(),
+                line: 0,
+                error: "folder holds no .vcf files".into(),
+            });
+        }
+        return Ok(files
+            .into_iter()
+            .map(|f| (f, forced.unwrap_or(InputFormat::Vcard)))
+            .collect());
+    }
+    if !path.exists() {
+        bail!("{} does not exist", path.display());
+    }
+    let format = match forced {
+        Some(f) => f,
+        None => match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("vcf" | "vcard") => InputFormat::Vcard,
+            Some("json" | "jcard") => InputFormat::Jcard,
+            Some("csv") => InputFormat::Csv,
+            _ => bail!(
+                "cannot tell the format of {} from its name; pass --format vcard|jcard|csv",
+                path.display()
+            ),
+        },
+    };
+    Ok(vec![(path.to_owned(), format)])
+}
+
+/// Imports one stream, in batches.
+#[allow(clippy::too_many_arguments)]
+pub async fn import_stream<R: BufRead>(
+    hub: &Hub,
+    keys: &WorkspaceKeys,
+    source: &str,
+    format: InputFormat,
+    csv: &CsvChoice,
+    mut reader: R,
+    options: &ImportOptions,
+    outcome: &mut ImportOutcome,
+) -> anyhow::Result<()> {
+    let mut batch: Vec<Contact> = Vec::with_capacity(BATCH);
+    let reject = |outcome: &mut ImportOutcome, line: u64, error: String| {
+        outcome.rejected.push(RejectedItem {
+            source: source.to_owned(),
+            line,
+            error,
+        });
+    };
+    match format {
+        InputFormat::Vcard => {
+            for item in VcardReader::new(reader) {
+                match item {
+                    Ok(card) => {
+                        for w in &card.warnings {
+                            tracing::warn!(
+                                source,
+                                line = card.line,
+                                "Card accepted with a warning: {w}."
+                            );
+                        }
+                        batch.push(card.contact);
+                    }
+                    Err(r) => reject(outcome, r.line, r.reason),
+                }
+                if batch.len() >= BATCH {
+                    outcome.add(
+                        hub.import(keys, std::mem::take(&mut batch), options)
+                            .await?,
+                    );
+                }
+            }
+        }
+        InputFormat::Jcard => {
+            let mut text = String::new();
+            if let Err(e) = reader.read_to_string(&mut text) {
+                reject(outcome, 0, format!("cannot read: {}", e.kind()));
+                return Ok(());
+            }
+            match from_jcard_str(&text) {
+                Ok(contacts) => batch = contacts,
+                Err(e) => reject(outcome, 0, e.to_string()),
+            }
+        }
+        InputFormat::Csv => {
+            let layout = match csv {
+                CsvChoice::Layout(l) => l.clone(),
+                CsvChoice::Detect => {
+                    let head = reader.fill_buf().context("cannot read CSV")?;
+                    let first_line = String::from_utf8_lossy(
+                        head.split(|&b| b == b'\n').next().unwrap_or_default(),
+                    )
+                    .into_owned();
+                    match detect_csv(&first_line) {
+                        Some(p) => CsvLayout::preset(p),
+                        None => {
+                            reject(outcome, 1, "unknown CSV layout; pass --csv-preset google|outlook or --csv-map FILE".into());
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            let rows = match CsvReader::new(reader, layout) {
+                Ok(r) => r,
+                Err(e) => {
+                    reject(outcome, 1, e.to_string());
+                    return Ok(());
+                }
+            };
+            for row in rows {
+                match row {
+                    Ok((_, contact)) => batch.push(contact),
+                    Err(r) => reject(outcome, r.line, r.reason),
+                }
+                if batch.len() >= BATCH {
+                    outcome.add(
+                        hub.import(keys, std::mem::take(&mut batch), options)
+                            .await?,
+                    );
+                }
+            }
+        }
+    }
+    if !batch.is_empty() {
+        outcome.add(hub.import(keys, batch, options).await?);
+    }
+    Ok(())
+}
+
+/// Google and Outlook exports by a column only each of them has.
+fn detect_csv(header: &str) -> Option<CsvPreset> {
+    let h = header.to_ascii_lowercase();
+    if h.contains("e-mail 1 - value") || h.contains("given name") && h.contains("group membership")
+    {
+        Some(CsvPreset::Google)
+    } else if h.contains("e-mail address") {
+        Some(CsvPreset::Outlook)
+    } else {
+        None
+    }
+}

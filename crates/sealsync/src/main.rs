@@ -1,0 +1,117 @@
+//! `sealsync`: the command-line interface.
+//!
+//! Parses arguments and configuration, sets up logging, and hands each subcommand to its module
+//! in [`cmd`]. Errors reach the user as one line saying what went wrong and what to do, with a
+//! non-zero exit code; never a backtrace or a `Debug` dump.
+
+mod cmd;
+mod config;
+mod context;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Keeps contact data in sync between the systems people keep it in, sealed the whole way:
+/// encrypted at rest under rotating keys, matched without plaintext, never logged.
+///
+/// Start with `sealsync quickstart`: it creates a data directory, imports sample contacts into
+/// the sealed hub and exports them again as CSV and vCards.
+#[derive(Debug, Parser)]
+#[command(name = "sealsync", version, max_term_width = 100)]
+struct Cli {
+    /// Data directory: database, keystore and master keyfile.
+    /// [default: ./sealsync-data]
+    #[arg(long, global = true, env = "SEALSYNC_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// TOML configuration file. Environment variables SEALSYNC_<KEY> (with `__` between
+    /// levels, e.g. SEALSYNC_DATABASE__URL) override it; unknown keys are an error.
+    #[arg(long, global = true, env = "SEALSYNC_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the data directory, database, keystore, master keyfile and the `default`
+    /// workspace. Safe to run again: it changes nothing that exists.
+    Init,
+    /// Init if needed, import the bundled sample contacts, export them as CSV and vCards, and
+    /// show what to try next.
+    Quickstart,
+    /// Import contacts from vCard (.vcf), jCard (.json) or CSV files, or vdir folders.
+    Import(cmd::import::ImportArgs),
+    /// Export the workspace's contacts to a file, or a folder of .vcf files.
+    Export(cmd::export::ExportArgs),
+    /// Look contacts up by email, phone or UID through the blind index (no plaintext scan).
+    #[command(subcommand)]
+    Contacts(cmd::contacts::ContactsCommand),
+    /// List, create or delete workspaces.
+    #[command(subcommand)]
+    Workspace(cmd::workspace::WorkspaceCommand),
+    /// Key status: data-key versions and how many records each seals.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
+}
+
+/// Exit code when some input was rejected but the rest was processed.
+pub const EXIT_PARTIAL: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line: `what: why: why`.
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = config::Config::load(cli.config.as_deref())?;
+    init_logging(&config);
+    let ctx = context::Context::new(config, cli.data_dir.as_deref());
+    match cli.command {
+        Command::Init => cmd::init::run(&ctx).await,
+        Command::Quickstart => cmd::quickstart::run(&ctx).await,
+        Command::Import(args) => cmd::import::run(&ctx, args).await,
+        Command::Export(args) => cmd::export::run(&ctx, args).await,
+        Command::Contacts(c) => cmd::contacts::run(&ctx, c).await,
+        Command::Workspace(c) => cmd::workspace::run(&ctx, c).await,
+        Command::Keys(c) => cmd::keys::run(&ctx, c).await,
+    }
+}
+
+fn init_logging(config: &config::Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(config.log.level.as_deref().unwrap_or("warn"))
+        .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if config.log.format.as_deref() == Some("json") {
+        builder.json().try_init()
+    } else {
+        builder.without_time().try_init()
+    };
+}
