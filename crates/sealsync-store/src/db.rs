@@ -530,6 +530,127 @@ impl Store {
             .collect()
     }
 
+    /// Sealed contacts after `after` whose data key is older than `version`, in id order.
+    pub async fn contacts_below_key_version(
+        &self,
+        ws: WorkspaceId,
+        version: u32,
+        after: Option<ContactId>,
+        limit: u32,
+    ) -> Result<Vec<ContactRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, version, key_version, body, content_mac, updated_at FROM contacts \
+             WHERE workspace_id = $1 AND key_version < $2 AND body IS NOT NULL AND id > $3 ORDER BY id LIMIT $4",
+        )
+        .bind(ws.as_bytes().to_vec())
+        .bind(i64::from(version))
+        .bind(after.map(|a| a.as_bytes().to_vec()).unwrap_or_default())
+        .bind(i64::from(limit))
+        .fetch_all(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        rows.iter().map(contact_from_row).collect()
+    }
+
+    /// How many sealed contacts use a data key older than `version`.
+    pub async fn count_below_key_version(
+        &self,
+        ws: WorkspaceId,
+        version: u32,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM contacts WHERE workspace_id = $1 AND key_version < $2 AND body IS NOT NULL",
+        )
+        .bind(ws.as_bytes().to_vec())
+        .bind(i64::from(version))
+        .fetch_one(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        get(&row, "n")
+    }
+
+    /// How many sealed contacts use exactly data key `version`.
+    pub async fn count_at_key_version(
+        &self,
+        ws: WorkspaceId,
+        version: u32,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM contacts WHERE workspace_id = $1 AND key_version = $2 AND body IS NOT NULL",
+        )
+        .bind(ws.as_bytes().to_vec())
+        .bind(i64::from(version))
+        .fetch_one(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        get(&row, "n")
+    }
+
+    /// Replaces sealed bodies with their re-sealed form, each only if the row is still exactly
+    /// as read (same version and key version): a concurrent writer always wins. Returns how many
+    /// rows were replaced.
+    pub async fn reseal_contacts(
+        &self,
+        ws: WorkspaceId,
+        updates: &[(ContactRow, Vec<u8>, u32)],
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.data.begin().await.map_err(StoreError::db)?;
+        let mut done = 0;
+        for (old, body, key_version) in updates {
+            let r = sqlx::query(
+                "UPDATE contacts SET body = $1, key_version = $2 \
+                 WHERE workspace_id = $3 AND id = $4 AND version = $5 AND key_version = $6",
+            )
+            .bind(body.clone())
+            .bind(i64::from(*key_version))
+            .bind(ws.as_bytes().to_vec())
+            .bind(old.id.as_bytes().to_vec())
+            .bind(old.version)
+            .bind(i64::from(old.key_version))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db)?;
+            done += r.rows_affected();
+        }
+        tx.commit().await.map_err(StoreError::db)?;
+        Ok(done)
+    }
+
+    /// Replaces one wrapped key (after re-wrapping under a new master key).
+    pub async fn update_key(&self, ws: WorkspaceId, key: &StoredKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE workspace_keys SET kek = $1, wrapped = $2 WHERE workspace_id = $3 AND purpose = $4 AND version = $5",
+        )
+        .bind(key.wrapped.kek.clone())
+        .bind(key.wrapped.bytes.clone())
+        .bind(ws.as_bytes().to_vec())
+        .bind(key.purpose.as_str())
+        .bind(i64::from(key.version))
+        .execute(&self.keys)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    /// Destroys one wrapped key.
+    pub async fn delete_key(
+        &self,
+        ws: WorkspaceId,
+        purpose: KeyPurpose,
+        version: u32,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM workspace_keys WHERE workspace_id = $1 AND purpose = $2 AND version = $3",
+        )
+        .bind(ws.as_bytes().to_vec())
+        .bind(purpose.as_str())
+        .bind(i64::from(version))
+        .execute(&self.keys)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(())
+    }
+
     /// The raw pool, for tests that inspect stored bytes.
     pub fn data_pool(&self) -> &AnyPool {
         &self.data

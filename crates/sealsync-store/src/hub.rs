@@ -44,6 +44,17 @@ impl ImportCounts {
     }
 }
 
+/// What a re-encryption pass did.
+#[derive(Debug, Clone, Default)]
+pub struct ReencryptReport {
+    /// Records moved to the newest data key.
+    pub resealed: u64,
+    /// Records that could not be opened (integrity errors); they keep their old key.
+    pub failed: Vec<RecordError>,
+    /// Records still under an older key afterwards (failed ones included).
+    pub remaining: u64,
+}
+
 /// A record that could not be opened; the rest of the export goes on.
 #[derive(Debug, Clone)]
 pub struct RecordError {
@@ -401,6 +412,133 @@ impl Hub {
             }
         }
         Ok(out)
+    }
+}
+
+impl Hub {
+    /// Adds a data-key version to the workspace; every write from then on uses it.
+    pub async fn rotate_data_key(&self, ws: WorkspaceId) -> Result<u32, StoreError> {
+        let keys = self.store.keys_of(ws).await?;
+        let next = keys
+            .iter()
+            .filter(|k| k.purpose == KeyPurpose::Data)
+            .map(|k| k.version)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        self.add_key(ws, KeyPurpose::Data, next).await?;
+        Ok(next)
+    }
+
+    /// Moves every record of the workspace to its newest data key, `batch` records per
+    /// transaction, while reads and writes go on. Resumable: what remains is exactly the records
+    /// under older keys, so a rerun after a crash continues where it stopped. A record written
+    /// concurrently is left to its writer and picked up by the next pass.
+    pub async fn reencrypt(
+        &self,
+        keys: &WorkspaceKeys,
+        batch: u32,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<ReencryptReport, StoreError> {
+        let ws = keys.workspace();
+        let current = keys.current_version();
+        let total =
+            u64::try_from(self.store.count_below_key_version(ws, current).await?).unwrap_or(0);
+        let mut report = ReencryptReport::default();
+        progress(0, total);
+        for _pass in 0..5 {
+            let mut after = None;
+            let mut raced = 0;
+            report.failed.clear();
+            loop {
+                let page = self
+                    .store
+                    .contacts_below_key_version(ws, current, after, batch.max(1))
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.id);
+                let mut updates = Vec::with_capacity(page.len());
+                for row in page {
+                    let Some(body) = &row.body else { continue };
+                    match keys.reseal(&body_ref(ws, &row.id), body) {
+                        Ok(Some(sealed)) => updates.push((row, sealed, current)),
+                        Ok(None) => {}
+                        Err(e) => report.failed.push(RecordError {
+                            id: row.id,
+                            error: e.to_string(),
+                        }),
+                    }
+                }
+                let done = self.store.reseal_contacts(ws, &updates).await?;
+                raced += updates.len() as u64 - done;
+                report.resealed += done;
+                progress(report.resealed.min(total), total);
+            }
+            if raced == 0 {
+                break;
+            }
+        }
+        report.remaining =
+            u64::try_from(self.store.count_below_key_version(ws, current).await?).unwrap_or(0);
+        Ok(report)
+    }
+
+    /// Destroys data-key versions older than the newest that no record uses any more.
+    pub async fn retire_unused_data_keys(&self, ws: WorkspaceId) -> Result<Vec<u32>, StoreError> {
+        let versions: Vec<u32> = self
+            .store
+            .keys_of(ws)
+            .await?
+            .into_iter()
+            .filter(|k| k.purpose == KeyPurpose::Data)
+            .map(|k| k.version)
+            .collect();
+        let Some(&current) = versions.iter().max() else {
+            return Ok(Vec::new());
+        };
+        let mut retired = Vec::new();
+        for v in versions.into_iter().filter(|v| *v < current) {
+            if self.store.count_at_key_version(ws, v).await? == 0 {
+                self.store.delete_key(ws, KeyPurpose::Data, v).await?;
+                retired.push(v);
+            }
+        }
+        Ok(retired)
+    }
+
+    /// Re-wraps every workspace key that the provider's current master key did not wrap.
+    /// Resumable: each key is replaced on its own.
+    pub async fn rewrap_keys(&self) -> Result<u64, StoreError> {
+        let current = self.provider.current_kek();
+        let mut n = 0;
+        for ws in self.store.workspaces().await? {
+            for k in self.store.keys_of(ws.id).await? {
+                if k.wrapped.kek == current {
+                    continue;
+                }
+                let context = key_context(ws.id, k.purpose, k.version);
+                let key = self.provider.unwrap(&k.wrapped, &context).await?;
+                let wrapped = self.provider.wrap(&key, &context).await?;
+                self.store
+                    .update_key(ws.id, &StoredKey { wrapped, ..k })
+                    .await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The master-key versions that wrap at least one stored key.
+    pub async fn master_keys_in_use(&self) -> Result<Vec<String>, StoreError> {
+        let mut used = Vec::new();
+        for ws in self.store.workspaces().await? {
+            for k in self.store.keys_of(ws.id).await? {
+                if !used.contains(&k.wrapped.kek) {
+                    used.push(k.wrapped.kek);
+                }
+            }
+        }
+        Ok(used)
     }
 }
 

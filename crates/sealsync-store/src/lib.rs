@@ -15,7 +15,7 @@ pub mod testing;
 pub use db::{
     Backend, ContactRow, KEYSTORE_SCHEMA, KeyPurpose, Store, StoreConfig, StoredKey, Workspace,
 };
-pub use hub::{Hub, ImportCounts, ImportOptions, RecordError};
+pub use hub::{Hub, ImportCounts, ImportOptions, RecordError, ReencryptReport};
 
 use sealsync_crypto::KeyError;
 

@@ -53,7 +53,7 @@ enum Command {
     /// List, create or delete workspaces.
     #[command(subcommand)]
     Workspace(cmd::workspace::WorkspaceCommand),
-    /// Key status: data-key versions and how many records each seals.
+    /// Key status and rotation: data-key versions, records per version, rotate, re-encrypt.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
 }

@@ -74,4 +74,7 @@ both!(
     find_by_blind_index,
     deleting_a_workspace_shreds_its_keys,
     wrong_master_key_is_a_clear_error,
+    rotation_under_concurrent_writes,
+    reencryption_resumes_after_a_crash,
+    master_key_rotation_rewraps_every_key,
 );

@@ -357,3 +357,177 @@ pub async fn wrong_master_key_is_a_clear_error(config: StoreConfig, dir: &Path, 
         "{err}"
     );
 }
+
+fn generated(n: usize, note: &str) -> Vec<Contact> {
+    (0..n)
+        .map(|i| {
+            let mut c = Contact::new();
+            c.push(Property::text("UID", &format!("rot-{i:05}")));
+            c.push(Property::text("FN", &format!("Rotation Person {i}")));
+            c.push(Property::text("EMAIL", &format!("rot{i}@example.org")));
+            c.push(Property::text("NOTE", note));
+            c
+        })
+        .collect()
+}
+
+pub async fn rotation_under_concurrent_writes(config: StoreConfig, dir: &Path, _db: Db) {
+    let hub = hub_on(&config, dir).await;
+    let (wsrow, _) = hub.ensure_workspace(&ws()).await.unwrap();
+    let (_, v1_keys) = hub.open_workspace(&ws()).await.unwrap();
+    hub.import(
+        &v1_keys,
+        generated(400, "before"),
+        &ImportOptions::default(),
+    )
+    .await
+    .unwrap();
+
+    // A writer that loaded its keys before the rotation keeps writing during it.
+    let writer_hub = hub.clone();
+    let writer = tokio::spawn(async move {
+        for round in 0..8 {
+            let edits: Vec<Contact> = generated(400, &format!("round {round}"))
+                .into_iter()
+                .skip(round * 40)
+                .take(40)
+                .collect();
+            writer_hub
+                .import(&v1_keys, edits, &ImportOptions::default())
+                .await
+                .unwrap();
+            tokio::task::yield_now().await;
+        }
+        let extra: Vec<Contact> = (0..20)
+            .map(|i| {
+                let mut c = Contact::new();
+                c.push(Property::text("UID", &format!("new-{i}")));
+                c.push(Property::text("FN", "Written during rotation"));
+                c
+            })
+            .collect();
+        writer_hub
+            .import(&v1_keys, extra, &ImportOptions::default())
+            .await
+            .unwrap();
+    });
+    assert_eq!(hub.rotate_data_key(wsrow.id).await.unwrap(), 2);
+    let v2_keys = hub.workspace_keys(wsrow.id).await.unwrap();
+    assert_eq!(v2_keys.current_version(), 2);
+    let mut seen_progress = 0;
+    let first = hub
+        .reencrypt(&v2_keys, 50, |done, _| seen_progress = done)
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    assert!(first.failed.is_empty());
+    assert!(seen_progress > 0);
+    // What the stale writer sealed under v1 is picked up by the next run.
+    let second = hub.reencrypt(&v2_keys, 50, |_, _| {}).await.unwrap();
+    assert_eq!(second.remaining, 0);
+    assert_eq!(
+        hub.retire_unused_data_keys(wsrow.id).await.unwrap(),
+        vec![1]
+    );
+
+    // Every record opens with only the newest key left, none lost, the last write of each kept.
+    let keys = hub.workspace_keys(wsrow.id).await.unwrap();
+    assert_eq!(keys.versions().collect::<Vec<_>>(), vec![2]);
+    let all = export_all(&hub, &keys).await;
+    assert_eq!(all.len(), 420);
+    for c in &all {
+        let uid = c.uid().unwrap();
+        if let Some(i) = uid
+            .strip_prefix("rot-")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            let expected = if i < 320 {
+                format!("round {}", i / 40)
+            } else {
+                "before".to_owned()
+            };
+            assert_eq!(c.note().as_deref(), Some(expected.as_str()), "{uid}");
+        }
+    }
+}
+
+pub async fn reencryption_resumes_after_a_crash(config: StoreConfig, dir: &Path, _db: Db) {
+    let hub = hub_on(&config, dir).await;
+    let (wsrow, _) = hub.ensure_workspace(&ws()).await.unwrap();
+    let (_, keys) = hub.open_workspace(&ws()).await.unwrap();
+    hub.import(&keys, generated(200, "x"), &ImportOptions::default())
+        .await
+        .unwrap();
+    hub.rotate_data_key(wsrow.id).await.unwrap();
+    let keys = hub.workspace_keys(wsrow.id).await.unwrap();
+    // A run that stopped after its first batches: half the records moved, half not.
+    let half = hub
+        .store()
+        .contacts_below_key_version(wsrow.id, 2, None, 100)
+        .await
+        .unwrap();
+    let updates: Vec<_> = half
+        .into_iter()
+        .map(|r| {
+            let at = sealsync_crypto::RecordRef {
+                table: "contacts",
+                workspace: wsrow.id,
+                record: r.id.as_bytes(),
+                field: "body",
+            };
+            let sealed = keys.reseal(&at, r.body.as_ref().unwrap()).unwrap().unwrap();
+            (r, sealed, 2)
+        })
+        .collect();
+    assert_eq!(
+        hub.store()
+            .reseal_contacts(wsrow.id, &updates)
+            .await
+            .unwrap(),
+        100
+    );
+    assert_eq!(
+        hub.store()
+            .count_below_key_version(wsrow.id, 2)
+            .await
+            .unwrap(),
+        100
+    );
+    let report = hub.reencrypt(&keys, 30, |_, _| {}).await.unwrap();
+    assert_eq!((report.resealed, report.remaining), (100, 0));
+    assert_eq!(export_all(&hub, &keys).await.len(), 200);
+}
+
+pub async fn master_key_rotation_rewraps_every_key(config: StoreConfig, dir: &Path, _db: Db) {
+    let hub = hub_on(&config, dir).await;
+    hub.ensure_workspace(&ws()).await.unwrap();
+    hub.ensure_workspace(&WorkspaceName::parse("second").unwrap())
+        .await
+        .unwrap();
+    let (_, keys) = hub.open_workspace(&ws()).await.unwrap();
+    hub.import(&keys, generated(10, "k"), &ImportOptions::default())
+        .await
+        .unwrap();
+    let mut kf = LocalKeyfile::open(&dir.join("master.key")).unwrap();
+    assert_eq!(kf.add_version().unwrap(), 2);
+    let hub = Hub::new(
+        hub.store().clone(),
+        Arc::new(LocalKeyfile::open(&dir.join("master.key")).unwrap()),
+    );
+    assert_eq!(hub.rewrap_keys().await.unwrap(), 4);
+    assert_eq!(
+        hub.master_keys_in_use().await.unwrap(),
+        vec!["local:2".to_owned()]
+    );
+    assert_eq!(
+        kf.retire_versions(&hub.master_keys_in_use().await.unwrap())
+            .unwrap(),
+        vec![1]
+    );
+    let hub = Hub::new(
+        hub.store().clone(),
+        Arc::new(LocalKeyfile::open(&dir.join("master.key")).unwrap()),
+    );
+    let (_, keys) = hub.open_workspace(&ws()).await.unwrap();
+    assert_eq!(export_all(&hub, &keys).await.len(), 10);
+}

@@ -1,11 +1,17 @@
-//! `sealsync keys status`.
+//! `sealsync keys status|rotate|reencrypt`.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use anyhow::bail;
 use clap::Subcommand;
-use sealsync_store::KeyPurpose;
+use indicatif::{ProgressBar, ProgressStyle};
+use sealsync_crypto::LocalKeyfile;
+use sealsync_store::{Hub, KeyPurpose, Workspace};
 
-use crate::context::Context;
+use crate::config::KeyProviderKind;
+use crate::context::{Context, workspace_name};
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -14,10 +20,174 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Rotate keys without downtime. By default every workspace gets a new data key and its
+    /// records are re-encrypted to it; old versions are destroyed once no record uses them.
+    Rotate {
+        /// Rotate the master key instead: a new keyfile version re-wraps every workspace key
+        /// (with keys.provider = "env": re-wrap under the newest `vN` line of the key).
+        #[arg(long, conflicts_with = "workspace")]
+        kek: bool,
+        /// Rotate only this workspace's data key.
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+        /// Records per transaction during re-encryption.
+        #[arg(long, default_value_t = 500)]
+        batch: u32,
+    },
+    /// Finish moving records to the newest data key (after an interrupted rotation).
+    Reencrypt {
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+        #[arg(long, default_value_t = 500)]
+        batch: u32,
+    },
 }
 
 pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<ExitCode> {
-    let KeysCommand::Status { json } = command;
+    match command {
+        KeysCommand::Status { json } => status(ctx, json).await,
+        KeysCommand::Rotate { kek: true, .. } => rotate_master_key(ctx).await,
+        KeysCommand::Rotate {
+            kek: false,
+            workspace,
+            batch,
+        } => {
+            let hub = ctx.hub().await?;
+            let targets = targets(&hub, workspace.as_deref()).await?;
+            for ws in &targets {
+                let v = hub.rotate_data_key(ws.id).await?;
+                println!(
+                    "Workspace {}: new data key v{v}; new writes use it from now on.",
+                    ws.name
+                );
+            }
+            let code = reencrypt_all(&hub, &targets, batch).await?;
+            hub.store().close().await;
+            Ok(code)
+        }
+        KeysCommand::Reencrypt { workspace, batch } => {
+            let hub = ctx.hub().await?;
+            let targets = targets(&hub, workspace.as_deref()).await?;
+            let code = reencrypt_all(&hub, &targets, batch).await?;
+            hub.store().close().await;
+            Ok(code)
+        }
+    }
+}
+
+async fn targets(hub: &Hub, name: Option<&str>) -> anyhow::Result<Vec<Workspace>> {
+    match name {
+        Some(n) => {
+            let name = workspace_name(Some(n))?;
+            match hub.store().workspace_by_name(&name).await? {
+                Some(ws) => Ok(vec![ws]),
+                None => bail!("no workspace named {name:?}"),
+            }
+        }
+        None => Ok(hub.store().workspaces().await?),
+    }
+}
+
+async fn reencrypt_all(hub: &Hub, targets: &[Workspace], batch: u32) -> anyhow::Result<ExitCode> {
+    let mut ok = true;
+    for ws in targets {
+        let keys = hub.workspace_keys(ws.id).await?;
+        let bar = if std::io::stderr().is_terminal() {
+            ProgressBar::new(0)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} records ({eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("re-encrypting {}", ws.name));
+        let report = hub
+            .reencrypt(&keys, batch, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await?;
+        bar.finish_and_clear();
+        println!(
+            "Workspace {}: {} records re-encrypted to data key v{}.",
+            ws.name,
+            report.resealed,
+            keys.current_version()
+        );
+        for f in &report.failed {
+            eprintln!("  record {}: {}", f.id, f.error);
+        }
+        if report.remaining > 0 {
+            ok = false;
+            println!(
+                "  {} records remain under older keys; old keys are kept. Run `sealsync keys reencrypt` again.",
+                report.remaining
+            );
+        } else {
+            let retired = hub.retire_unused_data_keys(ws.id).await?;
+            if !retired.is_empty() {
+                let list: Vec<String> = retired.iter().map(|v| format!("v{v}")).collect();
+                println!(
+                    "  retired data keys {} (no record used them).",
+                    list.join(", ")
+                );
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::EXIT_PARTIAL)
+    })
+}
+
+async fn rotate_master_key(ctx: &Context) -> anyhow::Result<ExitCode> {
+    let hub = ctx.hub().await?;
+    if ctx.config.keys.provider == KeyProviderKind::Env {
+        // The key lives outside sealsync: the operator adds the new `vN` line, sealsync re-wraps.
+        let n = hub.rewrap_keys().await?;
+        println!(
+            "Re-wrapped {n} workspace keys under {}.",
+            hub.provider().current_kek()
+        );
+        println!(
+            "Master key versions still in use: {}. Others can be removed from SEALSYNC_MASTER_KEY.",
+            hub.master_keys_in_use().await?.join(", ")
+        );
+        hub.store().close().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = ctx.keyfile_path();
+    let mut keyfile = LocalKeyfile::open(&path)?;
+    let current = format!("local:{}", keyfile.versions().last().copied().unwrap_or(1));
+    let in_use = hub.master_keys_in_use().await?;
+    // After an interrupted rotation some keys still use an older master key: finish that
+    // instead of adding yet another version.
+    if in_use.iter().all(|k| *k == current) {
+        let v = keyfile.add_version()?;
+        println!("Added master key version {v} to {}.", path.display());
+    }
+    let hub = Hub::new(hub.store().clone(), Arc::new(LocalKeyfile::open(&path)?));
+    let n = hub.rewrap_keys().await?;
+    println!(
+        "Re-wrapped {n} workspace keys under {}.",
+        hub.provider().current_kek()
+    );
+    let retired = keyfile.retire_versions(&hub.master_keys_in_use().await?)?;
+    if !retired.is_empty() {
+        let list: Vec<String> = retired.iter().map(|v| format!("v{v}")).collect();
+        println!(
+            "Removed master key versions {} from the keyfile (nothing used them).",
+            list.join(", ")
+        );
+    }
+    println!("Back up the keyfile again: older backups of it no longer open current data.");
+    hub.store().close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     let hub = ctx.hub().await?;
     let mut report = Vec::new();
     for ws in hub.store().workspaces().await? {

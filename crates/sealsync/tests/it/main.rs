@@ -289,3 +289,56 @@ fn pg_quickstart_on_postgres() {
     let o = sealsync_env(&dd, &["init"], &env);
     assert!(stdout(&o).contains("nothing changed"), "{}", stdout(&o));
 }
+
+#[test]
+fn keys_rotate_then_everything_still_opens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dd = tmp.path().join("data");
+    assert!(sealsync(&dd, &["quickstart"]).status.success());
+    let o = sealsync(&dd, &["keys", "rotate", "--batch", "7"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("55 records re-encrypted to data key v2"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("retired data keys v1"),
+        "{}",
+        stdout(&o)
+    );
+    let o = sealsync(&dd, &["keys", "rotate", "--kek"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("Re-wrapped 2 workspace keys under local:2"),
+        "{}",
+        stdout(&o)
+    );
+    let keyfile = std::fs::read_to_string(dd.join("master.key")).unwrap();
+    assert!(
+        keyfile.contains("v2 ") && !keyfile.contains("v1 "),
+        "old master key retired"
+    );
+    assert_eq!(mode(&dd.join("master.key")), 0o600);
+    let status = sealsync(&dd, &["keys", "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&status).trim()).unwrap();
+    assert_eq!(
+        v["workspaces"][0]["data_keys"],
+        serde_json::json!([{"version": 2, "wrapped_by": "local:2", "records": 55}])
+    );
+    let out = tmp.path().join("after.vcf");
+    let o = sealsync(
+        &dd,
+        &[
+            "export",
+            "--format",
+            "vcard4",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["exported"], 55, "{v}");
+    assert_eq!(v["errors"], serde_json::json!([]));
+}
