@@ -598,37 +598,39 @@ fn label_to_params(label: &str) -> Vec<Param> {
         Some(rest) => (true, rest),
         None => (false, label),
     };
-    let ty = match label.trim().to_ascii_lowercase().as_str() {
-        "mobile" => "cell".to_owned(),
-        "" => String::new(),
-        other => other.to_owned(),
-    };
+    let ty = label.trim().to_lowercase();
     let mut out = Vec::new();
-    if preferred {
+    if preferred || ty == "pref" {
         out.push(Param::new("PREF", "1"));
     }
-    if !ty.is_empty() {
-        out.push(Param::new("TYPE", &ty));
+    match ty.as_str() {
+        "mobile" => out.push(Param::new("TYPE", "cell")),
+        // Not labels a person gives: vCard's transport types.
+        "" | "pref" | "internet" | "voice" => {}
+        other => out.push(Param::new("TYPE", other)),
     }
     out
 }
 
+/// The label for a property: its first `TYPE` that names a place or kind, as Google writes it.
 fn params_to_label(p: &Property) -> String {
     let ty = p
-        .types()
-        .into_iter()
-        .find(|t| t != "pref" && t != "internet" && t != "voice");
+        .param_values("TYPE")
+        .map(str::to_lowercase)
+        .find(|t| !matches!(t.as_str(), "pref" | "internet" | "voice" | ""));
     let label = match ty.as_deref() {
         Some("cell") => "Mobile".to_owned(),
         Some(t) => {
-            let mut c = t.chars();
-            c.next()
-                .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-                .unwrap_or_default()
+            // ASCII only: `ß` upper-cases to `SS`, which would not read back.
+            let mut label = t.to_owned();
+            if let Some(first) = label.get_mut(0..1) {
+                first.make_ascii_uppercase();
+            }
+            label
         }
         None => String::new(),
     };
-    if p.param_values("PREF").any(|v| v == "1") {
+    if p.is_preferred() {
         format!("* {label}")
     } else {
         label

@@ -8,7 +8,7 @@ use std::fmt;
 
 use aws_lc_rs::digest;
 
-use crate::model::Contact;
+use crate::model::{Contact, Property};
 
 /// SHA-256 over a contact's canonical form.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -16,43 +16,52 @@ pub struct ContentHash(pub [u8; 32]);
 
 impl ContentHash {
     pub fn of(contact: &Contact) -> Self {
-        let mut lines: Vec<Vec<u8>> = contact
+        let mut props: Vec<&Property> = contact
             .properties()
             .iter()
             .filter(|p| p.name != "REV" && p.name != "PRODID")
-            .map(|p| {
-                let mut line = Vec::with_capacity(p.value.len() + 32);
-                // Unit separators keep fields apart; lengths keep values from running together.
-                line.extend_from_slice(
-                    p.group
-                        .as_deref()
-                        .unwrap_or("")
-                        .to_ascii_lowercase()
-                        .as_bytes(),
-                );
-                line.push(0x1f);
-                line.extend_from_slice(p.name.as_bytes());
-                for param in &p.params {
-                    line.push(0x1e);
-                    line.extend_from_slice(param.name.as_bytes());
-                    for v in &param.values {
-                        line.push(0x1d);
-                        line.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                        line.extend_from_slice(v.as_bytes());
-                    }
-                }
-                line.push(0x1f);
-                line.extend_from_slice(&(p.value.len() as u64).to_le_bytes());
-                line.extend_from_slice(p.value.as_bytes());
-                line
-            })
             .collect();
-        lines.sort_unstable();
+        // A total order over everything hashed, so property order cannot matter.
+        props.sort_unstable_by(|a, b| {
+            (
+                &a.name,
+                a.group.as_deref().map(str::to_ascii_lowercase),
+                &a.params,
+                &a.value,
+            )
+                .cmp(&(
+                    &b.name,
+                    b.group.as_deref().map(str::to_ascii_lowercase),
+                    &b.params,
+                    &b.value,
+                ))
+        });
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(b"sealsync content v1");
-        for line in &lines {
-            ctx.update(&(line.len() as u64).to_le_bytes());
-            ctx.update(line);
+        // Length prefixes and separators keep fields from running together.
+        let field = |ctx: &mut digest::Context, tag: u8, bytes: &[u8]| {
+            ctx.update(&[tag]);
+            ctx.update(&(bytes.len() as u64).to_le_bytes());
+            ctx.update(bytes);
+        };
+        for p in props {
+            field(
+                &mut ctx,
+                1,
+                p.group
+                    .as_deref()
+                    .unwrap_or("")
+                    .to_ascii_lowercase()
+                    .as_bytes(),
+            );
+            field(&mut ctx, 2, p.name.as_bytes());
+            for param in &p.params {
+                field(&mut ctx, 3, param.name.as_bytes());
+                for v in &param.values {
+                    field(&mut ctx, 4, v.as_bytes());
+                }
+            }
+            field(&mut ctx, 5, p.value.as_bytes());
         }
         let mut out = [0u8; 32];
         out.copy_from_slice(ctx.finish().as_ref());

@@ -330,7 +330,7 @@ impl fmt::Debug for Property {
 }
 
 /// A parameter: upper-case name and its values (RFC 6868 caret escapes undone).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Param {
     pub name: String,
     pub values: Vec<String>,
@@ -603,6 +603,9 @@ pub fn split_unescaped(s: &str, sep: char) -> Vec<&str> {
 /// `1985-04-12` → `19850412`, `--04-12` → `--0412`, `2024-01-01T12:00:00Z` → `20240101T120000Z`.
 /// `None` when `s` is not in the extended form (then it is kept as written).
 pub fn date_to_basic(s: &str) -> Option<String> {
+    if !s.is_ascii() {
+        return None;
+    }
     let (date, time) = match s.split_once('T') {
         Some((d, t)) => (d, Some(t)),
         None => (s, None),
@@ -658,6 +661,9 @@ fn time_to_basic(t: &str) -> Option<String> {
 
 /// The inverse of [`date_to_basic`], for jCard which uses the extended form.
 pub fn date_to_extended(s: &str) -> Option<String> {
+    if !s.is_ascii() {
+        return None;
+    }
     let (date, time) = match s.split_once('T') {
         Some((d, t)) => (d, Some(t)),
         None => (s, None),

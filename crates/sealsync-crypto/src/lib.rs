@@ -15,10 +15,14 @@
 //! Key material is zeroized on drop, never `Clone`, never printed.
 
 mod keys;
+#[cfg(feature = "aws-kms")]
+mod kms;
 mod provider;
 mod seal;
 
 pub use keys::{BlindIndex, IndexKind, KeyBytes, WorkspaceKeys};
+#[cfg(feature = "aws-kms")]
+pub use kms::{AwsKmsConfig, AwsKmsProvider, testing as kms_testing};
 pub use provider::{
     EnvKeyProvider, KeyError, KeyProvider, LocalKeyfile, WrappedKey, check_private_file,
 };

@@ -74,6 +74,13 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
     fn describe(&self) -> String;
     /// The KEK new wraps use.
     fn current_kek(&self) -> String;
+    /// Makes a new data key and its wrapped form. By default a local random key, wrapped; a
+    /// KMS makes it itself.
+    async fn generate(&self, context: &[u8]) -> Result<(KeyBytes, WrappedKey), KeyError> {
+        let key = KeyBytes::generate().map_err(|_| KeyError::Random)?;
+        let wrapped = self.wrap(&key, context).await?;
+        Ok((key, wrapped))
+    }
     /// Wraps a data key; `context` is bound to the result and must be given again to unwrap.
     async fn wrap(&self, key: &KeyBytes, context: &[u8]) -> Result<WrappedKey, KeyError>;
     async fn unwrap(&self, wrapped: &WrappedKey, context: &[u8]) -> Result<KeyBytes, KeyError>;
@@ -323,22 +330,6 @@ impl fmt::Debug for LocalKeyfile {
     }
 }
 
-#[async_trait]
-impl KeyProvider for LocalKeyfile {
-    fn describe(&self) -> String {
-        self.set.describe.clone()
-    }
-    fn current_kek(&self) -> String {
-        self.set.kek_id(self.set.current())
-    }
-    async fn wrap(&self, key: &KeyBytes, context: &[u8]) -> Result<WrappedKey, KeyError> {
-        self.set.wrap(key, context)
-    }
-    async fn unwrap(&self, wrapped: &WrappedKey, context: &[u8]) -> Result<KeyBytes, KeyError> {
-        self.set.unwrap(wrapped, context)
-    }
-}
-
 /// The KEK from configuration (`master_key`, i.e. `SEALSYNC_MASTER_KEY` or `_FILE`): either one
 /// base64 key (version 1) or the lines of a keyfile.
 pub struct EnvKeyProvider {
@@ -379,21 +370,28 @@ impl fmt::Debug for EnvKeyProvider {
     }
 }
 
-#[async_trait]
-impl KeyProvider for EnvKeyProvider {
-    fn describe(&self) -> String {
-        self.set.describe.clone()
-    }
-    fn current_kek(&self) -> String {
-        self.set.kek_id(self.set.current())
-    }
-    async fn wrap(&self, key: &KeyBytes, context: &[u8]) -> Result<WrappedKey, KeyError> {
-        self.set.wrap(key, context)
-    }
-    async fn unwrap(&self, wrapped: &WrappedKey, context: &[u8]) -> Result<KeyBytes, KeyError> {
-        self.set.unwrap(wrapped, context)
-    }
+/// Both in-memory providers delegate to their [`KekSet`].
+macro_rules! kek_set_provider {
+    ($($ty:ty),*) => {$(
+        #[async_trait]
+        impl KeyProvider for $ty {
+            fn describe(&self) -> String {
+                self.set.describe.clone()
+            }
+            fn current_kek(&self) -> String {
+                self.set.kek_id(self.set.current())
+            }
+            async fn wrap(&self, key: &KeyBytes, context: &[u8]) -> Result<WrappedKey, KeyError> {
+                self.set.wrap(key, context)
+            }
+            async fn unwrap(&self, wrapped: &WrappedKey, context: &[u8]) -> Result<KeyBytes, KeyError> {
+                self.set.unwrap(wrapped, context)
+            }
+        }
+    )*};
 }
+
+kek_set_provider!(LocalKeyfile, EnvKeyProvider);
 
 /// Refuses a file that group or others may read or write, the way ssh refuses a private key.
 pub fn check_private_file(path: &Path) -> Result<(), KeyError> {

@@ -1,7 +1,8 @@
 //! The database layer: one implementation over sqlx's `Any` driver for SQLite and PostgreSQL,
 //! with the few dialect differences in one place ([`Backend`]).
 //!
-//! Queries are written in the SQL both databases share (`$n` placeholders in order, `ON
+//! Queries are written in the SQL both databases share (`$n` placeholders in order, or
+//! [`Marks`] for statements built at run time; `ON
 //! CONFLICT … DO UPDATE`, no vendor functions); the migrations differ only in column types.
 //! Nothing here sees plaintext: rows hold sealed bodies and keyed hashes.
 
@@ -334,30 +335,21 @@ impl Store {
         let mut tx = self.data.begin().await.map_err(StoreError::db)?;
         for chunk in rows.chunks(200) {
             // Old index entries of these contacts go first.
-            let ids = placeholders(2, chunk.len());
-            let mut q = sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM contact_index WHERE workspace_id = $1 AND contact_id IN ({ids})"
-            )))
-            .bind(wsb.clone());
+            let mut m = Marks::new(self.backend);
+            let sql = format!(
+                "DELETE FROM contact_index WHERE workspace_id = {} AND contact_id IN ({})",
+                m.next(),
+                m.list(chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(wsb.clone());
             for (row, _) in chunk {
                 q = q.bind(row.id.as_bytes().to_vec());
             }
             q.execute(&mut *tx).await.map_err(StoreError::db)?;
 
+            let mut m = Marks::new(self.backend);
             let values = (0..chunk.len())
-                .map(|i| {
-                    let b = 2 + i * 7;
-                    format!(
-                        "($1, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                        b,
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5,
-                        b + 6
-                    )
-                })
+                .map(|_| m.tuple(8))
                 .collect::<Vec<_>>()
                 .join(", ");
             let mut q = sqlx::query(AssertSqlSafe(format!(
@@ -366,10 +358,10 @@ impl Store {
                  ON CONFLICT (workspace_id, id) DO UPDATE SET version = excluded.version, \
                  key_version = excluded.key_version, body = excluded.body, content_mac = excluded.content_mac, \
                  deleted = excluded.deleted, updated_at = excluded.updated_at"
-            )))
-            .bind(wsb.clone());
+            )));
             for (row, _) in chunk {
                 q = q
+                    .bind(wsb.clone())
                     .bind(row.id.as_bytes().to_vec())
                     .bind(row.version)
                     .bind(i64::from(row.key_version))
@@ -385,20 +377,18 @@ impl Store {
                 .flat_map(|(row, index)| index.iter().map(move |(k, v)| (row, *k, v)))
                 .collect();
             for part in entries.chunks(300) {
+                let mut m = Marks::new(self.backend);
                 let values = (0..part.len())
-                    .map(|i| {
-                        let b = 2 + i * 3;
-                        format!("($1, ${}, ${}, ${})", b, b + 1, b + 2)
-                    })
+                    .map(|_| m.tuple(4))
                     .collect::<Vec<_>>()
                     .join(", ");
                 let mut q = sqlx::query(AssertSqlSafe(format!(
                     "INSERT INTO contact_index (workspace_id, kind, value, contact_id) VALUES {values} \
                      ON CONFLICT DO NOTHING"
-                )))
-                .bind(wsb.clone());
+                )));
                 for (row, kind, value) in part {
                     q = q
+                        .bind(wsb.clone())
                         .bind(kind.as_str())
                         .bind(value.to_vec())
                         .bind(row.id.as_bytes().to_vec());
@@ -439,10 +429,12 @@ impl Store {
     ) -> Result<Vec<ContactRow>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
+            let mut m = Marks::new(self.backend);
             let mut q = sqlx::query(AssertSqlSafe(format!(
                 "SELECT id, version, key_version, body, content_mac, updated_at FROM contacts \
-                 WHERE workspace_id = $1 AND id IN ({})",
-                placeholders(2, chunk.len())
+                 WHERE workspace_id = {} AND id IN ({})",
+                m.next(),
+                m.list(chunk.len())
             )))
             .bind(ws.as_bytes().to_vec());
             for id in chunk {
@@ -464,9 +456,12 @@ impl Store {
     ) -> Result<Vec<([u8; 32], ContactId)>, StoreError> {
         let mut out = Vec::new();
         for chunk in values.chunks(500) {
+            let mut m = Marks::new(self.backend);
             let mut q = sqlx::query(AssertSqlSafe(format!(
-                "SELECT value, contact_id FROM contact_index WHERE workspace_id = $1 AND kind = $2 AND value IN ({})",
-                placeholders(3, chunk.len())
+                "SELECT value, contact_id FROM contact_index WHERE workspace_id = {} AND kind = {} AND value IN ({})",
+                m.next(),
+                m.next(),
+                m.list(chunk.len())
             )))
             .bind(ws.as_bytes().to_vec())
             .bind(kind.as_str());
@@ -490,9 +485,11 @@ impl Store {
     ) -> Result<Vec<([u8; 32], ContactId)>, StoreError> {
         let mut out = Vec::new();
         for chunk in macs.chunks(500) {
+            let mut m = Marks::new(self.backend);
             let mut q = sqlx::query(AssertSqlSafe(format!(
-                "SELECT content_mac, id FROM contacts WHERE workspace_id = $1 AND deleted = 0 AND content_mac IN ({})",
-                placeholders(2, chunk.len())
+                "SELECT content_mac, id FROM contacts WHERE workspace_id = {} AND deleted = 0 AND content_mac IN ({})",
+                m.next(),
+                m.list(chunk.len())
             )))
             .bind(ws.as_bytes().to_vec());
             for v in chunk {
@@ -558,15 +555,7 @@ impl Store {
         ws: WorkspaceId,
         version: u32,
     ) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM contacts WHERE workspace_id = $1 AND key_version < $2 AND body IS NOT NULL",
-        )
-        .bind(ws.as_bytes().to_vec())
-        .bind(i64::from(version))
-        .fetch_one(&self.data)
-        .await
-        .map_err(StoreError::db)?;
-        get(&row, "n")
+        self.count_sealed(ws, "key_version < $2", version).await
     }
 
     /// How many sealed contacts use exactly data key `version`.
@@ -575,9 +564,18 @@ impl Store {
         ws: WorkspaceId,
         version: u32,
     ) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM contacts WHERE workspace_id = $1 AND key_version = $2 AND body IS NOT NULL",
-        )
+        self.count_sealed(ws, "key_version = $2", version).await
+    }
+
+    async fn count_sealed(
+        &self,
+        ws: WorkspaceId,
+        condition: &'static str,
+        version: u32,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n FROM contacts WHERE workspace_id = $1 AND {condition} AND body IS NOT NULL"
+        )))
         .bind(ws.as_bytes().to_vec())
         .bind(i64::from(version))
         .fetch_one(&self.data)
@@ -689,11 +687,36 @@ async fn pool(
     options.connect(url).await.map_err(StoreError::connect)
 }
 
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Placeholders for a statement built at run time: plain `?` for SQLite (its numbered and named
+/// forms cost a linear search per bound value, quadratic in a multi-row statement), `$n` for
+/// PostgreSQL. Values are bound in the order the placeholders were handed out.
+struct Marks {
+    backend: Backend,
+    n: usize,
+}
+
+impl Marks {
+    fn new(backend: Backend) -> Self {
+        Self { backend, n: 0 }
+    }
+
+    fn next(&mut self) -> String {
+        self.n += 1;
+        match self.backend {
+            Backend::Sqlite => "?".to_owned(),
+            Backend::Postgres => format!("${}", self.n),
+        }
+    }
+
+    /// `k` placeholders separated by commas.
+    fn list(&mut self, k: usize) -> String {
+        (0..k).map(|_| self.next()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// `(…)` around `k` placeholders: one row of a multi-row `VALUES`.
+    fn tuple(&mut self, k: usize) -> String {
+        format!("({})", self.list(k))
+    }
 }
 
 fn get<T>(row: &AnyRow, column: &str) -> Result<T, StoreError>

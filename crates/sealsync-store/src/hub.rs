@@ -11,7 +11,7 @@ use std::sync::Arc;
 use sealsync_contact::normalize::normalize_uid;
 use sealsync_contact::vcard::{VcardVersion, read_all, to_vcard};
 use sealsync_contact::{Contact, ContentHash, Email, Phone};
-use sealsync_crypto::{IndexKind, KeyBytes, KeyProvider, RecordRef, WorkspaceKeys};
+use sealsync_crypto::{IndexKind, KeyProvider, RecordRef, WorkspaceKeys};
 use sealsync_types::{ContactId, WorkspaceId, WorkspaceName};
 use zeroize::Zeroizing;
 
@@ -117,13 +117,9 @@ impl Hub {
         purpose: KeyPurpose,
         version: u32,
     ) -> Result<(), StoreError> {
-        let key = KeyBytes::generate().map_err(|e| StoreError::Crypto {
-            record: "new key".into(),
-            error: e.to_string(),
-        })?;
-        let wrapped = self
+        let (_key, wrapped) = self
             .provider
-            .wrap(&key, &key_context(ws, purpose, version))
+            .generate(&key_context(ws, purpose, version))
             .await?;
         self.store
             .insert_key(

@@ -13,8 +13,9 @@ use figment::providers::{Env, Format as _, Toml};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-/// Environment variables with the prefix that are not configuration keys.
-const NOT_CONFIG: &[&str] = &["config", "test_database_url"];
+/// Environment variables with the prefix that are not configuration keys (besides `TEST_*`,
+/// which the test suite uses).
+const NOT_CONFIG: &[&str] = &["config"];
 
 /// The whole configuration.
 #[derive(Debug, Deserialize, Default)]
@@ -64,16 +65,35 @@ pub enum KeyProviderKind {
     Local,
     /// `master_key` / `SEALSYNC_MASTER_KEY`.
     Env,
+    /// AWS KMS (`keys.kms_*`); needs a build with the `aws-kms` feature.
+    #[serde(rename = "aws-kms")]
+    AwsKms,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "aws-kms"), allow(dead_code))] // the kms_* keys are read by that feature
 pub struct KeysConfig {
     #[serde(default)]
     pub provider: KeyProviderKind,
     /// The local keyfile; default `DATA_DIR/master.key`.
     #[serde(default)]
     pub keyfile: Option<PathBuf>,
+    /// AWS KMS key id, ARN or alias.
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    #[serde(default)]
+    pub kms_region: Option<String>,
+    /// Another KMS endpoint (VPC endpoint, test server).
+    #[serde(default)]
+    pub kms_endpoint: Option<String>,
+    /// Static credentials; default: the standard AWS credential chain.
+    #[serde(default)]
+    pub kms_access_key_id: Option<String>,
+    #[serde(default)]
+    pub kms_secret_access_key: Option<SecretString>,
+    #[serde(default)]
+    pub kms_secret_access_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -105,7 +125,12 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("SEALSYNC_").split("__").ignore(NOT_CONFIG));
+        figment = figment.merge(
+            Env::prefixed("SEALSYNC_")
+                .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
+                .split("__")
+                .ignore(NOT_CONFIG),
+        );
         let mut config: Config = figment.extract().map_err(|e| {
             // figment names the key and where it came from; keep it to one line.
             anyhow::anyhow!(
@@ -141,6 +166,11 @@ impl Config {
             "database.keystore_url",
             &mut self.database.keystore_url,
             self.database.keystore_url_file.take(),
+        )?;
+        resolve_secret(
+            "keys.kms_secret_access_key",
+            &mut self.keys.kms_secret_access_key,
+            self.keys.kms_secret_access_key_file.take(),
         )?;
         Ok(())
     }

@@ -70,7 +70,7 @@ impl Context {
 
     /// The configured key provider; with `create`, a missing local keyfile is made (and the
     /// second value says so).
-    pub fn provider(&self, create: bool) -> anyhow::Result<(Arc<dyn KeyProvider>, bool)> {
+    pub async fn provider(&self, create: bool) -> anyhow::Result<(Arc<dyn KeyProvider>, bool)> {
         match self.config.keys.provider {
             KeyProviderKind::Local => {
                 let path = self.keyfile_path();
@@ -88,7 +88,38 @@ impl Context {
                 };
                 Ok((Arc::new(EnvKeyProvider::from_secret(secret)?), false))
             }
+            KeyProviderKind::AwsKms => Ok((self.aws_kms().await?, false)),
         }
+    }
+
+    #[cfg(feature = "aws-kms")]
+    async fn aws_kms(&self) -> anyhow::Result<Arc<dyn KeyProvider>> {
+        let k = &self.config.keys;
+        let Some(key_id) = &k.kms_key_id else {
+            bail!("keys.provider is \"aws-kms\" but keys.kms_key_id is not set");
+        };
+        let credentials = match (&k.kms_access_key_id, &k.kms_secret_access_key) {
+            (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+            (None, None) => None,
+            _ => {
+                bail!("set both keys.kms_access_key_id and keys.kms_secret_access_key, or neither")
+            }
+        };
+        let config = sealsync_crypto::AwsKmsConfig {
+            key_id: key_id.clone(),
+            region: k.kms_region.clone(),
+            endpoint: k.kms_endpoint.clone(),
+            max_attempts: None,
+            credentials,
+        };
+        Ok(Arc::new(
+            sealsync_crypto::AwsKmsProvider::new(&config).await?,
+        ))
+    }
+
+    #[cfg(not(feature = "aws-kms"))]
+    async fn aws_kms(&self) -> anyhow::Result<Arc<dyn KeyProvider>> {
+        bail!("this sealsync was built without AWS KMS support; build it with `--features aws-kms`")
     }
 
     /// The hub of an initialised installation.
@@ -99,7 +130,7 @@ impl Context {
                 self.data_dir.display()
             );
         }
-        let (provider, _) = self.provider(false)?;
+        let (provider, _) = self.provider(false).await?;
         let store = Store::open(&self.store_config(false))
             .await
             .context("cannot open the database")?;

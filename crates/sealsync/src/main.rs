@@ -62,6 +62,16 @@ enum Command {
 pub const EXIT_PARTIAL: u8 = 3;
 
 fn main() -> ExitCode {
+    // A panic message may quote the data being processed: report where, never what.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "error: internal error{at}; this is a bug in sealsync, please report it (no data was logged)"
+        );
+    }));
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -169,13 +169,22 @@ impl<R: BufRead> VcardReader<R> {
             if quoted_printable && line.last() == Some(&b'=') {
                 match self.physical_line()? {
                     LineRead::Eof => break,
+                    // A soft line break: the next line goes on unindented. An indented one is
+                    // an ordinary fold (handled below), whatever the line ends with.
                     LineRead::Line {
                         bytes, too_long: t, ..
-                    } => {
+                    } if !matches!(bytes.first(), Some(b' ' | b'\t')) => {
                         line.pop();
                         too_long |= t;
                         line.extend_from_slice(&bytes);
                         continue;
+                    }
+                    LineRead::Line {
+                        no,
+                        bytes,
+                        too_long: t,
+                    } => {
+                        self.peeked = Some((no, bytes, t));
                     }
                 }
             }
@@ -421,10 +430,16 @@ fn parse_line(line: &[u8]) -> Result<RawLine<'_>, String> {
 }
 
 fn parse_param(text: &str) -> Param {
-    match text.split_once('=') {
+    let name_ok = |n: &str| {
+        let n = n.trim();
+        !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    match text.split_once('=').filter(|(name, _)| name_ok(name)) {
         None => {
             // vCard 2.1 bare parameter: `TEL;WORK;VOICE`, `NOTE;QUOTED-PRINTABLE`.
-            let value = text.trim().to_owned();
+            let value = caret_decode(text.trim());
             let name = match value.to_ascii_uppercase().as_str() {
                 "QUOTED-PRINTABLE" | "BASE64" | "B" | "8BIT" | "7BIT" => "ENCODING",
                 _ => "TYPE",
@@ -454,9 +469,10 @@ fn parse_param(text: &str) -> Param {
     }
 }
 
-/// RFC 6868: `^n` newline, `^'` double quote, `^^` caret.
+/// RFC 6868: `^n` newline, `^'` double quote, `^^` caret. A stray CR is dropped: parameter
+/// values cannot carry one.
 fn caret_decode(s: &str) -> String {
-    if !s.contains('^') {
+    if !s.contains(['^', '\r']) {
         return s.to_owned();
     }
     let mut out = String::with_capacity(s.len());
@@ -478,7 +494,7 @@ fn caret_decode(s: &str) -> String {
                 }
                 _ => out.push('^'),
             }
-        } else {
+        } else if c != '\r' {
             out.push(c);
         }
     }
@@ -492,10 +508,15 @@ const BINARY_PROPERTIES: [(&str, &str); 4] = [
     ("KEY", "application"),
 ];
 
+/// Removes every parameter called `name`; returns the first value. (A parameter that was
+/// acted on must not survive in a second copy, or a re-read would act on that one.)
 fn take_param(params: &mut Vec<Param>, name: &str) -> Option<String> {
-    let at = params.iter().position(|p| p.name == name)?;
-    let p = params.remove(at);
-    p.values.into_iter().next()
+    let first = params
+        .iter()
+        .find(|p| p.name == name)
+        .and_then(|p| p.values.first().cloned());
+    params.retain(|p| p.name != name);
+    first
 }
 
 fn decode_property(raw: RawLine<'_>) -> Result<Property, String> {
@@ -517,16 +538,21 @@ fn decode_property(raw: RawLine<'_>) -> Result<Property, String> {
 
     let value = match (encoding.as_deref(), binary_prefix) {
         (Some("B" | "BASE64"), Some(prefix)) => {
-            take_param(&mut params, "ENCODING");
             let payload: String = String::from_utf8_lossy(raw_value)
                 .chars()
                 .filter(|c| !c.is_ascii_whitespace())
                 .collect();
-            base64::engine::general_purpose::STANDARD
+            if base64::engine::general_purpose::STANDARD
                 .decode(payload.as_bytes())
-                .map_err(|_| format!("{name} holds invalid base64 data"))?;
-            let media = media_type_from_params(&mut params, prefix);
-            format!("data:{media};base64,{payload}")
+                .is_ok()
+            {
+                take_param(&mut params, "ENCODING");
+                let media = media_type_from_params(&mut params, prefix);
+                format!("data:{media};base64,{payload}")
+            } else {
+                // Not valid base64: keep it exactly as written rather than lose the property.
+                decode_text(raw_value, None)?
+            }
         }
         (Some("QUOTED-PRINTABLE"), _) => {
             take_param(&mut params, "ENCODING");

@@ -1,5 +1,7 @@
 //! vCard writer: 4.0 or 3.0, folded at 75 octets on character boundaries, CRLF line endings.
 
+use base64::Engine as _;
+
 use crate::model::{Contact, Param, Property};
 
 /// Which vCard version to write. CardDAV servers differ; choose per destination.
@@ -51,7 +53,8 @@ fn v3_logical_line(line: &mut String, p: &Property) {
         "KEY" => Some("application/"),
         _ => None,
     };
-    let Some(prefix) = prefix else {
+    // A value that kept its own ENCODING (it was not valid base64) is written as it was read.
+    let Some(prefix) = prefix.filter(|_| !p.params.iter().any(|q| q.name == "ENCODING")) else {
         return logical_line(line, p, &[], &p.value);
     };
     if let Some((subtype, payload)) = inline_binary(&p.value, prefix) {
@@ -76,10 +79,14 @@ fn inline_binary<'a>(value: &'a str, prefix: &str) -> Option<(&'a str, &'a str)>
         && subtype
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+.-".contains(&b));
+    // Only what the reader turns back into this very data URI.
     let payload_ok = !payload.is_empty()
         && payload
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+        && base64::engine::general_purpose::STANDARD
+            .decode(payload)
+            .is_ok();
     (subtype_ok && payload_ok).then_some((subtype, payload))
 }
 

@@ -28,19 +28,11 @@ pub struct ExportArgs {
     /// Output format.
     #[arg(long, value_enum)]
     pub format: OutputFormat,
-    /// CSV layout (default google).
-    #[arg(long, value_name = "PRESET", value_parser = parse_preset)]
-    pub csv_preset: Option<CsvPreset>,
-    /// CSV column mapping file.
-    #[arg(long, value_name = "FILE", conflicts_with = "csv_preset")]
-    pub csv_map: Option<PathBuf>,
+    #[command(flatten)]
+    pub csv: crate::cmd::CsvArgs,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_preset(s: &str) -> Result<CsvPreset, String> {
-    s.parse()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,15 +64,10 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let (_, keys) = hub
         .open_workspace(&workspace_name(args.workspace.as_deref())?)
         .await?;
-    let layout = match (&args.csv_preset, &args.csv_map) {
-        (Some(p), _) => CsvLayout::preset(*p),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read CSV mapping {}", path.display()))?;
-            CsvLayout::from_mapping_toml(&text)?
-        }
-        (None, None) => CsvLayout::preset(CsvPreset::Google),
-    };
+    let layout = args
+        .csv
+        .layout()?
+        .unwrap_or_else(|| CsvLayout::preset(CsvPreset::Google));
     let as_dir = args.out.is_dir() || args.out.to_string_lossy().ends_with('/');
     let outcome = if as_dir {
         let version = match args.format {

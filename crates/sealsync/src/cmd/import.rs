@@ -30,19 +30,11 @@ pub struct ImportArgs {
     /// Input format; by default taken from each file's extension.
     #[arg(long, value_enum)]
     pub format: Option<InputFormat>,
-    /// CSV layout: google or outlook. By default recognised from the header row.
-    #[arg(long, value_name = "PRESET", value_parser = parse_preset)]
-    pub csv_preset: Option<CsvPreset>,
-    /// CSV column mapping file (TOML: `delimiter`, `[columns] "Header" = "TEL;TYPE=cell"`).
-    #[arg(long, value_name = "FILE", conflicts_with = "csv_preset")]
-    pub csv_map: Option<PathBuf>,
+    #[command(flatten)]
+    pub csv: crate::cmd::CsvArgs,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_preset(s: &str) -> Result<CsvPreset, String> {
-    s.parse()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,17 +83,9 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let (ws, keys) = hub
         .open_workspace(&workspace_name(args.workspace.as_deref())?)
         .await?;
-    let csv = match (&args.csv_preset, &args.csv_map) {
-        (Some(p), _) => CsvChoice::Layout(CsvLayout::preset(*p)),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read CSV mapping {}", path.display()))?;
-            CsvChoice::Layout(
-                CsvLayout::from_mapping_toml(&text)
-                    .with_context(|| format!("in {}", path.display()))?,
-            )
-        }
-        (None, None) => CsvChoice::Detect,
+    let csv = match args.csv.layout()? {
+        Some(layout) => CsvChoice::Layout(layout),
+        None => CsvChoice::Detect,
     };
     let options = ImportOptions {
         default_region: ctx.default_region(),

@@ -47,7 +47,7 @@ pub async fn ensure(ctx: &Context) -> anyhow::Result<InitReport> {
             ctx.data_dir.display()
         ));
     }
-    let (provider, new_key) = ctx.provider(true)?;
+    let (provider, new_key) = ctx.provider(true).await?;
     if new_key {
         report.created.push(format!(
             "master keyfile {} (mode 0600)",

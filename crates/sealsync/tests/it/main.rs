@@ -342,3 +342,51 @@ fn keys_rotate_then_everything_still_opens() {
     assert_eq!(v["exported"], 55, "{v}");
     assert_eq!(v["errors"], serde_json::json!([]));
 }
+
+#[cfg(feature = "aws-kms")]
+#[test]
+fn kms_quickstart_with_aws_kms() {
+    use sealsync_crypto::kms_testing::Moto;
+    let Some(moto) = Moto::start() else {
+        eprintln!("skipped: SEALSYNC_TEST_MOTO_SERVER is not set");
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key_id = rt.block_on(moto.create_key()).unwrap();
+    let endpoint = moto.endpoint.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let dd = tmp.path().join("data");
+    let env = [
+        ("SEALSYNC_KEYS__PROVIDER", "aws-kms"),
+        ("SEALSYNC_KEYS__KMS_KEY_ID", key_id.as_str()),
+        ("SEALSYNC_KEYS__KMS_REGION", "us-east-1"),
+        ("SEALSYNC_KEYS__KMS_ENDPOINT", endpoint.as_str()),
+        ("SEALSYNC_KEYS__KMS_ACCESS_KEY_ID", "testing"),
+        ("SEALSYNC_KEYS__KMS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let o = sealsync_env(&dd, &["quickstart"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!dd.join("master.key").exists(), "no local key with KMS");
+    let status = sealsync_env(&dd, &["keys", "status"], &env);
+    assert!(
+        stdout(&status).contains(&format!("AWS KMS key {key_id}")),
+        "{}",
+        stdout(&status)
+    );
+    // KMS gone: a clear error, nothing written.
+    drop(moto);
+    let o = sealsync_env(
+        &dd,
+        &[
+            "export",
+            "--format",
+            "csv",
+            "--out",
+            tmp.path().join("x.csv").to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("did not answer"), "{}", stderr(&o));
+    assert!(!tmp.path().join("x.csv").exists());
+}
