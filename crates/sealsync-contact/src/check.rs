@@ -22,6 +22,16 @@ pub fn vcard_round_trip(data: &[u8]) -> Result<usize, String> {
                 return Err(format!("{version:?} round trip changed the card"));
             }
         }
+        // jCard reserves the parameter name `group` for the property group: a vCard parameter
+        // called GROUP (undefined in vCard) cannot be carried there.
+        if card
+            .contact
+            .properties()
+            .iter()
+            .any(|p| p.params.iter().any(|q| q.name == "GROUP"))
+        {
+            continue;
+        }
         let json = to_jcard(&card.contact);
         match from_jcard(&json) {
             Ok(c) if c == card.contact => {}

@@ -503,7 +503,7 @@ fn row_to_contact(
             Part::Label => pending.label = Some(cell.to_owned()),
             Part::List(sep) => pending.list.extend(
                 cell.split(sep)
-                    .map(|s| s.trim().trim_start_matches("* ").to_owned()),
+                    .map(|s| s.trim().trim_start_matches("* ").trim().to_owned()),
             ),
         }
     }
@@ -630,7 +630,11 @@ fn params_to_label(p: &Property) -> String {
         }
         None => String::new(),
     };
-    if p.is_preferred() {
+    // Whole values only: a label read from CSV may itself contain commas.
+    let preferred = p.param_values("PREF").any(|v| v.trim() == "1")
+        || p.param_values("TYPE")
+            .any(|v| v.eq_ignore_ascii_case("pref"));
+    if preferred {
         format!("* {label}")
     } else {
         label

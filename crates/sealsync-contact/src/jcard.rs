@@ -2,7 +2,9 @@
 //!
 //! A jCard is `["vcard", [[name, {params}, type, value…], …]]`. Text values are unescaped,
 //! structured values are arrays, dates use the extended ISO 8601 form; reading converts back to
-//! the canonical model, so that vCard → jCard → vCard gives the same contact.
+//! the canonical model, so that vCard → jCard → vCard gives the same contact. The one thing
+//! jCard cannot carry is a vCard parameter named `GROUP` (the name is reserved for the property
+//! group there); it is left out.
 
 use serde_json::{Map, Value, json};
 
@@ -37,6 +39,10 @@ fn property_to_json(p: &Property) -> Value {
     }
     let mut value_type = default_value_type(&p.name).to_owned();
     for param in &p.params {
+        // `group` is the property group in jCard; a vCard parameter of that name cannot be kept.
+        if param.name == "GROUP" {
+            continue;
+        }
         if param.name == "VALUE" && param.values.len() == 1 {
             value_type = param.values[0].to_ascii_lowercase();
             continue;
@@ -132,7 +138,7 @@ pub fn from_jcard(value: &Value) -> Result<Contact, JcardError> {
             ));
         };
         let name = name.to_ascii_uppercase();
-        if name == "VERSION" {
+        if name == "VERSION" && !params.keys().any(|k| k.eq_ignore_ascii_case("group")) {
             continue;
         }
         if values.is_empty() {

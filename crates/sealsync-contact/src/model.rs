@@ -503,7 +503,21 @@ pub fn canonicalize_params(name: &str, params: &mut Vec<Param>) {
 
 /// The canonical form of `raw` (as found after unfolding) for a property's kind.
 pub fn canonical_value(name: &str, params: &[Param], raw: &str) -> String {
-    match value_kind(name, params) {
+    let kind = value_kind(name, params);
+    // Most values are already canonical: nothing to unescape, nothing that needs escaping.
+    let already = match kind {
+        ValueKind::Text | ValueKind::Compound { lists: false } => {
+            !raw.contains(['\\', ',', '\r', '\n'])
+        }
+        ValueKind::List => !raw.contains(['\\', ';', '\r', '\n']),
+        ValueKind::Compound { lists: true } => !raw.contains(['\\', '\r', '\n']),
+        ValueKind::Date => !raw.contains(['-', ':', '\r', '\n']),
+        ValueKind::Raw => !raw.contains(['\r', '\n']),
+    };
+    if already {
+        return raw.to_owned();
+    }
+    match kind {
         ValueKind::Text => escape_text(&unescape(raw), false),
         ValueKind::List => join_list(split_unescaped(raw, ',').into_iter().map(unescape)),
         ValueKind::Compound { lists } => split_unescaped(raw, ';')

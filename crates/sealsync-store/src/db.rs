@@ -334,18 +334,25 @@ impl Store {
         let wsb = ws.as_bytes().to_vec();
         let mut tx = self.data.begin().await.map_err(StoreError::db)?;
         for chunk in rows.chunks(200) {
-            // Old index entries of these contacts go first.
-            let mut m = Marks::new(self.backend);
-            let sql = format!(
-                "DELETE FROM contact_index WHERE workspace_id = {} AND contact_id IN ({})",
-                m.next(),
-                m.list(chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(wsb.clone());
-            for (row, _) in chunk {
-                q = q.bind(row.id.as_bytes().to_vec());
+            // Old index entries of these contacts go first. A first version has none.
+            let replaced: Vec<&ContactRow> = chunk
+                .iter()
+                .map(|(r, _)| r)
+                .filter(|r| r.version > 1)
+                .collect();
+            if !replaced.is_empty() {
+                let mut m = Marks::new(self.backend);
+                let sql = format!(
+                    "DELETE FROM contact_index WHERE workspace_id = {} AND contact_id IN ({})",
+                    m.next(),
+                    m.list(replaced.len())
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(wsb.clone());
+                for row in replaced {
+                    q = q.bind(row.id.as_bytes().to_vec());
+                }
+                q.execute(&mut *tx).await.map_err(StoreError::db)?;
             }
-            q.execute(&mut *tx).await.map_err(StoreError::db)?;
 
             let mut m = Marks::new(self.backend);
             let values = (0..chunk.len())
@@ -670,7 +677,8 @@ async fn pool(
                     Backend::Sqlite => {
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                             PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
                         )
                         .await?;
                     }

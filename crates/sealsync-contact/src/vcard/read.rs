@@ -335,11 +335,15 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
     b.trim_ascii()
 }
 
+/// Whether a line's parameters declare quoted-printable (`ENCODING=QUOTED-PRINTABLE`, or the
+/// bare 2.1 form), so that a trailing `=` is a soft line break.
 fn is_quoted_printable(line: &[u8]) -> bool {
     let head_end = line.iter().position(|&b| b == b':').unwrap_or(line.len());
-    let head = &line[..head_end];
-    head.windows(16)
-        .any(|w| w.eq_ignore_ascii_case(b"QUOTED-PRINTABLE"))
+    line[..head_end].split(|&b| b == b';').skip(1).any(|param| {
+        let param = param.trim_ascii();
+        param.eq_ignore_ascii_case(b"QUOTED-PRINTABLE")
+            || param.eq_ignore_ascii_case(b"ENCODING=QUOTED-PRINTABLE")
+    })
 }
 
 fn parse_card(begin: u64, lines: &[(u64, Vec<u8>)]) -> Result<Card, Rejected> {
@@ -547,6 +551,8 @@ fn decode_property(raw: RawLine<'_>) -> Result<Property, String> {
                 .is_ok()
             {
                 take_param(&mut params, "ENCODING");
+                // A character set says nothing about binary data.
+                take_param(&mut params, "CHARSET");
                 let media = media_type_from_params(&mut params, prefix);
                 format!("data:{media};base64,{payload}")
             } else {

@@ -24,5 +24,5 @@ CREATE TABLE contact_index (
     value BLOB NOT NULL,
     contact_id BLOB NOT NULL,
     PRIMARY KEY (workspace_id, kind, value, contact_id)
-);
+) WITHOUT ROWID;
 CREATE INDEX contact_index_by_contact ON contact_index (workspace_id, contact_id);

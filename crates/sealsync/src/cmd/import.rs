@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
@@ -83,6 +84,7 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let (ws, keys) = hub
         .open_workspace(&workspace_name(args.workspace.as_deref())?)
         .await?;
+    let keys = Arc::new(keys);
     let csv = match args.csv.layout()? {
         Some(layout) => CsvChoice::Layout(layout),
         None => CsvChoice::Detect,
@@ -205,7 +207,7 @@ fn expand(
 #[allow(clippy::too_many_arguments)]
 pub async fn import_stream<R: BufRead>(
     hub: &Hub,
-    keys: &WorkspaceKeys,
+    keys: &Arc<WorkspaceKeys>,
     source: &str,
     format: InputFormat,
     csv: &CsvChoice,
@@ -214,6 +216,12 @@ pub async fn import_stream<R: BufRead>(
     outcome: &mut ImportOutcome,
 ) -> anyhow::Result<()> {
     let mut batch: Vec<Contact> = Vec::with_capacity(BATCH);
+    let mut pipeline = Pipeline {
+        hub: hub.clone(),
+        keys: keys.clone(),
+        options: options.clone(),
+        inflight: None,
+    };
     let reject = |outcome: &mut ImportOutcome, line: u64, error: String| {
         outcome.rejected.push(RejectedItem {
             source: source.to_owned(),
@@ -238,10 +246,7 @@ pub async fn import_stream<R: BufRead>(
                     Err(r) => reject(outcome, r.line, r.reason),
                 }
                 if batch.len() >= BATCH {
-                    outcome.add(
-                        hub.import(keys, std::mem::take(&mut batch), options)
-                            .await?,
-                    );
+                    pipeline.push(std::mem::take(&mut batch), outcome).await?;
                 }
             }
         }
@@ -249,7 +254,7 @@ pub async fn import_stream<R: BufRead>(
             let mut text = String::new();
             if let Err(e) = reader.read_to_string(&mut text) {
                 reject(outcome, 0, format!("cannot read: {}", e.kind()));
-                return Ok(());
+                return pipeline.finish(outcome).await;
             }
             match from_jcard_str(&text) {
                 Ok(contacts) => batch = contacts,
@@ -269,7 +274,7 @@ pub async fn import_stream<R: BufRead>(
                         Some(p) => CsvLayout::preset(p),
                         None => {
                             reject(outcome, 1, "unknown CSV layout; pass --csv-preset google|outlook or --csv-map FILE".into());
-                            return Ok(());
+                            return pipeline.finish(outcome).await;
                         }
                     }
                 }
@@ -278,7 +283,7 @@ pub async fn import_stream<R: BufRead>(
                 Ok(r) => r,
                 Err(e) => {
                     reject(outcome, 1, e.to_string());
-                    return Ok(());
+                    return pipeline.finish(outcome).await;
                 }
             };
             for row in rows {
@@ -287,18 +292,54 @@ pub async fn import_stream<R: BufRead>(
                     Err(r) => reject(outcome, r.line, r.reason),
                 }
                 if batch.len() >= BATCH {
-                    outcome.add(
-                        hub.import(keys, std::mem::take(&mut batch), options)
-                            .await?,
-                    );
+                    pipeline.push(std::mem::take(&mut batch), outcome).await?;
                 }
             }
         }
     }
     if !batch.is_empty() {
-        outcome.add(hub.import(keys, batch, options).await?);
+        pipeline.push(batch, outcome).await?;
     }
-    Ok(())
+    pipeline.finish(outcome).await
+}
+
+/// Imports batches one behind the reader: while the hub seals and writes one batch on another
+/// worker, this task parses the next. One batch in flight at a time, in order, so a contact
+/// repeated in a later batch sees the earlier one.
+struct Pipeline {
+    hub: Hub,
+    keys: Arc<WorkspaceKeys>,
+    options: ImportOptions,
+    inflight: Option<tokio::task::JoinHandle<Result<ImportCounts, sealsync_store::StoreError>>>,
+}
+
+impl Pipeline {
+    async fn push(
+        &mut self,
+        batch: Vec<Contact>,
+        outcome: &mut ImportOutcome,
+    ) -> anyhow::Result<()> {
+        self.drain(outcome).await?;
+        let (hub, keys, options) = (self.hub.clone(), self.keys.clone(), self.options.clone());
+        self.inflight = Some(tokio::spawn(async move {
+            hub.import(&keys, batch, &options).await
+        }));
+        Ok(())
+    }
+
+    async fn drain(&mut self, outcome: &mut ImportOutcome) -> anyhow::Result<()> {
+        if let Some(task) = self.inflight.take() {
+            outcome.add(
+                task.await
+                    .map_err(|e| anyhow::anyhow!("import task failed: {e}"))??,
+            );
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self, outcome: &mut ImportOutcome) -> anyhow::Result<()> {
+        self.drain(outcome).await
+    }
 }
 
 /// Google and Outlook exports by a column only each of them has.

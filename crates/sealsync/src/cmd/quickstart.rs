@@ -28,6 +28,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     let (_, keys) = hub
         .open_workspace(&WorkspaceName::default_workspace())
         .await?;
+    let keys = std::sync::Arc::new(keys);
     let options = ImportOptions {
         default_region: ctx.default_region(),
     };
