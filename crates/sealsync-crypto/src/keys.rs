@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, Nonce, RandomizedNonceKey};
+use std::sync::Mutex;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::{hkdf, hmac};
 use sealsync_types::WorkspaceId;
 use zeroize::Zeroizing;
@@ -116,7 +118,38 @@ impl fmt::Debug for BlindIndex {
 }
 
 struct DataKey {
-    aead: RandomizedNonceKey,
+    aead: LessSafeKey,
+}
+
+/// Random 96-bit nonces drawn from the system CSPRNG in blocks: one generator call per 512
+/// nonces instead of one per value (the call, not the bytes, is what costs). Nonces are public
+/// (they are stored beside the ciphertext); only their uniqueness matters, and 96 random bits
+/// per value keep collisions negligible far beyond any workspace's size.
+struct NoncePool {
+    buf: [u8; NONCE_LEN * 512],
+    pos: usize,
+}
+
+impl NoncePool {
+    fn new() -> Self {
+        Self {
+            buf: [0; NONCE_LEN * 512],
+            pos: NONCE_LEN * 512,
+        }
+    }
+
+    fn next(&mut self) -> Result<[u8; NONCE_LEN], CryptoError> {
+        if self.pos == self.buf.len() {
+            crate::random_bytes(&mut self.buf)?;
+            self.pos = 0;
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&self.buf[self.pos..self.pos + NONCE_LEN]);
+        // Never hand out the same bytes twice.
+        self.buf[self.pos..self.pos + NONCE_LEN].fill(0);
+        self.pos += NONCE_LEN;
+        Ok(nonce)
+    }
 }
 
 /// The unwrapped keys of one workspace: every live DEK version and the blind index.
@@ -125,6 +158,7 @@ pub struct WorkspaceKeys {
     deks: BTreeMap<u32, DataKey>,
     current: u32,
     blind: BlindIndex,
+    nonces: Mutex<NoncePool>,
 }
 
 impl WorkspaceKeys {
@@ -137,8 +171,9 @@ impl WorkspaceKeys {
     ) -> Result<Self, CryptoError> {
         let mut map = BTreeMap::new();
         for (version, key) in deks {
-            let aead = RandomizedNonceKey::new(&AES_256_GCM, key.expose())
-                .map_err(|_| CryptoError::KeyLength)?;
+            let aead = LessSafeKey::new(
+                UnboundKey::new(&AES_256_GCM, key.expose()).map_err(|_| CryptoError::KeyLength)?,
+            );
             map.insert(version, DataKey { aead });
         }
         let current = *map
@@ -150,6 +185,7 @@ impl WorkspaceKeys {
             deks: map,
             current,
             blind: BlindIndex::new(index_root, workspace),
+            nonces: Mutex::new(NoncePool::new()),
         })
     }
 
@@ -192,11 +228,20 @@ impl WorkspaceKeys {
         out.extend_from_slice(&version.to_be_bytes());
         out.extend_from_slice(&[0u8; NONCE_LEN]);
         out.extend_from_slice(plaintext);
-        let (nonce, tag) = key
+        let nonce = self
+            .nonces
+            .lock()
+            .map_err(|_| CryptoError::Random)?
+            .next()?;
+        let tag = key
             .aead
-            .seal_in_place_separate_tag(Aad::from(&aad), &mut out[HEADER_LEN..])
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad.as_ref()),
+                &mut out[HEADER_LEN..],
+            )
             .map_err(|_| CryptoError::Random)?;
-        out[5..HEADER_LEN].copy_from_slice(nonce.as_ref());
+        out[5..HEADER_LEN].copy_from_slice(&nonce);
         out.extend_from_slice(tag.as_ref());
         Ok(out)
     }
@@ -217,7 +262,7 @@ impl WorkspaceKeys {
         let mut buf = sealed[HEADER_LEN..].to_vec();
         let len = key
             .aead
-            .open_in_place(nonce, Aad::from(at.aad(version)), &mut buf)
+            .open_in_place(nonce, Aad::from(at.aad(version).as_ref()), &mut buf)
             .map_err(|_| CryptoError::Integrity)?
             .len();
         buf.truncate(len);

@@ -35,17 +35,53 @@ pub struct RecordRef<'a> {
 impl RecordRef<'_> {
     /// `"sealsync-aad-v1" | len table | len record | len field | workspace | key version`,
     /// length-prefixed so that no two places share an AAD.
-    pub(crate) fn aad(&self, key_version: u32) -> Vec<u8> {
-        let mut aad =
-            Vec::with_capacity(16 + self.table.len() + self.record.len() + self.field.len() + 32);
-        aad.extend_from_slice(b"sealsync-aad-v1");
+    pub(crate) fn aad(&self, key_version: u32) -> Aad {
+        let mut aad = Aad {
+            inline: [0; AAD_INLINE],
+            len: 0,
+            spilled: Vec::new(),
+        };
+        aad.push(b"sealsync-aad-v1");
         for part in [self.table.as_bytes(), self.record, self.field.as_bytes()] {
-            aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
-            aad.extend_from_slice(part);
+            aad.push(&(part.len() as u32).to_be_bytes());
+            aad.push(part);
         }
-        aad.extend_from_slice(self.workspace.as_bytes());
-        aad.extend_from_slice(&key_version.to_be_bytes());
+        aad.push(self.workspace.as_bytes());
+        aad.push(&key_version.to_be_bytes());
         aad
+    }
+}
+
+const AAD_INLINE: usize = 160;
+
+/// An AAD built on the stack when it fits (it nearly always does): sealing is hot.
+pub(crate) struct Aad {
+    inline: [u8; AAD_INLINE],
+    len: usize,
+    spilled: Vec<u8>,
+}
+
+impl Aad {
+    fn push(&mut self, bytes: &[u8]) {
+        if self.spilled.is_empty() && self.len + bytes.len() <= AAD_INLINE {
+            self.inline[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        } else {
+            if self.spilled.is_empty() {
+                self.spilled.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.spilled.extend_from_slice(bytes);
+        }
+    }
+}
+
+impl AsRef<[u8]> for Aad {
+    fn as_ref(&self) -> &[u8] {
+        if self.spilled.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spilled
+        }
     }
 }
 
