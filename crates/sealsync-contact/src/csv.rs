@@ -431,9 +431,6 @@ impl<R: Read> CsvReader<R> {
                         CsvError::Row { reason, .. } => reason,
                         other => other.to_string(),
                     };
-                    if line == 0 {
-                        return Some(Err(RejectedRow { line, reason }));
-                    }
                     return Some(Err(RejectedRow { line, reason }));
                 }
             }

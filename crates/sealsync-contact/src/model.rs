@@ -52,35 +52,17 @@ impl Contact {
 
     /// Replaces every property called `name` with one text property, or removes them for `None`.
     pub fn set_text(&mut self, name: &str, text: Option<&str>) {
-        match self
+        // The new value takes the place of the first old one; the others go.
+        let at = self
             .properties
             .iter()
-            .position(|p| p.name.eq_ignore_ascii_case(name))
-        {
-            Some(at) => {
-                self.properties.retain({
-                    let mut seen = 0usize;
-                    move |p| {
-                        if p.name.eq_ignore_ascii_case(name) {
-                            seen += 1;
-                            seen == 1
-                        } else {
-                            true
-                        }
-                    }
-                });
-                match text {
-                    Some(t) => self.properties[at] = Property::text(name, t),
-                    None => {
-                        self.properties.remove(at);
-                    }
-                }
-            }
-            None => {
-                if let Some(t) = text {
-                    self.push(Property::text(name, t));
-                }
-            }
+            .position(|p| p.name.eq_ignore_ascii_case(name));
+        self.remove_all(name);
+        if let Some(t) = text {
+            let at = at
+                .unwrap_or(self.properties.len())
+                .min(self.properties.len());
+            self.properties.insert(at, Property::text(name, t));
         }
     }
 
