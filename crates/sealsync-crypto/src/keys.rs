@@ -50,6 +50,8 @@ pub enum IndexKind {
     Uid = 2,
     /// Over a contact's content hash: change detection without a plaintext fingerprint.
     Content = 3,
+    /// Over a link and a remote item id: link state without the ids themselves.
+    Remote = 4,
 }
 
 impl IndexKind {
@@ -59,6 +61,7 @@ impl IndexKind {
             IndexKind::Phone => "phone",
             IndexKind::Uid => "uid",
             IndexKind::Content => "content",
+            IndexKind::Remote => "remote",
         }
     }
 
@@ -68,6 +71,7 @@ impl IndexKind {
             IndexKind::Phone,
             IndexKind::Uid,
             IndexKind::Content,
+            IndexKind::Remote,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -77,7 +81,7 @@ impl IndexKind {
 /// HMAC-SHA256 under a per-workspace key derived with HKDF from the workspace's index root.
 pub struct BlindIndex {
     /// Indexed by `IndexKind as usize`.
-    keys: [hmac::Key; 4],
+    keys: [hmac::Key; 5],
 }
 
 impl BlindIndex {
@@ -98,6 +102,7 @@ impl BlindIndex {
                 derive(IndexKind::Phone),
                 derive(IndexKind::Uid),
                 derive(IndexKind::Content),
+                derive(IndexKind::Remote),
             ],
         }
     }

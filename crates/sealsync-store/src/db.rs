@@ -104,9 +104,9 @@ pub type IndexEntries = Vec<(IndexKind, [u8; 32])>;
 /// The database handle: a pool for the data and one for the keystore.
 #[derive(Debug, Clone)]
 pub struct Store {
-    data: AnyPool,
+    pub(crate) data: AnyPool,
     keys: AnyPool,
-    backend: Backend,
+    pub(crate) backend: Backend,
 }
 
 fn migration(version: i64, name: &'static str, sql: &'static str) -> Migration {
@@ -122,11 +122,14 @@ fn migration(version: i64, name: &'static str, sql: &'static str) -> Migration {
 fn migrators(backend: Backend) -> (Migrator, Migrator) {
     let (data, keys) = match backend {
         Backend::Sqlite => (
-            vec![migration(
-                1,
-                "hub",
-                include_str!("../migrations/sqlite/0001_hub.sql"),
-            )],
+            vec![
+                migration(1, "hub", include_str!("../migrations/sqlite/0001_hub.sql")),
+                migration(
+                    2,
+                    "sync",
+                    include_str!("../migrations/sqlite/0002_sync.sql"),
+                ),
+            ],
             vec![migration(
                 1,
                 "keystore",
@@ -134,11 +137,18 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
             )],
         ),
         Backend::Postgres => (
-            vec![migration(
-                1,
-                "hub",
-                include_str!("../migrations/postgres/0001_hub.sql"),
-            )],
+            vec![
+                migration(
+                    1,
+                    "hub",
+                    include_str!("../migrations/postgres/0001_hub.sql"),
+                ),
+                migration(
+                    2,
+                    "sync",
+                    include_str!("../migrations/postgres/0002_sync.sql"),
+                ),
+            ],
             vec![migration(
                 1,
                 "keystore",
@@ -259,6 +269,12 @@ impl Store {
         for sql in [
             "DELETE FROM contact_index WHERE workspace_id = $1",
             "DELETE FROM contacts WHERE workspace_id = $1",
+            "DELETE FROM link_state WHERE workspace_id = $1",
+            "DELETE FROM run_events WHERE workspace_id = $1",
+            "DELETE FROM runs WHERE workspace_id = $1",
+            "DELETE FROM conflicts WHERE workspace_id = $1",
+            "DELETE FROM links WHERE workspace_id = $1",
+            "DELETE FROM endpoints WHERE workspace_id = $1",
             "DELETE FROM workspaces WHERE id = $1",
         ] {
             sqlx::query(sql)
@@ -698,17 +714,17 @@ async fn pool(
 /// Placeholders for a statement built at run time: plain `?` for SQLite (its numbered and named
 /// forms cost a linear search per bound value, quadratic in a multi-row statement), `$n` for
 /// PostgreSQL. Values are bound in the order the placeholders were handed out.
-struct Marks {
+pub(crate) struct Marks {
     backend: Backend,
     n: usize,
 }
 
 impl Marks {
-    fn new(backend: Backend) -> Self {
+    pub(crate) fn new(backend: Backend) -> Self {
         Self { backend, n: 0 }
     }
 
-    fn next(&mut self) -> String {
+    pub(crate) fn next(&mut self) -> String {
         self.n += 1;
         match self.backend {
             Backend::Sqlite => "?".to_owned(),
@@ -717,30 +733,30 @@ impl Marks {
     }
 
     /// `k` placeholders separated by commas.
-    fn list(&mut self, k: usize) -> String {
+    pub(crate) fn list(&mut self, k: usize) -> String {
         (0..k).map(|_| self.next()).collect::<Vec<_>>().join(", ")
     }
 
     /// `(…)` around `k` placeholders: one row of a multi-row `VALUES`.
-    fn tuple(&mut self, k: usize) -> String {
+    pub(crate) fn tuple(&mut self, k: usize) -> String {
         format!("({})", self.list(k))
     }
 }
 
-fn get<T>(row: &AnyRow, column: &str) -> Result<T, StoreError>
+pub(crate) fn get<T>(row: &AnyRow, column: &str) -> Result<T, StoreError>
 where
     T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
 {
     row.try_get(column).map_err(StoreError::db)
 }
 
-fn to32(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
+pub(crate) fn to32(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
     bytes
         .try_into()
         .map_err(|_| StoreError::Corrupt("index value has the wrong length"))
 }
 
-fn contact_id(bytes: &[u8]) -> Result<ContactId, StoreError> {
+pub(crate) fn contact_id(bytes: &[u8]) -> Result<ContactId, StoreError> {
     let arr: [u8; 16] = bytes
         .try_into()
         .map_err(|_| StoreError::Corrupt("contact id has the wrong length"))?;

@@ -554,3 +554,138 @@ fn key_context(ws: WorkspaceId, purpose: KeyPurpose, version: u32) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// A contact ready for the hub: its blind-index entries and keyed content hash.
+#[derive(Debug, Clone)]
+pub struct PreparedContact {
+    pub contact: Contact,
+    pub uid_mac: Option<[u8; 32]>,
+    pub email_macs: Vec<[u8; 32]>,
+    pub phone_macs: Vec<[u8; 32]>,
+    pub content_mac: [u8; 32],
+    pub index: IndexEntries,
+}
+
+impl Hub {
+    /// Computes a contact's keyed hashes: what matching and change detection use.
+    pub fn prepare(
+        keys: &WorkspaceKeys,
+        contact: Contact,
+        default_region: Option<&str>,
+    ) -> PreparedContact {
+        let blind = keys.blind_index();
+        let uid_mac = contact
+            .uid()
+            .and_then(|u| normalize_uid(&u))
+            .map(|u| blind.index(IndexKind::Uid, &u));
+        let email_macs: Vec<[u8; 32]> = contact
+            .emails()
+            .iter()
+            .filter_map(|e| Email::parse(e))
+            .map(|e| blind.index(IndexKind::Email, e.as_str()))
+            .collect();
+        let phone_macs: Vec<[u8; 32]> = contact
+            .phones()
+            .iter()
+            .filter_map(|p| Phone::parse(p, default_region))
+            .map(|p| blind.index(IndexKind::Phone, p.as_str()))
+            .collect();
+        let mut index: IndexEntries = uid_mac.iter().map(|m| (IndexKind::Uid, *m)).collect();
+        index.extend(email_macs.iter().map(|m| (IndexKind::Email, *m)));
+        index.extend(phone_macs.iter().map(|m| (IndexKind::Phone, *m)));
+        index.sort_unstable();
+        index.dedup();
+        let content_mac = Self::content_mac(keys, &contact);
+        PreparedContact {
+            contact,
+            uid_mac,
+            email_macs,
+            phone_macs,
+            content_mac,
+            index,
+        }
+    }
+
+    /// The keyed content hash of a contact, as the hub stores it.
+    pub fn content_mac(keys: &WorkspaceKeys, contact: &Contact) -> [u8; 32] {
+        keys.blind_index()
+            .index(IndexKind::Content, &ContentHash::of(contact).to_hex())
+    }
+
+    /// Seals a prepared contact as version `version` of contact `id`.
+    pub fn seal_row(
+        keys: &WorkspaceKeys,
+        id: ContactId,
+        version: i64,
+        prepared: &PreparedContact,
+        updated_at: i64,
+    ) -> Result<(ContactRow, IndexEntries), StoreError> {
+        let ws = keys.workspace();
+        let body = Zeroizing::new(to_vcard(&prepared.contact, VcardVersion::V4));
+        let sealed = keys
+            .seal(&body_ref(ws, &id), body.as_bytes())
+            .map_err(|e| StoreError::Crypto {
+                record: id.to_string(),
+                error: e.to_string(),
+            })?;
+        Ok((
+            ContactRow {
+                id,
+                version,
+                key_version: keys.current_version(),
+                body: Some(sealed),
+                content_mac: prepared.content_mac,
+                updated_at,
+            },
+            prepared.index.clone(),
+        ))
+    }
+
+    /// A tombstone replacing version `version - 1` of contact `id`.
+    pub fn tombstone(id: ContactId, version: i64, updated_at: i64) -> (ContactRow, IndexEntries) {
+        (
+            ContactRow {
+                id,
+                version,
+                key_version: 0,
+                body: None,
+                content_mac: [0; 32],
+                updated_at,
+            },
+            Vec::new(),
+        )
+    }
+
+    /// Opens these contacts; missing, deleted or unreadable ones are reported apart.
+    pub async fn open_contacts(
+        &self,
+        keys: &WorkspaceKeys,
+        ids: &[ContactId],
+    ) -> Result<(HashMap<ContactId, Contact>, Vec<RecordError>), StoreError> {
+        let ws = keys.workspace();
+        let mut out = HashMap::with_capacity(ids.len());
+        let mut errors = Vec::new();
+        for row in self.store.contacts_by_id(ws, ids).await? {
+            let Some(body) = row.body else { continue };
+            match keys.open(&body_ref(ws, &row.id), &body) {
+                Ok(plain) => {
+                    let plain = Zeroizing::new(plain);
+                    match read_all(&plain).0.into_iter().next() {
+                        Some(card) => {
+                            out.insert(row.id, card.contact);
+                        }
+                        None => errors.push(RecordError {
+                            id: row.id,
+                            error: "stored body is not a vCard".into(),
+                        }),
+                    }
+                }
+                Err(e) => errors.push(RecordError {
+                    id: row.id,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        Ok((out, errors))
+    }
+}

@@ -10,12 +10,18 @@
 
 mod db;
 mod hub;
+mod sync;
 pub mod testing;
 
 pub use db::{
-    Backend, ContactRow, KEYSTORE_SCHEMA, KeyPurpose, Store, StoreConfig, StoredKey, Workspace,
+    Backend, ContactRow, IndexEntries, KEYSTORE_SCHEMA, KeyPurpose, Store, StoreConfig, StoredKey,
+    Workspace,
 };
-pub use hub::{Hub, ImportCounts, ImportOptions, RecordError, ReencryptReport};
+pub use hub::{Hub, ImportCounts, ImportOptions, PreparedContact, RecordError, ReencryptReport};
+pub use sync::{
+    ConflictRow, EndpointRow, EventRow, HubMeta, LinkRow, RunRow, StateRow, SyncBatch, config_ref,
+    now_ms,
+};
 
 use sealsync_crypto::KeyError;
 

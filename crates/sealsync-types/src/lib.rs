@@ -83,6 +83,27 @@ uuid_id!(
     "contact id"
 );
 
+uuid_id!(
+    /// Identifies an endpoint: one external contact collection.
+    EndpointId,
+    "endpoint id"
+);
+uuid_id!(
+    /// Identifies a link between an endpoint and the hub.
+    LinkId,
+    "link id"
+);
+uuid_id!(
+    /// Identifies one run of a link.
+    RunId,
+    "run id"
+);
+uuid_id!(
+    /// Identifies one queued conflict.
+    ConflictId,
+    "conflict id"
+);
+
 /// A workspace's human name: a slug such as `default` or `sales-emea`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

@@ -56,6 +56,19 @@ enum Command {
     /// Key status and rotation: data-key versions, records per version, rotate, re-encrypt.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
+    /// External contact collections: vdir folders and CSV files.
+    #[command(subcommand)]
+    Endpoint(cmd::links::EndpointCommand),
+    /// Links between endpoints and the hub: direction, conflict and deletion rules, transforms.
+    #[command(subcommand)]
+    Link(cmd::links::LinkCommand),
+    /// Make the workspace's endpoints and links match a TOML file (idempotent).
+    Apply(cmd::links::ApplyArgs),
+    /// Run links: pull changes into the hub, push them out, by the links' rules.
+    Sync(cmd::sync::SyncArgs),
+    /// Conflicts waiting for a decision, and deciding them.
+    #[command(subcommand)]
+    Conflicts(cmd::sync::ConflictsCommand),
 }
 
 /// Exit code when some input was rejected but the rest was processed.
@@ -109,6 +122,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Contacts(c) => cmd::contacts::run(&ctx, c).await,
         Command::Workspace(c) => cmd::workspace::run(&ctx, c).await,
         Command::Keys(c) => cmd::keys::run(&ctx, c).await,
+        Command::Endpoint(c) => cmd::links::endpoint(&ctx, c).await,
+        Command::Link(c) => cmd::links::link(&ctx, c).await,
+        Command::Apply(a) => cmd::links::apply(&ctx, a).await,
+        Command::Sync(a) => cmd::sync::sync(&ctx, a).await,
+        Command::Conflicts(c) => cmd::sync::conflicts(&ctx, c).await,
     }
 }
 

@@ -11,7 +11,9 @@ pub mod export;
 pub mod import;
 pub mod init;
 pub mod keys;
+pub mod links;
 pub mod quickstart;
+pub mod sync;
 pub mod workspace;
 
 /// How CSV columns are laid out: a preset or a mapping file.

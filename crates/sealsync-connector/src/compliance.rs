@@ -1,0 +1,275 @@
+//! The compliance suite every connector passes: one contract, checked the same way for all.
+//!
+//! [`run`] takes a function that opens the *same*, initially empty collection each time it is
+//! called (so it can check that writes survive a new instance) and returns the first broken
+//! promise as an error message.
+
+use std::future::Future;
+
+use sealsync_contact::{Contact, Email, Property};
+
+use crate::{Connector, ConnectorError, ItemMeta, RemoteId};
+
+/// How much of a contact the collection keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fidelity {
+    /// Every property survives (vCard stores).
+    Full,
+    /// Name, emails, phones and note survive (CSV, SQL columns).
+    Basic,
+}
+
+/// Contacts the suite writes: plain, Unicode, and characters that need escaping in every format.
+pub fn sample_contacts() -> Vec<Contact> {
+    let mk = |uid: &str, given: &str, family: &str, email: &str, tel: &str, note: &str| {
+        let mut c = Contact::new();
+        c.push(Property::text("UID", uid));
+        c.push(Property::text("FN", &format!("{given} {family}")));
+        c.push(Property::compound("N", &[family, given, "", "", ""]));
+        c.push(Property::text("EMAIL", email).with_param("TYPE", "work"));
+        c.push(Property::text("TEL", tel).with_param("TYPE", "cell"));
+        if !note.is_empty() {
+            c.push(Property::text("NOTE", note));
+        }
+        c
+    };
+    vec![
+        mk(
+            "compliance-1",
+            "Ada",
+            "Lovelace",
+            "ada@example.org",
+            "+44 20 7946 0001",
+            "first",
+        ),
+        mk(
+            "compliance-2",
+            "Zoë",
+            "Ørsted-Ñúñez",
+            "zoe@example.org",
+            "+49 30 1234567",
+            "semi; colon, comma \\ backslash \"quote\" ☃",
+        ),
+        mk(
+            "compliance-3",
+            "Grace",
+            "Hopper",
+            "grace@example.org",
+            "+1 202 555 0143",
+            "",
+        ),
+    ]
+}
+
+/// What the suite compares: the parts every connector keeps.
+fn essence(c: &Contact, fidelity: Fidelity) -> Vec<String> {
+    let mut v = vec![
+        format!("FN={}", c.formatted_name().unwrap_or_default()),
+        format!("NOTE={}", c.note().unwrap_or_default()),
+    ];
+    let mut emails: Vec<String> = c
+        .emails()
+        .iter()
+        .filter_map(|e| Email::parse(e).map(|e| e.as_str().to_owned()))
+        .collect();
+    emails.sort();
+    v.push(format!("EMAIL={emails:?}"));
+    let mut phones: Vec<String> = c
+        .phones()
+        .iter()
+        .map(|p| {
+            p.chars()
+                .filter(|ch| ch.is_ascii_digit() || *ch == '+')
+                .collect()
+        })
+        .collect();
+    phones.sort();
+    v.push(format!("TEL={phones:?}"));
+    if fidelity == Fidelity::Full {
+        v.push(format!(
+            "HASH={}",
+            sealsync_contact::ContentHash::of(c).to_hex()
+        ));
+    }
+    v
+}
+
+fn check(ok: bool, what: &str) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(what.to_owned()) }
+}
+
+async fn listing<C: Connector>(c: &C) -> Result<Vec<ItemMeta>, String> {
+    let mut items = c
+        .list()
+        .await
+        .map_err(|e| format!("list failed: {e}"))?
+        .items;
+    items.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(items)
+}
+
+async fn fetch_one<C: Connector>(
+    c: &C,
+    id: &RemoteId,
+) -> Result<Result<Contact, ConnectorError>, String> {
+    let got = c
+        .fetch(std::slice::from_ref(id))
+        .await
+        .map_err(|e| format!("fetch failed as a whole: {e}"))?;
+    check(
+        got.len() == 1,
+        "fetch of one id must answer for exactly that id",
+    )?;
+    let (gid, item) = got.into_iter().next().ok_or("fetch answered nothing")?;
+    check(&gid == id, "fetch answered for another id")?;
+    Ok(item.map(|i| i.contact))
+}
+
+/// Runs the whole suite. `open` must open the same collection every time, empty at first.
+pub async fn run<C, F, Fut>(open: F, fidelity: Fidelity) -> Result<(), String>
+where
+    C: Connector,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<C, ConnectorError>>,
+{
+    let c = open().await.map_err(|e| format!("open failed: {e}"))?;
+    check(
+        listing(&c).await?.is_empty(),
+        "a new collection must list no items",
+    )?;
+
+    // Create: every item listed once, with distinct ids, contents as written.
+    let samples = sample_contacts();
+    let mut created = Vec::new();
+    for s in &samples {
+        let meta = c
+            .create(s)
+            .await
+            .map_err(|e| format!("create failed: {e}"))?;
+        created.push(meta);
+    }
+    c.flush().await.map_err(|e| format!("flush failed: {e}"))?;
+    let listed = listing(&c).await?;
+    check(
+        listed.len() == samples.len(),
+        "every created item must be listed",
+    )?;
+    for (meta, sample) in created.iter().zip(&samples) {
+        let l = listed
+            .iter()
+            .find(|l| l.id == meta.id)
+            .ok_or("a created item's id is not in the listing")?;
+        check(
+            l.etag == meta.etag,
+            "the etag create returned must be the listed etag",
+        )?;
+        let got = fetch_one(&c, &meta.id)
+            .await?
+            .map_err(|e| format!("fetch of a created item failed: {e}"))?;
+        check(
+            essence(&got, fidelity) == essence(sample, fidelity),
+            "a fetched item must hold what was written",
+        )?;
+    }
+    let again = listing(&c).await?;
+    check(
+        again == listed,
+        "listing twice with no change must give the same ids and etags",
+    )?;
+
+    // Writes survive a new instance.
+    let reopened = open().await.map_err(|e| format!("reopen failed: {e}"))?;
+    check(
+        listing(&reopened).await? == listed,
+        "a new instance must list what was written",
+    )?;
+    drop(reopened);
+
+    // Update with the current etag: new contents, new etag.
+    let target = &created[0];
+    let mut changed = samples[0].clone();
+    changed.set_text("NOTE", Some("changed by the compliance suite"));
+    let updated = c
+        .update(&target.id, &target.etag, &changed)
+        .await
+        .map_err(|e| format!("update failed: {e}"))?;
+    c.flush().await.map_err(|e| format!("flush failed: {e}"))?;
+    check(
+        updated.etag != target.etag,
+        "an update must change the etag",
+    )?;
+    let got = fetch_one(&c, &updated.id)
+        .await?
+        .map_err(|e| format!("fetch after update failed: {e}"))?;
+    check(
+        essence(&got, fidelity) == essence(&changed, fidelity),
+        "an update must be read back",
+    )?;
+    let listed = listing(&c).await?;
+    check(
+        listed
+            .iter()
+            .any(|l| l.id == updated.id && l.etag == updated.etag),
+        "the listing must show the etag update returned",
+    )?;
+
+    // Update and delete with a stale etag: conflict, nothing changed.
+    let stale = c.update(&updated.id, &target.etag, &samples[0]).await;
+    check(
+        stale == Err(ConnectorError::Conflict),
+        "an update with a stale etag must be a conflict",
+    )?;
+    let stale = c.delete(&updated.id, &target.etag).await;
+    check(
+        stale == Err(ConnectorError::Conflict),
+        "a delete with a stale etag must be a conflict",
+    )?;
+    c.flush().await.map_err(|e| format!("flush failed: {e}"))?;
+    let got = fetch_one(&c, &updated.id)
+        .await?
+        .map_err(|e| format!("fetch after a refused write failed: {e}"))?;
+    check(
+        essence(&got, fidelity) == essence(&changed, fidelity),
+        "a refused write must change nothing",
+    )?;
+
+    // Delete with the current etag: gone; deleting again is fine; fetching it says NotFound.
+    c.delete(&updated.id, &updated.etag)
+        .await
+        .map_err(|e| format!("delete failed: {e}"))?;
+    c.flush().await.map_err(|e| format!("flush failed: {e}"))?;
+    let listed = listing(&c).await?;
+    check(
+        listed.len() == samples.len() - 1,
+        "a deleted item must leave the listing",
+    )?;
+    check(
+        !listed.iter().any(|l| l.id == updated.id),
+        "a deleted item must not be listed",
+    )?;
+    c.delete(&updated.id, &updated.etag)
+        .await
+        .map_err(|e| format!("deleting an item already gone must succeed: {e}"))?;
+    let gone = fetch_one(&c, &updated.id).await?;
+    check(
+        gone.err() == Some(ConnectorError::NotFound),
+        "fetching a deleted item must say NotFound",
+    )?;
+
+    // The others are untouched.
+    for (meta, sample) in created.iter().zip(&samples).skip(1) {
+        let got = fetch_one(&c, &meta.id)
+            .await?
+            .map_err(|e| format!("fetch failed: {e}"))?;
+        check(
+            essence(&got, fidelity) == essence(sample, fidelity),
+            "other items must be untouched",
+        )?;
+    }
+    let reopened = open().await.map_err(|e| format!("reopen failed: {e}"))?;
+    check(
+        listing(&reopened).await? == listed,
+        "a new instance must see the deletes and updates",
+    )?;
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! The connector contract: how the sync engine reads and writes one external contact collection.
+//!
+//! - A [`Source`] lists every item of the collection as a [`Snapshot`] of `(remote id, etag)`
+//!   pairs, cheaply (no contents), then fetches the contents of the items the engine asks for.
+//!   A listing that fails, or is incomplete, is an error: never a short snapshot, because a
+//!   missing item reads as a deletion.
+//! - A [`Destination`] creates, updates and deletes items; updates and deletes carry the etag
+//!   the engine last saw and fail with [`ConnectorError::Conflict`] when the item changed since
+//!   (HTTP's `If-Match`), so a concurrent edit is never blindly overwritten.
+//! - [`compliance`] is the suite every connector passes.
+//!
+//! Connectors never see the hub, the store or keys, and never put contact data in an error.
+
+pub mod compliance;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use sealsync_contact::Contact;
+
+/// An item's identity in its collection: a file name, a row key, a URL path. Opaque to the engine.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RemoteId(String);
+
+impl RemoteId {
+    /// A remote id: non-empty, at most 1024 bytes, no control characters.
+    pub fn parse(s: &str) -> Result<Self, ConnectorError> {
+        if s.is_empty() || s.len() > 1024 || s.chars().any(char::is_control) {
+            return Err(ConnectorError::Invalid(
+                "remote id is empty, too long or has control characters".into(),
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RemoteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A version tag of one item: changes whenever the item does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Etag(String);
+
+impl Etag {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One listed item: its id, its etag and, when the collection knows it, when it last changed
+/// (milliseconds since the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemMeta {
+    pub id: RemoteId,
+    pub etag: Etag,
+    pub modified_ms: Option<i64>,
+}
+
+/// Everything in the collection at one moment: complete, or not produced at all.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub items: Vec<ItemMeta>,
+}
+
+/// One item with its contents.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub meta: ItemMeta,
+    pub contact: Contact,
+}
+
+/// Why a connector operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectorError {
+    /// The collection cannot be reached or read; the run stops, nothing is deleted.
+    #[error("endpoint unavailable: {0}")]
+    Unavailable(String),
+    /// The item changed (or appeared) since the etag the caller holds.
+    #[error("the item changed on the endpoint since it was last read")]
+    Conflict,
+    /// The item is gone.
+    #[error("the item does not exist on the endpoint")]
+    NotFound,
+    /// The item's contents cannot be read as a contact; says where and why, never what.
+    #[error("unreadable item: {0}")]
+    Invalid(String),
+    /// The endpoint's configuration is wrong.
+    #[error("endpoint configuration: {0}")]
+    Config(String),
+}
+
+/// Reading side of a connector.
+#[async_trait]
+pub trait Source: Send + Sync + fmt::Debug {
+    /// Every item, without contents.
+    async fn list(&self) -> Result<Snapshot, ConnectorError>;
+
+    /// Contents of these items; each may fail on its own (unreadable, gone since listing).
+    async fn fetch(
+        &self,
+        ids: &[RemoteId],
+    ) -> Result<Vec<(RemoteId, Result<Item, ConnectorError>)>, ConnectorError>;
+}
+
+/// Writing side of a connector.
+#[async_trait]
+pub trait Destination: Send + Sync + fmt::Debug {
+    /// Adds an item; returns where it went and its etag.
+    async fn create(&self, contact: &Contact) -> Result<ItemMeta, ConnectorError>;
+
+    /// Replaces an item if its etag is still `expected`.
+    async fn update(
+        &self,
+        id: &RemoteId,
+        expected: &Etag,
+        contact: &Contact,
+    ) -> Result<ItemMeta, ConnectorError>;
+
+    /// Removes an item if its etag is still `expected`. An item already gone is not an error.
+    async fn delete(&self, id: &RemoteId, expected: &Etag) -> Result<(), ConnectorError>;
+
+    /// Makes every write so far durable (a connector that writes one file writes it here,
+    /// atomically). The engine calls it before it records the writes as done.
+    async fn flush(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+/// A connector that both reads and writes.
+pub trait Connector: Source + Destination {}
+
+impl<T: Source + Destination> Connector for T {}

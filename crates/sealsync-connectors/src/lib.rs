@@ -1,0 +1,55 @@
+//! The connectors: each module reads and writes one kind of external contact collection through
+//! the [`sealsync_connector`] contract.
+//!
+//! - [`vdir`]: a folder of `.vcf` files, one contact per file (the layout vdirsyncer, khard and
+//!   many phones' exports use); writes are atomic renames.
+//! - [`csv`]: one CSV file in a Google, Outlook or user-mapped layout, read whole and written
+//!   back atomically.
+//!
+//! Connectors never see the hub or keys and never put contact data in an error: errors name the
+//! file and line, never a value.
+
+pub mod csv;
+pub mod vdir;
+
+use std::path::Path;
+
+use sealsync_connector::ConnectorError;
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, synced, then renamed over.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> Result<(), ConnectorError> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".sealsync-{}.tmp", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        if sync {
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| io_error(path, &e))
+}
+
+/// An I/O error naming the file and the kind of failure.
+pub(crate) fn io_error(path: &Path, e: &std::io::Error) -> ConnectorError {
+    ConnectorError::Unavailable(format!("{}: {}", path.display(), e.kind()))
+}
+
+/// A file's etag: inode, modification time (ns) and size. An atomic rename changes the inode,
+/// an in-place edit the time or size.
+pub(crate) fn file_etag(meta: &std::fs::Metadata) -> (sealsync_connector::Etag, Option<i64>) {
+    use std::os::unix::fs::MetadataExt as _;
+    let ns = meta
+        .mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec());
+    (
+        sealsync_connector::Etag::new(format!("{:x}-{:x}-{:x}", meta.ino(), ns, meta.len())),
+        Some(ns / 1_000_000),
+    )
+}

@@ -1,0 +1,240 @@
+//! A vdir: a folder of `.vcf` files, one contact each. The file name is the remote id; the etag
+//! is the file's inode, modification time and size, so listing needs no reads.
+//!
+//! New files are named after the contact's UID when it is a safe file name, else a fresh UUID;
+//! a create never replaces an existing file (hard link of a finished temporary file), an update
+//! replaces the file by rename. Hidden files and other extensions are ignored.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use sealsync_connector::{
+    ConnectorError, Destination, Etag, Item, ItemMeta, RemoteId, Snapshot, Source,
+};
+use sealsync_contact::Contact;
+use sealsync_contact::vcard::{VcardVersion, read_all, to_vcard};
+
+use crate::{file_etag, io_error, write_atomic};
+
+/// A folder of vCards.
+#[derive(Debug, Clone)]
+pub struct Vdir {
+    dir: PathBuf,
+    version: VcardVersion,
+    sync: bool,
+}
+
+impl Vdir {
+    /// Opens (and creates, if missing) the folder; new files are written as `version`.
+    pub fn open(dir: &Path, version: VcardVersion) -> Result<Self, ConnectorError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, &e))?;
+        if !dir.is_dir() {
+            return Err(ConnectorError::Config(format!(
+                "{} is not a folder",
+                dir.display()
+            )));
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            version,
+            sync: false,
+        })
+    }
+
+    /// Syncs every written file to disk before it is renamed into place (slower; survives power
+    /// loss, not only a crash of sealsync).
+    pub fn with_fsync(mut self, sync: bool) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    fn path(&self, id: &RemoteId) -> Result<PathBuf, ConnectorError> {
+        let name = id.as_str();
+        if name.contains('/') || name.starts_with('.') || !name.ends_with(".vcf") {
+            return Err(ConnectorError::Invalid(format!(
+                "{name:?} is not a file of this folder"
+            )));
+        }
+        Ok(self.dir.join(name))
+    }
+
+    fn current(&self, path: &Path) -> Result<Option<ItemMeta>, ConnectorError> {
+        match std::fs::metadata(path) {
+            Ok(m) => {
+                let (etag, modified_ms) = file_etag(&m);
+                Ok(Some(ItemMeta {
+                    id: id_of(path)?,
+                    etag,
+                    modified_ms,
+                }))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(path, &e)),
+        }
+    }
+
+    fn read(&self, id: &RemoteId) -> Result<Item, ConnectorError> {
+        let path = self.path(id)?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConnectorError::NotFound);
+            }
+            Err(e) => return Err(io_error(&path, &e)),
+        };
+        let meta = self.current(&path)?.ok_or(ConnectorError::NotFound)?;
+        let (cards, rejected) = read_all(&bytes);
+        let mut cards = cards.into_iter();
+        match (cards.next(), cards.next()) {
+            (Some(card), None) => Ok(Item {
+                meta,
+                contact: card.contact,
+            }),
+            (Some(_), Some(_)) => Err(ConnectorError::Invalid(format!(
+                "{}: holds more than one vCard",
+                path.display()
+            ))),
+            (None, _) => Err(ConnectorError::Invalid(match rejected.first() {
+                Some(r) => format!("{} line {}: {}", path.display(), r.line, r.reason),
+                None => format!("{}: no vCard in the file", path.display()),
+            })),
+        }
+    }
+}
+
+fn id_of(path: &Path) -> Result<RemoteId, ConnectorError> {
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        ConnectorError::Invalid(format!("{}: file name is not UTF-8", path.display()))
+    })?;
+    RemoteId::parse(name)
+}
+
+/// A file name for a new contact: its UID when that is a plain, safe name.
+fn file_name_for(contact: &Contact) -> String {
+    let uid = contact.uid().unwrap_or_default();
+    let uid = uid.strip_prefix("urn:uuid:").unwrap_or(&uid);
+    let safe = !uid.is_empty()
+        && uid.len() <= 120
+        && !uid.starts_with('.')
+        && uid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@+".contains(&b));
+    if safe {
+        format!("{uid}.vcf")
+    } else {
+        format!("{}.vcf", uuid::Uuid::new_v4())
+    }
+}
+
+#[async_trait]
+impl Source for Vdir {
+    async fn list(&self) -> Result<Snapshot, ConnectorError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| io_error(&self.dir, &e))?;
+        let mut items = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(&self.dir, &e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') || !name.ends_with(".vcf") {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                // Removed between the directory read and the stat: not there.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(&entry.path(), &e)),
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let (etag, modified_ms) = file_etag(&meta);
+            items.push(ItemMeta {
+                id: RemoteId::parse(name)?,
+                etag,
+                modified_ms,
+            });
+        }
+        Ok(Snapshot { items })
+    }
+
+    async fn fetch(
+        &self,
+        ids: &[RemoteId],
+    ) -> Result<Vec<(RemoteId, Result<Item, ConnectorError>)>, ConnectorError> {
+        Ok(ids.iter().map(|id| (id.clone(), self.read(id))).collect())
+    }
+}
+
+#[async_trait]
+impl Destination for Vdir {
+    async fn create(&self, contact: &Contact) -> Result<ItemMeta, ConnectorError> {
+        let text = to_vcard(contact, self.version);
+        let base = file_name_for(contact);
+        let tmp = self
+            .dir
+            .join(format!(".sealsync-{}.tmp", uuid::Uuid::new_v4().simple()));
+        write_atomic(&tmp, text.as_bytes(), self.sync)?;
+        let mut name = base.clone();
+        for attempt in 0..100 {
+            let path = self.dir.join(&name);
+            // A hard link never replaces an existing file: a create cannot clobber.
+            match std::fs::hard_link(&tmp, &path) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return self.current(&path)?.ok_or(ConnectorError::NotFound);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    name = format!("{}-{}.vcf", base.trim_end_matches(".vcf"), attempt + 2);
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(io_error(&path, &e));
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&tmp);
+        Err(ConnectorError::Unavailable(format!(
+            "{}: no free file name for a new contact",
+            self.dir.display()
+        )))
+    }
+
+    async fn update(
+        &self,
+        id: &RemoteId,
+        expected: &Etag,
+        contact: &Contact,
+    ) -> Result<ItemMeta, ConnectorError> {
+        let path = self.path(id)?;
+        match self.current(&path)? {
+            None => return Err(ConnectorError::NotFound),
+            Some(m) if &m.etag != expected => return Err(ConnectorError::Conflict),
+            Some(_) => {}
+        }
+        write_atomic(&path, to_vcard(contact, self.version).as_bytes(), self.sync)?;
+        self.current(&path)?.ok_or(ConnectorError::NotFound)
+    }
+
+    async fn delete(&self, id: &RemoteId, expected: &Etag) -> Result<(), ConnectorError> {
+        let path = self.path(id)?;
+        match self.current(&path)? {
+            None => return Ok(()),
+            Some(m) if &m.etag != expected => return Err(ConnectorError::Conflict),
+            Some(_) => {}
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(&path, &e)),
+        }
+    }
+
+    async fn flush(&self) -> Result<(), ConnectorError> {
+        if self.sync {
+            std::fs::File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_error(&self.dir, &e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,458 @@
+//! Endpoints and links of a workspace, stored with sealed configurations; and `apply`, which
+//! makes them match a declaration file (idempotent, and says what it changes).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sealsync_crypto::WorkspaceKeys;
+use sealsync_store::{EndpointRow, LinkRow, StoreError, config_ref, now_ms};
+use sealsync_types::{EndpointId, LinkId};
+use serde::{Deserialize, Serialize};
+
+use crate::run::{Engine, LinkDef};
+use crate::spec::{ConflictPolicy, DeleteVsEdit, Deletions, Direction, EndpointSpec, LinkSpec};
+
+/// Why a catalog change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no endpoint named {0:?}; list them with `sealsync endpoint list`")]
+    NoEndpoint(String),
+    #[error("no link named {0:?}; list them with `sealsync link list`")]
+    NoLink(String),
+    #[error("endpoint {0:?} is used by a link; remove the link first")]
+    InUse(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A stored endpoint with its opened configuration.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub id: EndpointId,
+    pub name: String,
+    pub spec: EndpointSpec,
+}
+
+/// A stored link with its opened configuration.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub id: LinkId,
+    pub name: String,
+    pub endpoint: EndpointId,
+    pub spec: LinkSpec,
+}
+
+/// One change `apply` makes (or would make).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// `create`, `update`, `remove` or `unchanged`.
+    pub op: &'static str,
+    /// `endpoint` or `link`.
+    pub what: &'static str,
+    pub name: String,
+}
+
+/// A declaration file: `[[endpoint]]` and `[[link]]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyFile {
+    #[serde(default)]
+    pub endpoint: Vec<EndpointDecl>,
+    #[serde(default)]
+    pub link: Vec<LinkDecl>,
+}
+
+/// An endpoint as declared.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointDecl {
+    pub name: String,
+    pub kind: String,
+    pub path: PathBuf,
+    pub version: Option<String>,
+    pub preset: Option<String>,
+    pub map: Option<PathBuf>,
+}
+
+/// A link as declared.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkDecl {
+    pub name: String,
+    pub endpoint: String,
+    pub direction: Option<Direction>,
+    pub conflict: Option<ConflictPolicy>,
+    pub delete_vs_edit: Option<DeleteVsEdit>,
+    pub deletions: Option<Deletions>,
+    #[serde(default)]
+    pub drop: Vec<String>,
+    #[serde(default)]
+    pub mask: Vec<String>,
+    #[serde(default)]
+    pub map: BTreeMap<String, String>,
+    pub priority: Option<i32>,
+    pub max_delete_share: Option<f64>,
+}
+
+impl EndpointDecl {
+    /// The endpoint this declares, paths resolved against `base`.
+    pub fn to_spec(&self, base: &Path) -> Result<EndpointSpec, CatalogError> {
+        let bad = |what: &str| CatalogError::Invalid(format!("endpoint {:?}: {what}", self.name));
+        let mut spec = match self.kind.as_str() {
+            "vdir" => {
+                if self.preset.is_some() || self.map.is_some() {
+                    return Err(bad("preset and map are for csv endpoints"));
+                }
+                EndpointSpec::Vdir {
+                    path: self.path.clone(),
+                    version: self.version.clone(),
+                }
+            }
+            "csv" => {
+                if self.version.is_some() {
+                    return Err(bad("version is for vdir endpoints"));
+                }
+                EndpointSpec::Csv {
+                    path: self.path.clone(),
+                    preset: self.preset.clone(),
+                    map: self.map.clone(),
+                }
+            }
+            other => {
+                return Err(bad(&format!(
+                    "unknown kind {other:?}: expected vdir or csv"
+                )));
+            }
+        };
+        spec.resolve_paths(base);
+        spec.validate().map_err(|e| bad(&e.to_string()))?;
+        Ok(spec)
+    }
+}
+
+impl LinkDecl {
+    pub fn to_spec(&self) -> Result<LinkSpec, CatalogError> {
+        let d = LinkSpec::default();
+        let mut spec = LinkSpec {
+            direction: self.direction.unwrap_or(d.direction),
+            conflict: self.conflict.unwrap_or(d.conflict),
+            delete_vs_edit: self.delete_vs_edit.unwrap_or(d.delete_vs_edit),
+            deletions: self.deletions.unwrap_or(d.deletions),
+            drop: self.drop.clone(),
+            mask: self.mask.clone(),
+            map: self.map.clone(),
+            priority: self.priority.unwrap_or(d.priority),
+            max_delete_share: self.max_delete_share.unwrap_or(d.max_delete_share),
+        };
+        spec.validate()
+            .map_err(|e| CatalogError::Invalid(format!("link {:?}: {e}", self.name)))?;
+        Ok(spec)
+    }
+}
+
+/// Names of endpoints and links: what a person types.
+pub fn check_name(name: &str) -> Result<(), CatalogError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(CatalogError::Invalid(format!(
+            "{name:?} is not a valid name: use 1 to 63 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+fn seal_json<T: Serialize>(
+    keys: &WorkspaceKeys,
+    table: &str,
+    id: &[u8; 16],
+    value: &T,
+) -> Result<Vec<u8>, CatalogError> {
+    let json = zeroize::Zeroizing::new(
+        serde_json::to_vec(value).map_err(|e| CatalogError::Invalid(e.to_string()))?,
+    );
+    keys.seal(&config_ref(table, keys.workspace(), id), &json)
+        .map_err(|e| {
+            CatalogError::Store(StoreError::Crypto {
+                record: table.into(),
+                error: e.to_string(),
+            })
+        })
+}
+
+fn open_json<T: for<'de> Deserialize<'de>>(
+    keys: &WorkspaceKeys,
+    table: &str,
+    id: &[u8; 16],
+    sealed: &[u8],
+) -> Result<T, CatalogError> {
+    let plain = zeroize::Zeroizing::new(
+        keys.open(&config_ref(table, keys.workspace(), id), sealed)
+            .map_err(|e| {
+                CatalogError::Store(StoreError::Crypto {
+                    record: table.into(),
+                    error: e.to_string(),
+                })
+            })?,
+    );
+    serde_json::from_slice(&plain).map_err(|_| {
+        CatalogError::Store(StoreError::Corrupt("stored configuration is not readable"))
+    })
+}
+
+impl Engine {
+    pub async fn endpoints(&self) -> Result<Vec<Endpoint>, CatalogError> {
+        let keys = self.keys();
+        let rows = self.hub().store().endpoints(keys.workspace()).await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Endpoint {
+                    id: r.id,
+                    spec: open_json(keys, "endpoints", r.id.as_bytes(), &r.config)?,
+                    name: r.name,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn links(&self) -> Result<Vec<Link>, CatalogError> {
+        let keys = self.keys();
+        let rows = self.hub().store().links(keys.workspace()).await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Link {
+                    id: r.id,
+                    spec: open_json(keys, "links", r.id.as_bytes(), &r.config)?,
+                    endpoint: r.endpoint,
+                    name: r.name,
+                })
+            })
+            .collect()
+    }
+
+    /// Creates or replaces the endpoint `name`. Returns the change made.
+    pub async fn put_endpoint(
+        &self,
+        name: &str,
+        spec: &EndpointSpec,
+        dry_run: bool,
+    ) -> Result<Change, CatalogError> {
+        check_name(name)?;
+        spec.validate()
+            .map_err(|e| CatalogError::Invalid(format!("endpoint {name:?}: {e}")))?;
+        let existing = self.endpoints().await?.into_iter().find(|e| e.name == name);
+        let op = match &existing {
+            Some(e) if &e.spec == spec => "unchanged",
+            Some(_) => "update",
+            None => "create",
+        };
+        if op != "unchanged" && !dry_run {
+            let id = existing.map(|e| e.id).unwrap_or_default();
+            let keys = self.keys();
+            self.hub()
+                .store()
+                .put_endpoint(
+                    keys.workspace(),
+                    &EndpointRow {
+                        id,
+                        name: name.to_owned(),
+                        kind: spec.kind().to_owned(),
+                        config: seal_json(keys, "endpoints", id.as_bytes(), spec)?,
+                        created_at: now_ms() / 1000,
+                    },
+                )
+                .await?;
+        }
+        Ok(Change {
+            op,
+            what: "endpoint",
+            name: name.to_owned(),
+        })
+    }
+
+    /// Creates or replaces the link `name` to endpoint `endpoint`.
+    pub async fn put_link(
+        &self,
+        name: &str,
+        endpoint: &str,
+        spec: &LinkSpec,
+        dry_run: bool,
+    ) -> Result<Change, CatalogError> {
+        check_name(name)?;
+        let mut spec = spec.clone();
+        spec.validate()
+            .map_err(|e| CatalogError::Invalid(format!("link {name:?}: {e}")))?;
+        let endpoints = self.endpoints().await?;
+        let ep = endpoints.iter().find(|e| e.name == endpoint);
+        let existing = self.links().await?.into_iter().find(|l| l.name == name);
+        let Some(ep) = ep else {
+            // In a dry run the endpoint may be one the same file creates.
+            if dry_run {
+                return Ok(Change {
+                    op: if existing.is_some() {
+                        "update"
+                    } else {
+                        "create"
+                    },
+                    what: "link",
+                    name: name.to_owned(),
+                });
+            }
+            return Err(CatalogError::NoEndpoint(endpoint.to_owned()));
+        };
+        if let Some(l) = &existing
+            && l.endpoint != ep.id
+        {
+            return Err(CatalogError::Invalid(format!(
+                "link {name:?} is bound to another endpoint; remove the link first (its sync state belongs to that endpoint)"
+            )));
+        }
+        let op = match &existing {
+            Some(l) if l.spec == spec => "unchanged",
+            Some(_) => "update",
+            None => "create",
+        };
+        if op != "unchanged" && !dry_run {
+            let id = existing.map(|l| l.id).unwrap_or_default();
+            let keys = self.keys();
+            self.hub()
+                .store()
+                .put_link(
+                    keys.workspace(),
+                    &LinkRow {
+                        id,
+                        name: name.to_owned(),
+                        endpoint: ep.id,
+                        config: seal_json(keys, "links", id.as_bytes(), &spec)?,
+                        created_at: now_ms() / 1000,
+                    },
+                )
+                .await?;
+        }
+        Ok(Change {
+            op,
+            what: "link",
+            name: name.to_owned(),
+        })
+    }
+
+    pub async fn remove_endpoint(&self, name: &str) -> Result<(), CatalogError> {
+        let ep = self
+            .endpoints()
+            .await?
+            .into_iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| CatalogError::NoEndpoint(name.to_owned()))?;
+        if !self
+            .hub()
+            .store()
+            .delete_endpoint(self.keys().workspace(), ep.id)
+            .await?
+        {
+            return Err(CatalogError::InUse(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    pub async fn remove_link(&self, name: &str) -> Result<(), CatalogError> {
+        let link = self
+            .links()
+            .await?
+            .into_iter()
+            .find(|l| l.name == name)
+            .ok_or_else(|| CatalogError::NoLink(name.to_owned()))?;
+        self.hub()
+            .store()
+            .delete_link(self.keys().workspace(), link.id)
+            .await?;
+        Ok(())
+    }
+
+    /// Every link with its endpoint, ready to run: pulling links first, then push-only ones,
+    /// each group by name.
+    pub async fn link_defs(&self) -> Result<Vec<LinkDef>, CatalogError> {
+        let endpoints = self.endpoints().await?;
+        let mut defs = Vec::new();
+        for l in self.links().await? {
+            let ep = endpoints
+                .iter()
+                .find(|e| e.id == l.endpoint)
+                .ok_or(CatalogError::Store(StoreError::Corrupt(
+                    "a link's endpoint is missing",
+                )))?;
+            defs.push(LinkDef {
+                id: l.id,
+                name: l.name,
+                spec: l.spec,
+                endpoint_name: ep.name.clone(),
+                endpoint: ep.spec.clone(),
+            });
+        }
+        defs.sort_by(|a, b| {
+            (!a.spec.direction.pulls(), &a.name).cmp(&(!b.spec.direction.pulls(), &b.name))
+        });
+        Ok(defs)
+    }
+
+    /// Makes the workspace's endpoints and links match `file` (read from a file in `base`).
+    /// Endpoints and links the file does not mention are left alone.
+    pub async fn apply(
+        &self,
+        file: &ApplyFile,
+        base: &Path,
+        dry_run: bool,
+    ) -> Result<Vec<Change>, CatalogError> {
+        // Check everything before changing anything.
+        let mut endpoints = Vec::new();
+        for e in &file.endpoint {
+            check_name(&e.name)?;
+            if endpoints
+                .iter()
+                .any(|(n, _): &(String, EndpointSpec)| n == &e.name)
+            {
+                return Err(CatalogError::Invalid(format!(
+                    "endpoint {:?} is declared twice",
+                    e.name
+                )));
+            }
+            endpoints.push((e.name.clone(), e.to_spec(base)?));
+        }
+        let known: Vec<String> = self
+            .endpoints()
+            .await?
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        let mut links = Vec::new();
+        for l in &file.link {
+            check_name(&l.name)?;
+            if links
+                .iter()
+                .any(|(n, _, _): &(String, String, LinkSpec)| n == &l.name)
+            {
+                return Err(CatalogError::Invalid(format!(
+                    "link {:?} is declared twice",
+                    l.name
+                )));
+            }
+            if !endpoints.iter().any(|(n, _)| n == &l.endpoint) && !known.contains(&l.endpoint) {
+                return Err(CatalogError::NoEndpoint(l.endpoint.clone()));
+            }
+            links.push((l.name.clone(), l.endpoint.clone(), l.to_spec()?));
+        }
+        let mut changes = Vec::new();
+        for (name, spec) in &endpoints {
+            changes.push(self.put_endpoint(name, spec, dry_run).await?);
+        }
+        for (name, endpoint, spec) in &links {
+            changes.push(self.put_link(name, endpoint, spec, dry_run).await?);
+        }
+        Ok(changes)
+    }
+}

@@ -1,0 +1,845 @@
+//! Running a link: list, fetch what changed, match, plan, execute, record.
+//!
+//! Execution goes action by action in batches; each batch's hub writes, link-state changes,
+//! events and conflicts commit in one transaction, after the endpoint has made that batch's
+//! writes durable. A crash at any point therefore leaves either the whole batch or none of it
+//! in the hub; an endpoint write whose state did not commit is recognised on the next run (the
+//! item is found equal to its hub contact and adopted), so a rerun converges to the state one
+//! uninterrupted run gives, with no duplicates.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sealsync_connector::{Connector, ConnectorError, Etag, ItemMeta, RemoteId};
+use sealsync_contact::Contact;
+use sealsync_crypto::{IndexKind, RecordRef, WorkspaceKeys};
+use sealsync_store::{
+    ConflictRow, EventRow, Hub, HubMeta, PreparedContact, RunRow, StateRow, StoreError, SyncBatch,
+    now_ms,
+};
+use sealsync_types::{ConflictId, ContactId, LinkId, RunId};
+use serde::Serialize;
+
+use crate::plan::{
+    Action, Fetched, Listed, Plan, PlanError, PlanInput, RemoteKey, Resolution, plan,
+};
+use crate::spec::{EndpointSpec, LinkSpec};
+use crate::transform::{inbound, inbound_raw, merge, outbound};
+
+/// Why a run could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("link {link}: {error}")]
+    Endpoint { link: String, error: ConnectorError },
+    #[error("link {link}: {error}")]
+    Guard { link: String, error: PlanError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The test hook stopped the run, as a crash would.
+    #[error("run interrupted at step {0} (test hook)")]
+    Interrupted(u64),
+}
+
+/// A link as the engine runs it.
+#[derive(Debug, Clone)]
+pub struct LinkDef {
+    pub id: LinkId,
+    pub name: String,
+    pub spec: LinkSpec,
+    pub endpoint_name: String,
+    pub endpoint: EndpointSpec,
+}
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Plan only; change nothing.
+    pub dry_run: bool,
+    /// Go on even when the plan deletes more than the link allows.
+    pub allow_mass_delete: bool,
+    /// Actions per transaction.
+    pub batch: usize,
+    /// Test hook: stop as if killed when this many steps have run (a step is the start of an
+    /// action, or the moment after an endpoint write and before its state is committed).
+    pub interrupt_at: Option<u64>,
+}
+
+/// What a run did, per side.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    pub conflicts: u64,
+    pub rejected: u64,
+    pub hub_created: u64,
+    pub hub_updated: u64,
+    pub hub_deleted: u64,
+    pub remote_created: u64,
+    pub remote_updated: u64,
+    pub remote_deleted: u64,
+}
+
+/// One item that went wrong; the run went on. Names ids, never contact data.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemError {
+    pub remote: Option<String>,
+    pub contact: Option<ContactId>,
+    pub error: String,
+}
+
+/// The outcome of one link's run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub link: String,
+    pub run: Option<RunId>,
+    pub counts: Counts,
+    pub errors: Vec<ItemError>,
+    #[serde(skip)]
+    pub plan: Option<Plan>,
+    #[serde(skip)]
+    pub listed: Vec<Listed>,
+}
+
+/// Progress of a run: actions done of actions planned.
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
+
+/// The sync engine of one workspace.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    hub: Hub,
+    keys: Arc<WorkspaceKeys>,
+    region: Option<String>,
+}
+
+/// A fetched remote item, ready for the hub.
+struct Incoming {
+    meta: ItemMeta,
+    prepared: PreparedContact,
+}
+
+struct Ctx<'a> {
+    link: &'a LinkDef,
+    run: RunId,
+    conn: Arc<dyn Connector>,
+    listed: &'a [Listed],
+    incoming: HashMap<RemoteKey, Incoming>,
+    hub: &'a HashMap<ContactId, HubMeta>,
+    versions: HashMap<ContactId, i64>,
+    queued: HashMap<ContactId, Option<Resolution>>,
+    batch: SyncBatch,
+    counts: Counts,
+    errors: Vec<ItemError>,
+    seq: i64,
+    steps: u64,
+    interrupt_at: Option<u64>,
+}
+
+impl Engine {
+    pub fn new(hub: Hub, keys: Arc<WorkspaceKeys>, region: Option<String>) -> Self {
+        Self { hub, keys, region }
+    }
+
+    pub fn keys(&self) -> &WorkspaceKeys {
+        &self.keys
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    fn remote_key(&self, link: LinkId, id: &RemoteId) -> RemoteKey {
+        self.keys
+            .blind_index()
+            .index(IndexKind::Remote, &format!("{link}\u{1f}{}", id.as_str()))
+    }
+
+    /// Runs one link.
+    pub async fn run(
+        &self,
+        link: &LinkDef,
+        options: &RunOptions,
+        progress: Progress<'_>,
+    ) -> Result<RunReport, RunError> {
+        let ws = self.keys.workspace();
+        let store = self.hub.store();
+        let endpoint_error = |error| RunError::Endpoint {
+            link: link.name.clone(),
+            error,
+        };
+        let conn = link.endpoint.open().map_err(endpoint_error)?;
+
+        // 1. What is there now, on both sides.
+        let snapshot = conn.list().await.map_err(endpoint_error)?;
+        let listed: Vec<Listed> = snapshot
+            .items
+            .into_iter()
+            .map(|meta| Listed {
+                key: self.remote_key(link.id, &meta.id),
+                meta,
+            })
+            .collect();
+        let state = store.link_state(ws, link.id).await?;
+        let hub: HashMap<ContactId, HubMeta> = store
+            .hub_meta(ws)
+            .await?
+            .into_iter()
+            .map(|h| (h.id, h))
+            .collect();
+        let queued: HashMap<ContactId, Option<Resolution>> = store
+            .conflicts(ws)
+            .await?
+            .into_iter()
+            .filter(|c| c.link == link.id)
+            .map(|c| {
+                let r = match c.resolution.as_deref() {
+                    Some("hub") => Some(Resolution::Hub),
+                    Some("remote") => Some(Resolution::Remote),
+                    _ => None,
+                };
+                (c.contact, r)
+            })
+            .collect();
+
+        // 2. Fetch what is new or whose etag moved.
+        let etags: HashMap<RemoteKey, &str> = state
+            .iter()
+            .map(|s| (s.remote_key, s.etag.as_str()))
+            .collect();
+        let wanted: Vec<&Listed> = listed
+            .iter()
+            .filter(|l| etags.get(&l.key).is_none_or(|e| *e != l.meta.etag.as_str()))
+            .collect();
+        let mut fetched: HashMap<RemoteKey, Fetched> = HashMap::with_capacity(wanted.len());
+        let mut incoming: HashMap<RemoteKey, Incoming> = HashMap::with_capacity(wanted.len());
+        let key_of: HashMap<&RemoteId, RemoteKey> =
+            wanted.iter().map(|l| (&l.meta.id, l.key)).collect();
+        for chunk in wanted.chunks(500) {
+            let ids: Vec<RemoteId> = chunk.iter().map(|l| l.meta.id.clone()).collect();
+            for (id, item) in conn.fetch(&ids).await.map_err(endpoint_error)? {
+                let Some(&key) = key_of.get(&id) else {
+                    continue;
+                };
+                match item {
+                    Ok(item) => {
+                        let contact = inbound_raw(&link.spec, &item.contact);
+                        let prepared = Hub::prepare(&self.keys, contact, self.region.as_deref());
+                        fetched.insert(key, Fetched::Mac(prepared.content_mac));
+                        incoming.insert(
+                            key,
+                            Incoming {
+                                meta: item.meta,
+                                prepared,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        fetched.insert(key, Fetched::Failed(e.to_string()));
+                    }
+                }
+            }
+        }
+
+        // 3. Match new items to hub contacts: UID, then email, then phone.
+        let bound: std::collections::HashSet<RemoteKey> =
+            state.iter().map(|s| s.remote_key).collect();
+        let fresh: Vec<&Listed> = listed
+            .iter()
+            .filter(|l| !bound.contains(&l.key) && incoming.contains_key(&l.key))
+            .collect();
+        let matches = self.match_items(&fresh, &incoming).await?;
+
+        // 4. Plan.
+        let input = PlanInput {
+            spec: &link.spec,
+            state: &state,
+            listed: &listed,
+            fetched: &fetched,
+            hub: &hub,
+            matches: &matches,
+            queued: &queued,
+        };
+        let the_plan = plan(&input);
+        if !options.allow_mass_delete {
+            the_plan
+                .check_guard(&link.spec, listed.len())
+                .map_err(|error| RunError::Guard {
+                    link: link.name.clone(),
+                    error,
+                })?;
+        }
+        if options.dry_run {
+            return Ok(RunReport {
+                link: link.name.clone(),
+                run: None,
+                counts: Counts {
+                    unchanged: the_plan.unchanged,
+                    ..Counts::default()
+                },
+                errors: Vec::new(),
+                plan: Some(the_plan),
+                listed,
+            });
+        }
+
+        // 5. Execute, recording the run.
+        let run_id = RunId::new();
+        let started = now_ms();
+        let mut run_row = RunRow {
+            id: run_id,
+            link: link.id,
+            started_at: started,
+            ended_at: None,
+            status: "running".into(),
+            counts: "{}".into(),
+        };
+        store.put_run(ws, &run_row).await?;
+        let mut ctx = Ctx {
+            link,
+            run: run_id,
+            conn,
+            listed: &listed,
+            incoming,
+            hub: &hub,
+            versions: hub.values().map(|h| (h.id, h.version)).collect(),
+            queued,
+            batch: SyncBatch::default(),
+            counts: Counts {
+                unchanged: the_plan.unchanged,
+                ..Counts::default()
+            },
+            errors: Vec::new(),
+            seq: 0,
+            steps: 0,
+            interrupt_at: options.interrupt_at,
+        };
+        let total = the_plan.actions.len() as u64;
+        let batch = options.batch.max(1);
+        progress(0, total);
+        let mut done = 0u64;
+        for chunk in the_plan.actions.chunks(batch) {
+            let needed: Vec<ContactId> = chunk.iter().filter_map(needs_hub_contact).collect();
+            let (opened, unreadable) = self.hub.open_contacts(&self.keys, &needed).await?;
+            for e in unreadable {
+                ctx.errors.push(ItemError {
+                    remote: None,
+                    contact: Some(e.id),
+                    error: e.error,
+                });
+            }
+            for action in chunk {
+                ctx.step()?;
+                self.execute(&mut ctx, action, &opened).await?;
+            }
+            // The endpoint's writes are durable before the state that records them commits.
+            if let Err(e) = ctx.conn.flush().await {
+                return Err(endpoint_error(e));
+            }
+            let batch = std::mem::take(&mut ctx.batch);
+            store.apply_sync_batch(ws, link.id, run_id, &batch).await?;
+            done += chunk.len() as u64;
+            progress(done, total);
+        }
+        let c = &mut ctx.counts;
+        c.created = c.hub_created + c.remote_created;
+        c.updated = c.hub_updated + c.remote_updated;
+        c.deleted = c.hub_deleted + c.remote_deleted;
+        run_row.ended_at = Some(now_ms());
+        run_row.status = if ctx.errors.is_empty() && ctx.counts.rejected == 0 {
+            "ok"
+        } else {
+            "partial"
+        }
+        .into();
+        run_row.counts = serde_json::to_string(&ctx.counts).unwrap_or_else(|_| "{}".into());
+        store.put_run(ws, &run_row).await?;
+        tracing::info!(
+            link = %link.name,
+            run = %run_id,
+            created = ctx.counts.created,
+            updated = ctx.counts.updated,
+            deleted = ctx.counts.deleted,
+            conflicts = ctx.counts.conflicts,
+            rejected = ctx.counts.rejected,
+            "Link run finished."
+        );
+        Ok(RunReport {
+            link: link.name.clone(),
+            run: Some(run_id),
+            counts: ctx.counts,
+            errors: ctx.errors,
+            plan: None,
+            listed: Vec::new(),
+        })
+    }
+
+    async fn match_items(
+        &self,
+        fresh: &[&Listed],
+        incoming: &HashMap<RemoteKey, Incoming>,
+    ) -> Result<HashMap<RemoteKey, ContactId>, StoreError> {
+        let ws = self.keys.workspace();
+        let store = self.hub.store();
+        let mut matches = HashMap::new();
+        if fresh.is_empty() {
+            return Ok(matches);
+        }
+        let prepared = |l: &Listed| incoming.get(&l.key).map(|i| &i.prepared);
+        let uids: Vec<[u8; 32]> = fresh.iter().filter_map(|l| prepared(l)?.uid_mac).collect();
+        let emails: Vec<[u8; 32]> = fresh
+            .iter()
+            .filter_map(|l| prepared(l))
+            .flat_map(|p| p.email_macs.clone())
+            .collect();
+        let phones: Vec<[u8; 32]> = fresh
+            .iter()
+            .filter_map(|l| prepared(l))
+            .flat_map(|p| p.phone_macs.clone())
+            .collect();
+        let to_map = |v: Vec<([u8; 32], ContactId)>| {
+            let mut m: HashMap<[u8; 32], ContactId> = HashMap::new();
+            for (mac, id) in v {
+                m.entry(mac).and_modify(|e| *e = (*e).min(id)).or_insert(id);
+            }
+            m
+        };
+        let by_uid = to_map(store.lookup_index(ws, IndexKind::Uid, &uids).await?);
+        let by_email = to_map(store.lookup_index(ws, IndexKind::Email, &emails).await?);
+        let by_phone = to_map(store.lookup_index(ws, IndexKind::Phone, &phones).await?);
+        for l in fresh {
+            let Some(p) = prepared(l) else { continue };
+            let found = p
+                .uid_mac
+                .and_then(|m| by_uid.get(&m))
+                .or_else(|| p.email_macs.iter().find_map(|m| by_email.get(m)))
+                .or_else(|| p.phone_macs.iter().find_map(|m| by_phone.get(m)));
+            if let Some(c) = found {
+                matches.insert(l.key, *c);
+            }
+        }
+        Ok(matches)
+    }
+
+    async fn execute(
+        &self,
+        ctx: &mut Ctx<'_>,
+        action: &Action,
+        opened: &HashMap<ContactId, Contact>,
+    ) -> Result<(), RunError> {
+        let spec = &ctx.link.spec;
+        let listed = ctx.listed;
+        let now_s = now_ms() / 1000;
+        if let Some(c) = action_contact(action)
+            && ctx.queued.contains_key(&c)
+            && !matches!(action, Action::Queue { .. })
+        {
+            ctx.batch.close_conflicts.push(c);
+        }
+        match action {
+            Action::PullCreate { remote } => {
+                let l = &listed[*remote];
+                let Some(inc) = ctx.incoming.remove(&l.key) else {
+                    return Ok(());
+                };
+                let id = ContactId::new();
+                ctx.batch
+                    .contacts
+                    .push(Hub::seal_row(&self.keys, id, 1, &inc.prepared, now_s)?);
+                ctx.versions.insert(id, 1);
+                let mac = inc.prepared.content_mac;
+                ctx.bind(l, id, &inc.meta.etag, mac, mac);
+                ctx.counts.hub_created += 1;
+                ctx.event(self, "hub-created", Some(id), Some(&l.meta.id), None);
+            }
+            Action::Adopt { remote, contact } => {
+                let l = &listed[*remote];
+                let Some(inc) = ctx.incoming.remove(&l.key) else {
+                    return Ok(());
+                };
+                let mac = inc.prepared.content_mac;
+                ctx.bind(l, *contact, &inc.meta.etag, mac, mac);
+                ctx.counts.unchanged += 1;
+                ctx.event(self, "linked", Some(*contact), Some(&l.meta.id), None);
+            }
+            Action::PullMerge { remote, contact } => {
+                let l = &listed[*remote];
+                let (Some(inc), Some(current)) = (ctx.incoming.remove(&l.key), opened.get(contact))
+                else {
+                    ctx.unreadable(*contact);
+                    return Ok(());
+                };
+                let merged = merge(current, &inc.prepared.contact, spec.priority > 0);
+                let prepared = Hub::prepare(&self.keys, merged, self.region.as_deref());
+                let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
+                let remote_mac = inc.prepared.content_mac;
+                let mut etag = inc.meta.etag.clone();
+                let mut meta_id = l.meta.id.clone();
+                if prepared.content_mac != hub_mac {
+                    let v = ctx.next_version(*contact);
+                    ctx.batch
+                        .contacts
+                        .push(Hub::seal_row(&self.keys, *contact, v, &prepared, now_s)?);
+                    ctx.counts.hub_updated += 1;
+                }
+                let mut bound_remote_mac = remote_mac;
+                if spec.direction.pushes() && prepared.content_mac != remote_mac {
+                    let out = outbound(spec, &prepared.contact);
+                    ctx.step()?;
+                    match ctx.conn.update(&l.meta.id, &etag, &out).await {
+                        Ok(meta) => {
+                            etag = meta.etag;
+                            meta_id = meta.id;
+                            bound_remote_mac =
+                                Hub::content_mac(&self.keys, &inbound_raw(spec, &out));
+                            ctx.counts.remote_updated += 1;
+                        }
+                        Err(e) => ctx.item_error(Some(&l.meta.id), Some(*contact), &e),
+                    }
+                    ctx.step()?;
+                }
+                let key = self.remote_key(ctx.link.id, &meta_id);
+                ctx.bind_key(key, *contact, &etag, bound_remote_mac, prepared.content_mac);
+                ctx.event(self, "merged", Some(*contact), Some(&meta_id), None);
+            }
+            Action::PullUpdate {
+                remote, contact, ..
+            } => {
+                let l = &listed[*remote];
+                let Some(inc) = ctx.incoming.remove(&l.key) else {
+                    return Ok(());
+                };
+                let current = opened.get(contact);
+                let restored = ctx.hub.get(contact).is_none_or(|h| h.deleted);
+                let contact_in = inbound(spec, &inc.prepared.contact, current);
+                let prepared = Hub::prepare(&self.keys, contact_in, self.region.as_deref());
+                let v = ctx.next_version(*contact);
+                ctx.batch
+                    .contacts
+                    .push(Hub::seal_row(&self.keys, *contact, v, &prepared, now_s)?);
+                let (etag, remote_mac) = (inc.meta.etag.clone(), inc.prepared.content_mac);
+                ctx.bind(l, *contact, &etag, remote_mac, prepared.content_mac);
+                if restored {
+                    ctx.counts.hub_created += 1;
+                } else {
+                    ctx.counts.hub_updated += 1;
+                }
+                ctx.event(
+                    self,
+                    if restored {
+                        "hub-restored"
+                    } else {
+                        "hub-updated"
+                    },
+                    Some(*contact),
+                    Some(&l.meta.id),
+                    None,
+                );
+            }
+            Action::PullDelete { contact, key } => {
+                if ctx.hub.get(contact).is_some_and(|h| !h.deleted) {
+                    let v = ctx.next_version(*contact);
+                    ctx.batch.contacts.push(Hub::tombstone(*contact, v, now_s));
+                    ctx.counts.hub_deleted += 1;
+                }
+                ctx.batch.forget.push(*key);
+                ctx.event(self, "hub-deleted", Some(*contact), None, None);
+            }
+            Action::PushCreate { contact, .. } => {
+                let Some(current) = opened.get(contact) else {
+                    ctx.unreadable(*contact);
+                    return Ok(());
+                };
+                let out = outbound(spec, current);
+                match ctx.conn.create(&out).await {
+                    Ok(meta) => {
+                        ctx.step()?;
+                        let key = self.remote_key(ctx.link.id, &meta.id);
+                        let remote_mac = Hub::content_mac(&self.keys, &inbound_raw(spec, &out));
+                        let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
+                        ctx.bind_key(key, *contact, &meta.etag, remote_mac, hub_mac);
+                        ctx.counts.remote_created += 1;
+                        ctx.event(self, "remote-created", Some(*contact), Some(&meta.id), None);
+                    }
+                    Err(e) => ctx.item_error(None, Some(*contact), &e),
+                }
+            }
+            Action::PushUpdate {
+                remote, contact, ..
+            } => {
+                let l = &listed[*remote];
+                let Some(current) = opened.get(contact) else {
+                    ctx.unreadable(*contact);
+                    return Ok(());
+                };
+                let out = outbound(spec, current);
+                match ctx.conn.update(&l.meta.id, &l.meta.etag, &out).await {
+                    Ok(meta) => {
+                        ctx.step()?;
+                        let key = self.remote_key(ctx.link.id, &meta.id);
+                        let remote_mac = Hub::content_mac(&self.keys, &inbound_raw(spec, &out));
+                        let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
+                        ctx.bind_key(key, *contact, &meta.etag, remote_mac, hub_mac);
+                        ctx.counts.remote_updated += 1;
+                        ctx.event(self, "remote-updated", Some(*contact), Some(&meta.id), None);
+                    }
+                    Err(e) => ctx.item_error(Some(&l.meta.id), Some(*contact), &e),
+                }
+            }
+            Action::PushDelete { remote, contact } => {
+                let l = &listed[*remote];
+                match ctx.conn.delete(&l.meta.id, &l.meta.etag).await {
+                    Ok(()) => {
+                        ctx.step()?;
+                        ctx.batch.forget.push(l.key);
+                        ctx.counts.remote_deleted += 1;
+                        ctx.event(
+                            self,
+                            "remote-deleted",
+                            Some(*contact),
+                            Some(&l.meta.id),
+                            None,
+                        );
+                    }
+                    Err(e) => ctx.item_error(Some(&l.meta.id), Some(*contact), &e),
+                }
+            }
+            Action::Refresh { remote, contact } => {
+                let l = &listed[*remote];
+                let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
+                let remote_mac = ctx.incoming.get(&l.key).map(|i| i.prepared.content_mac);
+                match remote_mac {
+                    Some(m) => ctx.bind(l, *contact, &l.meta.etag.clone(), m, hub_mac),
+                    None => ctx.bind(l, *contact, &l.meta.etag.clone(), hub_mac, hub_mac),
+                }
+                ctx.counts.unchanged += 1;
+            }
+            Action::Forget { contact, key } => {
+                ctx.batch.forget.push(*key);
+                ctx.event(self, "unlinked", Some(*contact), None, None);
+            }
+            Action::KeepBoth { remote, contact } => {
+                let l = &listed[*remote];
+                let (Some(inc), Some(current)) = (ctx.incoming.remove(&l.key), opened.get(contact))
+                else {
+                    ctx.unreadable(*contact);
+                    return Ok(());
+                };
+                // The remote version becomes a contact of its own, with a UID of its own.
+                let copy_id = ContactId::new();
+                let mut copy = inbound(spec, &inc.prepared.contact, Some(current));
+                copy.set_text("UID", Some(&format!("urn:uuid:{}", uuid::Uuid::new_v4())));
+                let copy = Hub::prepare(&self.keys, copy, self.region.as_deref());
+                ctx.batch
+                    .contacts
+                    .push(Hub::seal_row(&self.keys, copy_id, 1, &copy, now_s)?);
+                // The endpoint's item takes the copy's new UID, so the two never match again.
+                let copy_out = outbound(spec, &copy.contact);
+                ctx.step()?;
+                let (mut etag, mut remote_mac) = (inc.meta.etag.clone(), inc.prepared.content_mac);
+                let mut copy_key = l.key;
+                match ctx.conn.update(&l.meta.id, &etag, &copy_out).await {
+                    Ok(meta) => {
+                        etag = meta.etag;
+                        remote_mac = Hub::content_mac(&self.keys, &inbound_raw(spec, &copy_out));
+                        copy_key = self.remote_key(ctx.link.id, &meta.id);
+                    }
+                    Err(e) => ctx.item_error(Some(&l.meta.id), Some(copy_id), &e),
+                }
+                ctx.bind_key(copy_key, copy_id, &etag, remote_mac, copy.content_mac);
+                ctx.counts.hub_created += 1;
+                ctx.counts.conflicts += 1;
+                // The hub version goes to the endpoint as a new item.
+                let out = outbound(spec, current);
+                ctx.step()?;
+                match ctx.conn.create(&out).await {
+                    Ok(meta) => {
+                        ctx.step()?;
+                        let key = self.remote_key(ctx.link.id, &meta.id);
+                        let remote_mac = Hub::content_mac(&self.keys, &inbound_raw(spec, &out));
+                        let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
+                        ctx.bind_key(key, *contact, &meta.etag, remote_mac, hub_mac);
+                        ctx.counts.remote_created += 1;
+                    }
+                    Err(e) => ctx.item_error(None, Some(*contact), &e),
+                }
+                ctx.event(self, "kept-both", Some(*contact), Some(&l.meta.id), None);
+            }
+            Action::Queue { contact, kind } => {
+                ctx.batch.open_conflicts.push(ConflictRow {
+                    id: ConflictId::new(),
+                    link: ctx.link.id,
+                    contact: *contact,
+                    kind: kind.as_str().into(),
+                    resolution: None,
+                    created_at: now_s,
+                });
+                ctx.counts.conflicts += 1;
+                ctx.event(self, "conflict", Some(*contact), None, Some(kind.as_str()));
+            }
+            Action::Skip { remote, reason } => {
+                let l = &listed[*remote];
+                ctx.counts.rejected += 1;
+                ctx.errors.push(ItemError {
+                    remote: Some(l.meta.id.to_string()),
+                    contact: None,
+                    error: reason.clone(),
+                });
+                ctx.event(self, "rejected", None, Some(&l.meta.id), Some(reason));
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals an event's detail (remote id, reason) for the run's event log.
+    fn seal_detail(
+        &self,
+        run: RunId,
+        seq: i64,
+        remote: Option<&RemoteId>,
+        note: Option<&str>,
+    ) -> Option<Vec<u8>> {
+        if remote.is_none() && note.is_none() {
+            return None;
+        }
+        let detail = serde_json::json!({ "remote": remote.map(RemoteId::as_str), "note": note });
+        let mut record = run.as_bytes().to_vec();
+        record.extend_from_slice(&seq.to_be_bytes());
+        let at = RecordRef {
+            table: "run_events",
+            workspace: self.keys.workspace(),
+            record: &record,
+            field: "detail",
+        };
+        self.keys.seal(&at, detail.to_string().as_bytes()).ok()
+    }
+
+    /// Opens an event's detail.
+    pub fn open_detail(&self, run: RunId, seq: i64, sealed: &[u8]) -> Option<serde_json::Value> {
+        let mut record = run.as_bytes().to_vec();
+        record.extend_from_slice(&seq.to_be_bytes());
+        let at = RecordRef {
+            table: "run_events",
+            workspace: self.keys.workspace(),
+            record: &record,
+            field: "detail",
+        };
+        let plain = zeroize::Zeroizing::new(self.keys.open(&at, sealed).ok()?);
+        serde_json::from_slice(&plain).ok()
+    }
+}
+
+impl Ctx<'_> {
+    fn step(&mut self) -> Result<(), RunError> {
+        self.steps += 1;
+        if self.interrupt_at == Some(self.steps) {
+            return Err(RunError::Interrupted(self.steps));
+        }
+        Ok(())
+    }
+
+    fn next_version(&mut self, c: ContactId) -> i64 {
+        let v = self.versions.entry(c).or_insert(0);
+        *v += 1;
+        *v
+    }
+
+    fn bind(
+        &mut self,
+        l: &Listed,
+        contact: ContactId,
+        etag: &Etag,
+        remote_mac: [u8; 32],
+        hub_mac: [u8; 32],
+    ) {
+        self.bind_key(l.key, contact, etag, remote_mac, hub_mac);
+    }
+
+    fn bind_key(
+        &mut self,
+        key: RemoteKey,
+        contact: ContactId,
+        etag: &Etag,
+        remote_mac: [u8; 32],
+        hub_mac: [u8; 32],
+    ) {
+        self.batch.upserts.push(StateRow {
+            remote_key: key,
+            contact,
+            etag: etag.as_str().to_owned(),
+            remote_mac,
+            hub_mac,
+        });
+    }
+
+    fn event(
+        &mut self,
+        engine: &Engine,
+        action: &str,
+        contact: Option<ContactId>,
+        remote: Option<&RemoteId>,
+        note: Option<&str>,
+    ) {
+        self.seq += 1;
+        let detail = engine.seal_detail(self.run, self.seq, remote, note);
+        self.batch.events.push(EventRow {
+            seq: self.seq,
+            action: action.to_owned(),
+            contact,
+            detail,
+            at: now_ms(),
+        });
+    }
+
+    fn item_error(
+        &mut self,
+        remote: Option<&RemoteId>,
+        contact: Option<ContactId>,
+        e: &ConnectorError,
+    ) {
+        self.counts.rejected += 1;
+        self.errors.push(ItemError {
+            remote: remote.map(ToString::to_string),
+            contact,
+            error: e.to_string(),
+        });
+    }
+
+    fn unreadable(&mut self, contact: ContactId) {
+        self.counts.rejected += 1;
+        self.errors.push(ItemError {
+            remote: None,
+            contact: Some(contact),
+            error: "the hub contact could not be opened".into(),
+        });
+    }
+}
+
+/// The hub contact an action must open, if any.
+fn needs_hub_contact(a: &Action) -> Option<ContactId> {
+    match a {
+        Action::PullMerge { contact, .. }
+        | Action::PullUpdate { contact, .. }
+        | Action::PushCreate { contact, .. }
+        | Action::PushUpdate { contact, .. }
+        | Action::KeepBoth { contact, .. } => Some(*contact),
+        _ => None,
+    }
+}
+
+fn action_contact(a: &Action) -> Option<ContactId> {
+    match a {
+        Action::PullMerge { contact, .. }
+        | Action::Adopt { contact, .. }
+        | Action::PullUpdate { contact, .. }
+        | Action::PullDelete { contact, .. }
+        | Action::PushCreate { contact, .. }
+        | Action::PushUpdate { contact, .. }
+        | Action::PushDelete { contact, .. }
+        | Action::Refresh { contact, .. }
+        | Action::Forget { contact, .. }
+        | Action::KeepBoth { contact, .. }
+        | Action::Queue { contact, .. } => Some(*contact),
+        Action::PullCreate { .. } | Action::Skip { .. } => None,
+    }
+}

@@ -1,0 +1,258 @@
+//! What endpoints and links are: their settings, as stored (sealed JSON) and as declared.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sealsync_connector::{Connector, ConnectorError};
+use sealsync_connectors::csv::CsvFile;
+use sealsync_connectors::vdir::Vdir;
+use sealsync_contact::VcardVersion;
+use sealsync_contact::csv::{CsvLayout, CsvPreset};
+use serde::{Deserialize, Serialize};
+
+/// One external contact collection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum EndpointSpec {
+    /// A folder of `.vcf` files.
+    Vdir {
+        path: PathBuf,
+        /// vCard version of files written: `4.0` (default) or `3.0`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+    },
+    /// One CSV file.
+    Csv {
+        path: PathBuf,
+        /// `google` (default) or `outlook`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        preset: Option<String>,
+        /// A column mapping file (TOML), instead of a preset.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        map: Option<PathBuf>,
+    },
+}
+
+impl EndpointSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EndpointSpec::Vdir { .. } => "vdir",
+            EndpointSpec::Csv { .. } => "csv",
+        }
+    }
+
+    /// Checks what can be checked without touching the endpoint.
+    pub fn validate(&self) -> Result<(), ConnectorError> {
+        match self {
+            EndpointSpec::Vdir { version, .. } => vcard_version(version.as_deref()).map(|_| ()),
+            EndpointSpec::Csv { preset, map, .. } => {
+                layout(preset.as_deref(), map.as_deref()).map(|_| ())
+            }
+        }
+    }
+
+    /// Opens the connector this endpoint describes.
+    pub fn open(&self) -> Result<Arc<dyn Connector>, ConnectorError> {
+        match self {
+            EndpointSpec::Vdir { path, version } => Ok(Arc::new(Vdir::open(
+                path,
+                vcard_version(version.as_deref())?,
+            )?)),
+            EndpointSpec::Csv { path, preset, map } => Ok(Arc::new(CsvFile::open(
+                path,
+                layout(preset.as_deref(), map.as_deref())?,
+            )?)),
+        }
+    }
+
+    /// Makes relative paths relative to `base` (the folder of the file that declared them).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        match self {
+            EndpointSpec::Vdir { path, .. } => fix(path),
+            EndpointSpec::Csv { path, map, .. } => {
+                fix(path);
+                if let Some(m) = map {
+                    fix(m);
+                }
+            }
+        }
+    }
+}
+
+fn vcard_version(v: Option<&str>) -> Result<VcardVersion, ConnectorError> {
+    match v.unwrap_or("4.0") {
+        "4.0" | "4" => Ok(VcardVersion::V4),
+        "3.0" | "3" => Ok(VcardVersion::V3),
+        other => Err(ConnectorError::Config(format!(
+            "vCard version {other:?}: expected 4.0 or 3.0"
+        ))),
+    }
+}
+
+fn layout(preset: Option<&str>, map: Option<&Path>) -> Result<CsvLayout, ConnectorError> {
+    match (preset, map) {
+        (Some(_), Some(_)) => Err(ConnectorError::Config(
+            "give a CSV preset or a map, not both".into(),
+        )),
+        (_, Some(map)) => {
+            let text = std::fs::read_to_string(map)
+                .map_err(|e| ConnectorError::Config(format!("{}: {}", map.display(), e.kind())))?;
+            CsvLayout::from_mapping_toml(&text)
+                .map_err(|e| ConnectorError::Config(format!("{}: {e}", map.display())))
+        }
+        (p, None) => {
+            let preset: CsvPreset = p
+                .unwrap_or("google")
+                .parse()
+                .map_err(ConnectorError::Config)?;
+            Ok(CsvLayout::preset(preset))
+        }
+    }
+}
+
+/// Which way a link moves contacts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// Endpoint → hub.
+    Pull,
+    /// Hub → endpoint.
+    Push,
+    /// Both ways.
+    #[default]
+    Both,
+}
+
+impl Direction {
+    pub fn pulls(self) -> bool {
+        matches!(self, Direction::Pull | Direction::Both)
+    }
+
+    pub fn pushes(self) -> bool {
+        matches!(self, Direction::Push | Direction::Both)
+    }
+}
+
+/// What happens when a contact changed on both sides since the last sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictPolicy {
+    /// The hub's version wins.
+    HubWins,
+    /// The endpoint's version wins.
+    RemoteWins,
+    /// The version changed last wins (a tie goes to the hub).
+    Newest,
+    /// Both versions are kept, as two contacts.
+    KeepBoth,
+    /// Nothing changes; the contact waits in the conflict queue for a decision.
+    #[default]
+    Manual,
+}
+
+/// What happens when one side deleted a contact the other side edited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeleteVsEdit {
+    /// The edited contact survives (and comes back where it was deleted).
+    #[default]
+    EditWins,
+    /// The delete wins.
+    DeleteWins,
+}
+
+/// Whether deletions travel over this link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Deletions {
+    /// A delete on one side deletes on the other.
+    #[default]
+    Propagate,
+    /// Deletes are not passed on; the contact is only unlinked.
+    Keep,
+}
+
+/// A link's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    #[serde(default)]
+    pub direction: Direction,
+    #[serde(default)]
+    pub conflict: ConflictPolicy,
+    #[serde(default)]
+    pub delete_vs_edit: DeleteVsEdit,
+    #[serde(default)]
+    pub deletions: Deletions,
+    /// Properties never written to the endpoint (and kept in the hub when pulling).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
+    /// Properties written to the endpoint masked (and kept in the hub when pulling).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mask: Vec<String>,
+    /// Renames on the way out: hub property → endpoint property (reversed on the way in).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub map: BTreeMap<String, String>,
+    /// Source priority for merging single values into a matched contact: the higher wins;
+    /// the hub's values count as 0.
+    #[serde(default)]
+    pub priority: i32,
+    /// Largest share of the link's contacts one run may delete without `--allow-mass-delete`.
+    #[serde(default = "default_max_delete_share")]
+    pub max_delete_share: f64,
+}
+
+fn default_max_delete_share() -> f64 {
+    0.2
+}
+
+impl Default for LinkSpec {
+    fn default() -> Self {
+        Self {
+            direction: Direction::default(),
+            conflict: ConflictPolicy::default(),
+            delete_vs_edit: DeleteVsEdit::default(),
+            deletions: Deletions::default(),
+            drop: Vec::new(),
+            mask: Vec::new(),
+            map: BTreeMap::new(),
+            priority: 0,
+            max_delete_share: default_max_delete_share(),
+        }
+    }
+}
+
+impl LinkSpec {
+    /// Normalizes property names and checks values.
+    pub fn validate(&mut self) -> Result<(), String> {
+        for list in [&mut self.drop, &mut self.mask] {
+            for p in list.iter_mut() {
+                *p = property_name(p)?;
+            }
+        }
+        let mut map = BTreeMap::new();
+        for (k, v) in &self.map {
+            map.insert(property_name(k)?, property_name(v)?);
+        }
+        self.map = map;
+        if !(0.0..=1.0).contains(&self.max_delete_share) {
+            return Err("max_delete_share must be between 0 and 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn property_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(s.to_ascii_uppercase())
+    } else {
+        Err(format!("{s:?} is not a vCard property name"))
+    }
+}

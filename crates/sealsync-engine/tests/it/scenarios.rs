@@ -1,0 +1,541 @@
+use sealsync_engine::spec::{ConflictPolicy, DeleteVsEdit, Direction};
+use sealsync_engine::{LinkSpec, PlanError, RunError, RunOptions};
+
+use crate::harness::*;
+
+fn both(conflict: ConflictPolicy) -> LinkSpec {
+    LinkSpec {
+        direction: Direction::Both,
+        conflict,
+        ..LinkSpec::default()
+    }
+}
+
+/// Five people in vdir `a`, synced to the hub and on to vdir `b`.
+async fn two_vdirs(conflict: ConflictPolicy) -> (World, std::path::PathBuf, std::path::PathBuf) {
+    let w = world().await;
+    let a = w.vdir_link("a", both(conflict)).await;
+    let b = w.vdir_link("b", both(conflict)).await;
+    for i in 1..=5 {
+        put(
+            &a,
+            &format!("p{i}.vcf"),
+            &card(
+                &format!("p{i}"),
+                &format!("Person {i}"),
+                &format!("p{i}@example.org"),
+                "",
+            ),
+        );
+    }
+    let r = w.sync("a").await;
+    assert_eq!(r.counts.hub_created, 5);
+    let r = w.sync("b").await;
+    assert_eq!(r.counts.remote_created, 5);
+    (w, a, b)
+}
+
+#[tokio::test]
+async fn changes_on_either_side_reach_the_other() {
+    let (w, a, b) = two_vdirs(ConflictPolicy::Manual).await;
+    assert_eq!(vdir(&a), vdir(&b));
+    assert_eq!(w.hub().await, vdir(&a));
+
+    // A no-op run changes nothing.
+    let r = w.sync("a").await;
+    assert_eq!(
+        (
+            r.counts.created,
+            r.counts.updated,
+            r.counts.deleted,
+            r.counts.unchanged
+        ),
+        (0, 0, 0, 5)
+    );
+
+    // Edit and create in b, delete in a.
+    put(
+        &b,
+        &file_name(&b, "p2"),
+        &card("p2", "Person Two", "p2@example.org", "edited in b"),
+    );
+    put(&b, "new.vcf", &card("p6", "Person 6", "p6@example.org", ""));
+    std::fs::remove_file(a.join("p3.vcf")).unwrap();
+    w.sync("a").await;
+    w.sync("b").await;
+    w.sync("a").await;
+    let hub = w.hub().await;
+    assert_eq!(hub.len(), 5);
+    assert_eq!(hub["p2"].note, "edited in b");
+    assert!(!hub.contains_key("p3"));
+    assert_eq!(vdir(&a), hub);
+    assert_eq!(vdir(&b), hub);
+}
+
+fn file_name(dir: &std::path::Path, uid: &str) -> String {
+    file_of(dir, uid)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string()
+}
+
+/// Edits p1 in the hub (through vdir b) and in vdir a, then runs link a.
+async fn conflict_on_p1(
+    conflict: ConflictPolicy,
+    remote_newer: bool,
+) -> (World, std::path::PathBuf, std::path::PathBuf) {
+    let (w, a, b) = two_vdirs(conflict).await;
+    put(
+        &b,
+        &file_name(&b, "p1"),
+        &card("p1", "Person 1", "p1@example.org", "hub side"),
+    );
+    w.sync("b").await;
+    put(
+        &a,
+        "p1.vcf",
+        &card("p1", "Person 1", "p1@example.org", "remote side"),
+    );
+    if remote_newer {
+        touch_future(&a.join("p1.vcf"), 30);
+    }
+    (w, a, b)
+}
+
+#[tokio::test]
+async fn conflicts_follow_the_link_policy() {
+    for (policy, newer, expect) in [
+        (ConflictPolicy::HubWins, true, "hub side"),
+        (ConflictPolicy::RemoteWins, false, "remote side"),
+        (ConflictPolicy::Newest, true, "remote side"),
+        (ConflictPolicy::Newest, false, "hub side"),
+    ] {
+        let (w, a, b) = conflict_on_p1(policy, newer).await;
+        w.sync("a").await;
+        w.sync("b").await;
+        let hub = w.hub().await;
+        assert_eq!(hub["p1"].note, expect, "{policy:?} newer={newer}");
+        assert_eq!(vdir(&a), hub, "{policy:?}");
+        assert_eq!(vdir(&b), hub, "{policy:?}");
+    }
+}
+
+#[tokio::test]
+async fn keep_both_keeps_both_versions_everywhere() {
+    let (w, a, b) = conflict_on_p1(ConflictPolicy::KeepBoth, false).await;
+    let r = w.sync("a").await;
+    assert_eq!(r.counts.conflicts, 1);
+    w.sync("b").await;
+    w.sync("a").await;
+    let hub = w.hub().await;
+    assert_eq!(hub.len(), 6);
+    let notes: Vec<&str> = hub
+        .values()
+        .filter(|p| p.name == "Person 1")
+        .map(|p| p.note.as_str())
+        .collect();
+    assert_eq!(notes.len(), 2);
+    assert!(notes.contains(&"hub side") && notes.contains(&"remote side"));
+    assert_eq!(vdir(&a), hub);
+    assert_eq!(vdir(&b), hub);
+}
+
+#[tokio::test]
+async fn manual_conflicts_wait_for_a_decision() {
+    let (w, a, _b) = conflict_on_p1(ConflictPolicy::Manual, false).await;
+    let r = w.sync("a").await;
+    assert_eq!(r.counts.conflicts, 1);
+    // Nothing moved on either side, and a second run does not queue it twice.
+    assert_eq!(w.hub().await["p1"].note, "hub side");
+    assert_eq!(vdir(&a)["p1"].note, "remote side");
+    w.sync("a").await;
+    let store = w.engine.hub().store();
+    let ws = w.engine.keys().workspace();
+    let queued = store.conflicts(ws).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert!(
+        store
+            .resolve_conflict(ws, queued[0].id, "remote")
+            .await
+            .unwrap()
+    );
+    w.sync("a").await;
+    assert_eq!(w.hub().await["p1"].note, "remote side");
+    assert!(store.conflicts(ws).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn delete_versus_edit_keeps_the_edit_by_default() {
+    let (w, a, b) = two_vdirs(ConflictPolicy::Manual).await;
+    // Edited in the hub (through b), deleted in a.
+    put(
+        &b,
+        &file_name(&b, "p4"),
+        &card("p4", "Person 4", "p4@example.org", "still here"),
+    );
+    w.sync("b").await;
+    std::fs::remove_file(a.join("p4.vcf")).unwrap();
+    w.sync("a").await;
+    assert_eq!(w.hub().await["p4"].note, "still here");
+    assert_eq!(
+        vdir(&a)["p4"].note,
+        "still here",
+        "the deleted file comes back with the edit"
+    );
+
+    // Deleted in the hub (through b), edited in a: the edit restores it.
+    std::fs::remove_file(file_of(&b, "p5")).unwrap();
+    w.sync("b").await;
+    assert!(!w.hub().await.contains_key("p5"));
+    put(
+        &a,
+        "p5.vcf",
+        &card("p5", "Person 5", "p5@example.org", "edited"),
+    );
+    w.sync("a").await;
+    w.sync("b").await;
+    let hub = w.hub().await;
+    assert_eq!(hub["p5"].note, "edited");
+    assert_eq!(vdir(&b), hub);
+}
+
+#[tokio::test]
+async fn delete_wins_when_the_link_says_so() {
+    let w = world().await;
+    let spec = LinkSpec {
+        delete_vs_edit: DeleteVsEdit::DeleteWins,
+        ..both(ConflictPolicy::Manual)
+    };
+    let a = w.vdir_link("a", spec.clone()).await;
+    let b = w.vdir_link("b", spec).await;
+    for i in 1..=5 {
+        put(
+            &a,
+            &format!("p{i}.vcf"),
+            &card(&format!("p{i}"), "P", &format!("p{i}@example.org"), ""),
+        );
+    }
+    w.sync("a").await;
+    w.sync("b").await;
+    put(
+        &b,
+        &file_name(&b, "p4"),
+        &card("p4", "P", "p4@example.org", "edit"),
+    );
+    w.sync("b").await;
+    std::fs::remove_file(a.join("p4.vcf")).unwrap();
+    w.sync("a").await;
+    w.sync("b").await;
+    assert!(!w.hub().await.contains_key("p4"));
+    assert!(!vdir(&b).contains_key("p4"));
+}
+
+#[tokio::test]
+async fn the_same_people_twice_give_one_contact_each() {
+    let (w, a, _b) = two_vdirs(ConflictPolicy::Manual).await;
+    // The same export copied into a third folder: linked, not duplicated.
+    let c = w
+        .vdir_link(
+            "c",
+            LinkSpec {
+                direction: Direction::Pull,
+                ..LinkSpec::default()
+            },
+        )
+        .await;
+    for e in std::fs::read_dir(&a).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), c.join(e.file_name())).unwrap();
+    }
+    let r = w.sync("c").await;
+    assert_eq!((r.counts.hub_created, r.counts.hub_updated), (0, 0));
+    assert_eq!(w.hub().await.len(), 5);
+
+    // The same person from another system, under another UID and with a second address.
+    let d = w
+        .vdir_link(
+            "d",
+            LinkSpec {
+                direction: Direction::Pull,
+                ..LinkSpec::default()
+            },
+        )
+        .await;
+    put(
+        &d,
+        "x.vcf",
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:other-system-7\r\nFN:Person 2\r\nEMAIL:P2@Example.org\r\nEMAIL:p2@work.example\r\nTITLE:Engineer\r\nEND:VCARD\r\n",
+    );
+    let r = w.sync("d").await;
+    assert_eq!((r.counts.hub_created, r.counts.hub_updated), (0, 1));
+    let hub = w.hub().await;
+    assert_eq!(hub.len(), 5);
+    assert_eq!(
+        hub["p2"].emails,
+        vec!["p2@example.org".to_owned(), "p2@work.example".to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn mass_deletion_stops_the_run_before_any_change() {
+    let (w, a, b) = two_vdirs(ConflictPolicy::Manual).await;
+    for i in 1..=2 {
+        std::fs::remove_file(a.join(format!("p{i}.vcf"))).unwrap();
+    }
+    let err = w.try_sync("a", &RunOptions::default()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RunError::Guard {
+                error: PlanError::MassDelete {
+                    deletes: 2,
+                    linked: 5,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(w.hub().await.len(), 5);
+
+    // An emptied folder is never read as "everyone was deleted".
+    for e in std::fs::read_dir(&b).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let err = w.try_sync("b", &RunOptions::default()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RunError::Guard {
+                error: PlanError::EmptySnapshot { linked: 5 },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(w.hub().await.len(), 5);
+
+    // Unless it is meant.
+    let r = w
+        .try_sync(
+            "a",
+            &RunOptions {
+                allow_mass_delete: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.counts.hub_deleted, 2);
+    assert_eq!(w.hub().await.len(), 3);
+}
+
+#[tokio::test]
+async fn an_unreadable_endpoint_deletes_nothing() {
+    let (w, a, _b) = two_vdirs(ConflictPolicy::Manual).await;
+    // One unreadable file: skipped and reported, never read as a deletion.
+    put(&a, "p1.vcf", "this is not a vCard");
+    let r = w.sync("a").await;
+    assert_eq!(r.counts.rejected, 1);
+    assert_eq!(r.counts.hub_deleted, 0);
+    assert_eq!(w.hub().await.len(), 5);
+    // A folder that cannot be listed stops the run.
+    std::fs::remove_dir_all(&a).unwrap();
+    std::fs::write(&a, "now a file").unwrap();
+    assert!(matches!(
+        w.try_sync("a", &RunOptions::default()).await,
+        Err(RunError::Endpoint { .. })
+    ));
+    assert_eq!(w.hub().await.len(), 5);
+}
+
+#[tokio::test]
+async fn dry_run_plans_and_changes_nothing() {
+    let w = world().await;
+    let a = w.vdir_link("a", both(ConflictPolicy::Manual)).await;
+    put(&a, "p1.vcf", &card("p1", "P", "p1@example.org", ""));
+    let r = w
+        .try_sync(
+            "a",
+            &RunOptions {
+                dry_run: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.plan.unwrap().actions.len(), 1);
+    assert!(w.hub().await.is_empty());
+    assert!(
+        w.engine
+            .hub()
+            .store()
+            .runs(w.engine.keys().workspace(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn push_links_drop_fields_and_pulls_keep_them() {
+    let w = world().await;
+    let spec = LinkSpec {
+        drop: vec!["NOTE".into()],
+        ..both(ConflictPolicy::Manual)
+    };
+    let a = w.vdir_link("a", spec).await;
+    w.engine
+        .hub()
+        .import(
+            w.engine.keys(),
+            vec![contact("p1", "Ann", "secret note")],
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    w.sync("a").await;
+    assert_eq!(
+        vdir(&a)["p1"].note,
+        "",
+        "the dropped NOTE never reaches the endpoint"
+    );
+    put(&a, &file_name(&a, "p1"), &card("p1", "Ann B", "", ""));
+    w.sync("a").await;
+    let hub = w.hub().await;
+    assert_eq!(hub["p1"].name, "Ann B");
+    assert_eq!(
+        hub["p1"].note, "secret note",
+        "pulling an edit keeps what the link never carries"
+    );
+}
+
+fn contact(uid: &str, name: &str, note: &str) -> sealsync_contact::Contact {
+    let text = card(uid, name, "", note);
+    sealsync_contact::vcard::read_all(text.as_bytes())
+        .0
+        .remove(0)
+        .contact
+}
+
+#[tokio::test]
+async fn runs_are_recorded_with_sealed_event_details() {
+    let (w, _a, _b) = two_vdirs(ConflictPolicy::Manual).await;
+    let store = w.engine.hub().store();
+    let ws = w.engine.keys().workspace();
+    let runs = store.runs(ws, 10).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(
+        runs.iter()
+            .all(|r| r.status == "ok" && r.ended_at.is_some())
+    );
+    let events = store.run_events(ws, runs[1].id).await.unwrap();
+    assert_eq!(events.len(), 5);
+    for e in &events {
+        assert_eq!(e.action, "hub-created");
+        let sealed = e.detail.as_ref().unwrap();
+        assert!(
+            !String::from_utf8_lossy(sealed).contains(".vcf"),
+            "event detail in plaintext"
+        );
+        let detail = w.engine.open_detail(runs[1].id, e.seq, sealed).unwrap();
+        assert!(detail["remote"].as_str().unwrap().ends_with(".vcf"));
+    }
+}
+
+#[tokio::test]
+async fn csv_backup_gets_every_contact_without_dropped_fields() {
+    let w = world().await;
+    let a = w.vdir_link("a", both(ConflictPolicy::Manual)).await;
+    for i in 1..=3 {
+        put(
+            &a,
+            &format!("p{i}.vcf"),
+            &card(
+                &format!("p{i}"),
+                &format!("Person {i}"),
+                &format!("p{i}@example.org"),
+                "private",
+            ),
+        );
+    }
+    w.sync("a").await;
+    let csv = w.path("backup.csv");
+    w.engine
+        .put_endpoint(
+            "backup",
+            &sealsync_engine::EndpointSpec::Csv {
+                path: csv.clone(),
+                preset: Some("google".into()),
+                map: None,
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    let spec = LinkSpec {
+        direction: Direction::Push,
+        drop: vec!["NOTE".into()],
+        ..LinkSpec::default()
+    };
+    w.engine
+        .put_link("backup", "backup", &spec, false)
+        .await
+        .unwrap();
+    let r = w.sync("backup").await;
+    assert_eq!(r.counts.remote_created, 3);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 4);
+    assert!(!text.contains("private"));
+    // A second run is a no-op; an edit in the hub updates its row.
+    let r = w.sync("backup").await;
+    assert_eq!(
+        (r.counts.created, r.counts.updated, r.counts.unchanged),
+        (0, 0, 3)
+    );
+    put(
+        &a,
+        "p2.vcf",
+        &card("p2", "Person Two", "p2@example.org", "private"),
+    );
+    w.sync("a").await;
+    let r = w.sync("backup").await;
+    assert_eq!(r.counts.remote_updated, 1);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        text.contains("Person Two") && !text.contains("Person 2"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn pg_two_way_sync_on_postgres() {
+    let Some(w) = pg_world().await else { return };
+    let a = w.vdir_link("a", both(ConflictPolicy::Newest)).await;
+    let b = w.vdir_link("b", both(ConflictPolicy::Newest)).await;
+    for i in 1..=5 {
+        put(
+            &a,
+            &format!("p{i}.vcf"),
+            &card(&format!("p{i}"), "P", &format!("p{i}@example.org"), ""),
+        );
+    }
+    w.sync("a").await;
+    w.sync("b").await;
+    put(
+        &b,
+        &file_name(&b, "p2"),
+        &card("p2", "P", "p2@example.org", "edited"),
+    );
+    std::fs::remove_file(a.join("p1.vcf")).unwrap();
+    w.sync("b").await;
+    w.sync("a").await;
+    w.sync("b").await;
+    let hub = w.hub().await;
+    assert_eq!(hub.len(), 4);
+    assert_eq!(hub["p2"].note, "edited");
+    assert_eq!(vdir(&a), hub);
+    assert_eq!(vdir(&b), hub);
+}

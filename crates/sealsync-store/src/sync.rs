@@ -1,0 +1,645 @@
+//! Sync data: endpoints, links, link state, runs, run events and the conflict queue.
+//!
+//! Link state is what makes a sync incremental and restartable: per link and remote item, the
+//! hub contact it is bound to, the etag last seen, and keyed content hashes of both sides as
+//! last synced. Remote ids are stored only as keyed hashes. [`Store::apply_sync_batch`] writes
+//! hub contacts, link state, events and conflicts of a batch of actions in one transaction.
+
+use sealsync_crypto::RecordRef;
+use sealsync_types::{ConflictId, ContactId, EndpointId, LinkId, RunId, WorkspaceId};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AssertSqlSafe};
+
+use crate::StoreError;
+use crate::db::{ContactRow, IndexEntries, Marks, Store, contact_id, get, now, to32};
+
+/// A stored endpoint; `config` is sealed.
+#[derive(Debug, Clone)]
+pub struct EndpointRow {
+    pub id: EndpointId,
+    pub name: String,
+    pub kind: String,
+    pub config: Vec<u8>,
+    pub created_at: i64,
+}
+
+/// A stored link; `config` is sealed.
+#[derive(Debug, Clone)]
+pub struct LinkRow {
+    pub id: LinkId,
+    pub name: String,
+    pub endpoint: EndpointId,
+    pub config: Vec<u8>,
+    pub created_at: i64,
+}
+
+/// One remote item's binding to a hub contact, as of the last sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRow {
+    /// Keyed hash of the remote id.
+    pub remote_key: [u8; 32],
+    pub contact: ContactId,
+    pub etag: String,
+    /// Keyed content hash of the remote item when last synced.
+    pub remote_mac: [u8; 32],
+    /// The hub contact's keyed content hash when last synced.
+    pub hub_mac: [u8; 32],
+}
+
+/// What the sync engine needs of a hub contact without opening it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubMeta {
+    pub id: ContactId,
+    pub version: i64,
+    pub mac: [u8; 32],
+    pub deleted: bool,
+    pub updated_at: i64,
+}
+
+/// A run of a link.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub id: RunId,
+    pub link: LinkId,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub status: String,
+    /// JSON object of counts (no contact data).
+    pub counts: String,
+}
+
+/// One event of a run; `detail` is sealed.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub seq: i64,
+    pub action: String,
+    pub contact: Option<ContactId>,
+    pub detail: Option<Vec<u8>>,
+    pub at: i64,
+}
+
+/// A queued conflict: a contact changed on both sides, waiting for a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictRow {
+    pub id: ConflictId,
+    pub link: LinkId,
+    pub contact: ContactId,
+    /// `both-changed`, `deleted-remotely` or `deleted-in-hub`.
+    pub kind: String,
+    /// `hub` or `remote` once someone decided.
+    pub resolution: Option<String>,
+    pub created_at: i64,
+}
+
+/// Everything one batch of sync actions writes, committed together.
+#[derive(Debug, Default)]
+pub struct SyncBatch {
+    pub contacts: Vec<(ContactRow, IndexEntries)>,
+    /// Remote keys whose state goes (applied before `upserts`).
+    pub forget: Vec<[u8; 32]>,
+    pub upserts: Vec<StateRow>,
+    pub events: Vec<EventRow>,
+    pub open_conflicts: Vec<ConflictRow>,
+    pub close_conflicts: Vec<ContactId>,
+}
+
+impl SyncBatch {
+    pub fn is_empty(&self) -> bool {
+        self.contacts.is_empty()
+            && self.forget.is_empty()
+            && self.upserts.is_empty()
+            && self.events.is_empty()
+            && self.open_conflicts.is_empty()
+            && self.close_conflicts.is_empty()
+    }
+}
+
+/// Where a sealed endpoint or link configuration lives.
+pub fn config_ref<'a>(table: &'a str, ws: WorkspaceId, id: &'a [u8; 16]) -> RecordRef<'a> {
+    RecordRef {
+        table,
+        workspace: ws,
+        record: id,
+        field: "config",
+    }
+}
+
+fn b(id: &[u8; 16]) -> Vec<u8> {
+    id.to_vec()
+}
+
+fn id16(bytes: &[u8]) -> Result<[u8; 16], StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("id has the wrong length"))
+}
+
+impl Store {
+    // ---- endpoints and links ----------------------------------------------------------------
+
+    /// Inserts or replaces (by name) an endpoint.
+    pub async fn put_endpoint(&self, ws: WorkspaceId, e: &EndpointRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO endpoints (workspace_id, id, name, kind, config, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (workspace_id, id) DO UPDATE SET name = excluded.name, kind = excluded.kind, config = excluded.config",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(b(e.id.as_bytes()))
+        .bind(e.name.clone())
+        .bind(e.kind.clone())
+        .bind(e.config.clone())
+        .bind(e.created_at)
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    pub async fn endpoints(&self, ws: WorkspaceId) -> Result<Vec<EndpointRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, kind, config, created_at FROM endpoints WHERE workspace_id = $1 ORDER BY name",
+        )
+        .bind(b(ws.as_bytes()))
+        .fetch_all(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(EndpointRow {
+                    id: EndpointId::from_bytes(id16(&get::<Vec<u8>>(r, "id")?)?),
+                    name: get(r, "name")?,
+                    kind: get(r, "kind")?,
+                    config: get(r, "config")?,
+                    created_at: get(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes an endpoint that no link uses. `false` if a link still uses it.
+    pub async fn delete_endpoint(
+        &self,
+        ws: WorkspaceId,
+        id: EndpointId,
+    ) -> Result<bool, StoreError> {
+        let used = sqlx::query(
+            "SELECT COUNT(*) AS n FROM links WHERE workspace_id = $1 AND endpoint_id = $2",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(b(id.as_bytes()))
+        .fetch_one(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        if get::<i64>(&used, "n")? > 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM endpoints WHERE workspace_id = $1 AND id = $2")
+            .bind(b(ws.as_bytes()))
+            .bind(b(id.as_bytes()))
+            .execute(&self.data)
+            .await
+            .map_err(StoreError::db)?;
+        Ok(true)
+    }
+
+    pub async fn put_link(&self, ws: WorkspaceId, l: &LinkRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO links (workspace_id, id, name, endpoint_id, config, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (workspace_id, id) DO UPDATE SET name = excluded.name, endpoint_id = excluded.endpoint_id, config = excluded.config",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(b(l.id.as_bytes()))
+        .bind(l.name.clone())
+        .bind(b(l.endpoint.as_bytes()))
+        .bind(l.config.clone())
+        .bind(l.created_at)
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    pub async fn links(&self, ws: WorkspaceId) -> Result<Vec<LinkRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, endpoint_id, config, created_at FROM links WHERE workspace_id = $1 ORDER BY name",
+        )
+        .bind(b(ws.as_bytes()))
+        .fetch_all(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(LinkRow {
+                    id: LinkId::from_bytes(id16(&get::<Vec<u8>>(r, "id")?)?),
+                    name: get(r, "name")?,
+                    endpoint: EndpointId::from_bytes(id16(&get::<Vec<u8>>(r, "endpoint_id")?)?),
+                    config: get(r, "config")?,
+                    created_at: get(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a link with its state, runs and conflicts. Hub contacts stay.
+    pub async fn delete_link(&self, ws: WorkspaceId, id: LinkId) -> Result<(), StoreError> {
+        let mut tx = self.data.begin().await.map_err(StoreError::db)?;
+        sqlx::query(
+            "DELETE FROM run_events WHERE workspace_id = $1 AND run_id IN \
+             (SELECT id FROM runs WHERE workspace_id = $1 AND link_id = $2)",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(b(id.as_bytes()))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db)?;
+        for sql in [
+            "DELETE FROM runs WHERE workspace_id = $1 AND link_id = $2",
+            "DELETE FROM link_state WHERE workspace_id = $1 AND link_id = $2",
+            "DELETE FROM conflicts WHERE workspace_id = $1 AND link_id = $2",
+            "DELETE FROM links WHERE workspace_id = $1 AND id = $2",
+        ] {
+            sqlx::query(sql)
+                .bind(b(ws.as_bytes()))
+                .bind(b(id.as_bytes()))
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db)?;
+        }
+        tx.commit().await.map_err(StoreError::db)
+    }
+
+    // ---- state ------------------------------------------------------------------------------
+
+    /// Every state row of a link.
+    pub async fn link_state(
+        &self,
+        ws: WorkspaceId,
+        link: LinkId,
+    ) -> Result<Vec<StateRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT remote_key, contact_id, etag, remote_mac, hub_mac FROM link_state \
+             WHERE workspace_id = $1 AND link_id = $2",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(b(link.as_bytes()))
+        .fetch_all(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        rows.iter().map(state_from_row).collect()
+    }
+
+    /// Metadata of every hub contact, tombstones included, without opening any.
+    pub async fn hub_meta(&self, ws: WorkspaceId) -> Result<Vec<HubMeta>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, version, content_mac, deleted, updated_at FROM contacts WHERE workspace_id = $1",
+        )
+        .bind(b(ws.as_bytes()))
+        .fetch_all(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(HubMeta {
+                    id: contact_id(&get::<Vec<u8>>(r, "id")?)?,
+                    version: get(r, "version")?,
+                    mac: to32(&get::<Vec<u8>>(r, "content_mac")?)?,
+                    deleted: get::<i64>(r, "deleted")? != 0,
+                    updated_at: get(r, "updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Writes a batch of sync actions in one transaction: hub contacts with their index
+    /// entries, link state, events and conflicts. All of it lands, or none.
+    pub async fn apply_sync_batch(
+        &self,
+        ws: WorkspaceId,
+        link: LinkId,
+        run: RunId,
+        batch: &SyncBatch,
+    ) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.data.begin().await.map_err(StoreError::db)?;
+        self.write_contacts_in(&mut tx, ws, &batch.contacts).await?;
+        let wsb = b(ws.as_bytes());
+        let linkb = b(link.as_bytes());
+        for part in batch.forget.chunks(400) {
+            let mut m = Marks::new(self.backend);
+            let sql = format!(
+                "DELETE FROM link_state WHERE workspace_id = {} AND link_id = {} AND remote_key IN ({})",
+                m.next(),
+                m.next(),
+                m.list(part.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql))
+                .bind(wsb.clone())
+                .bind(linkb.clone());
+            for k in part {
+                q = q.bind(k.to_vec());
+            }
+            q.execute(&mut *tx).await.map_err(StoreError::db)?;
+        }
+        // A contact bound to a new remote key drops its old binding first.
+        for part in batch.upserts.chunks(400) {
+            let mut m = Marks::new(self.backend);
+            let sql = format!(
+                "DELETE FROM link_state WHERE workspace_id = {} AND link_id = {} AND contact_id IN ({})",
+                m.next(),
+                m.next(),
+                m.list(part.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql))
+                .bind(wsb.clone())
+                .bind(linkb.clone());
+            for s in part {
+                q = q.bind(b(s.contact.as_bytes()));
+            }
+            q.execute(&mut *tx).await.map_err(StoreError::db)?;
+
+            let mut m = Marks::new(self.backend);
+            let values = (0..part.len())
+                .map(|_| m.tuple(7))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut q = sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO link_state (workspace_id, link_id, remote_key, contact_id, etag, remote_mac, hub_mac) \
+                 VALUES {values} ON CONFLICT (workspace_id, link_id, remote_key) DO UPDATE SET \
+                 contact_id = excluded.contact_id, etag = excluded.etag, remote_mac = excluded.remote_mac, \
+                 hub_mac = excluded.hub_mac"
+            )));
+            for s in part {
+                q = q
+                    .bind(wsb.clone())
+                    .bind(linkb.clone())
+                    .bind(s.remote_key.to_vec())
+                    .bind(b(s.contact.as_bytes()))
+                    .bind(s.etag.clone())
+                    .bind(s.remote_mac.to_vec())
+                    .bind(s.hub_mac.to_vec());
+            }
+            q.execute(&mut *tx).await.map_err(StoreError::db)?;
+        }
+        for part in batch.events.chunks(400) {
+            let mut m = Marks::new(self.backend);
+            let values = (0..part.len())
+                .map(|_| m.tuple(7))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut q = sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO run_events (workspace_id, run_id, seq, action, contact_id, detail, at) VALUES {values}"
+            )));
+            for e in part {
+                q = q
+                    .bind(wsb.clone())
+                    .bind(b(run.as_bytes()))
+                    .bind(e.seq)
+                    .bind(e.action.clone())
+                    .bind(e.contact.map(|c| b(c.as_bytes())))
+                    .bind(e.detail.clone())
+                    .bind(e.at);
+            }
+            q.execute(&mut *tx).await.map_err(StoreError::db)?;
+        }
+        for c in &batch.close_conflicts {
+            sqlx::query("DELETE FROM conflicts WHERE workspace_id = $1 AND link_id = $2 AND contact_id = $3")
+                .bind(wsb.clone())
+                .bind(linkb.clone())
+                .bind(b(c.as_bytes()))
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db)?;
+        }
+        for c in &batch.open_conflicts {
+            sqlx::query(
+                "INSERT INTO conflicts (workspace_id, link_id, contact_id, id, kind, resolution, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, NULL, $6) ON CONFLICT (workspace_id, link_id, contact_id) DO NOTHING",
+            )
+            .bind(wsb.clone())
+            .bind(linkb.clone())
+            .bind(b(c.contact.as_bytes()))
+            .bind(b(c.id.as_bytes()))
+            .bind(c.kind.clone())
+            .bind(c.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db)?;
+        }
+        tx.commit().await.map_err(StoreError::db)
+    }
+
+    /// Writes contacts and replaces their index entries inside a transaction.
+    pub(crate) async fn write_contacts_in(
+        &self,
+        tx: &mut AnyConnection,
+        ws: WorkspaceId,
+        rows: &[(ContactRow, IndexEntries)],
+    ) -> Result<(), StoreError> {
+        let wsb = b(ws.as_bytes());
+        for chunk in rows.chunks(200) {
+            let replaced: Vec<&ContactRow> = chunk
+                .iter()
+                .map(|(r, _)| r)
+                .filter(|r| r.version > 1)
+                .collect();
+            if !replaced.is_empty() {
+                let mut m = Marks::new(self.backend);
+                let sql = format!(
+                    "DELETE FROM contact_index WHERE workspace_id = {} AND contact_id IN ({})",
+                    m.next(),
+                    m.list(replaced.len())
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(wsb.clone());
+                for row in replaced {
+                    q = q.bind(b(row.id.as_bytes()));
+                }
+                q.execute(&mut *tx).await.map_err(StoreError::db)?;
+            }
+            let mut m = Marks::new(self.backend);
+            let values = (0..chunk.len())
+                .map(|_| m.tuple(8))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut q = sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO contacts (workspace_id, id, version, key_version, body, content_mac, deleted, updated_at) \
+                 VALUES {values} \
+                 ON CONFLICT (workspace_id, id) DO UPDATE SET version = excluded.version, \
+                 key_version = excluded.key_version, body = excluded.body, content_mac = excluded.content_mac, \
+                 deleted = excluded.deleted, updated_at = excluded.updated_at"
+            )));
+            for (row, _) in chunk {
+                q = q
+                    .bind(wsb.clone())
+                    .bind(b(row.id.as_bytes()))
+                    .bind(row.version)
+                    .bind(i64::from(row.key_version))
+                    .bind(row.body.clone())
+                    .bind(row.content_mac.to_vec())
+                    .bind(i64::from(row.body.is_none()))
+                    .bind(row.updated_at);
+            }
+            q.execute(&mut *tx).await.map_err(StoreError::db)?;
+            let entries: Vec<(&ContactRow, &str, &[u8; 32])> = chunk
+                .iter()
+                .flat_map(|(row, index)| index.iter().map(move |(k, v)| (row, k.as_str(), v)))
+                .collect();
+            for part in entries.chunks(300) {
+                let mut m = Marks::new(self.backend);
+                let values = (0..part.len())
+                    .map(|_| m.tuple(4))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut q = sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO contact_index (workspace_id, kind, value, contact_id) VALUES {values} \
+                     ON CONFLICT DO NOTHING"
+                )));
+                for (row, kind, value) in part {
+                    q = q
+                        .bind(wsb.clone())
+                        .bind(*kind)
+                        .bind(value.to_vec())
+                        .bind(b(row.id.as_bytes()));
+                }
+                q.execute(&mut *tx).await.map_err(StoreError::db)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- runs, events, conflicts ------------------------------------------------------------
+
+    pub async fn put_run(&self, ws: WorkspaceId, r: &RunRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO runs (workspace_id, id, link_id, started_at, ended_at, status, counts) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (workspace_id, id) DO UPDATE SET ended_at = excluded.ended_at, status = excluded.status, counts = excluded.counts",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(b(r.id.as_bytes()))
+        .bind(b(r.link.as_bytes()))
+        .bind(r.started_at)
+        .bind(r.ended_at)
+        .bind(r.status.clone())
+        .bind(r.counts.clone())
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    /// Runs of the workspace, newest first.
+    pub async fn runs(&self, ws: WorkspaceId, limit: u32) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, link_id, started_at, ended_at, status, counts FROM runs WHERE workspace_id = $1 \
+             ORDER BY started_at DESC, id DESC LIMIT $2",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunRow {
+                    id: RunId::from_bytes(id16(&get::<Vec<u8>>(r, "id")?)?),
+                    link: LinkId::from_bytes(id16(&get::<Vec<u8>>(r, "link_id")?)?),
+                    started_at: get(r, "started_at")?,
+                    ended_at: get(r, "ended_at")?,
+                    status: get(r, "status")?,
+                    counts: get(r, "counts")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn run_events(
+        &self,
+        ws: WorkspaceId,
+        run: RunId,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, action, contact_id, detail, at FROM run_events WHERE workspace_id = $1 AND run_id = $2 ORDER BY seq",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(b(run.as_bytes()))
+        .fetch_all(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        rows.iter()
+            .map(|r| {
+                let contact: Option<Vec<u8>> = get(r, "contact_id")?;
+                Ok(EventRow {
+                    seq: get(r, "seq")?,
+                    action: get(r, "action")?,
+                    contact: contact.map(|c| contact_id(&c)).transpose()?,
+                    detail: get(r, "detail")?,
+                    at: get(r, "at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn conflicts(&self, ws: WorkspaceId) -> Result<Vec<ConflictRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, link_id, contact_id, kind, resolution, created_at FROM conflicts WHERE workspace_id = $1 \
+             ORDER BY created_at, id",
+        )
+        .bind(b(ws.as_bytes()))
+        .fetch_all(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        rows.iter().map(conflict_from_row).collect()
+    }
+
+    /// Records a decision for a queued conflict; the link's next run applies it. `false` when
+    /// there is no such conflict.
+    pub async fn resolve_conflict(
+        &self,
+        ws: WorkspaceId,
+        id: ConflictId,
+        resolution: &str,
+    ) -> Result<bool, StoreError> {
+        let r =
+            sqlx::query("UPDATE conflicts SET resolution = $1 WHERE workspace_id = $2 AND id = $3")
+                .bind(resolution.to_owned())
+                .bind(b(ws.as_bytes()))
+                .bind(b(id.as_bytes()))
+                .execute(&self.data)
+                .await
+                .map_err(StoreError::db)?;
+        Ok(r.rows_affected() > 0)
+    }
+}
+
+/// Time now in milliseconds, for run and event stamps.
+pub fn now_ms() -> i64 {
+    now() * 1000
+        + i64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_millis())
+                .unwrap_or(0),
+        )
+}
+
+fn state_from_row(r: &AnyRow) -> Result<StateRow, StoreError> {
+    Ok(StateRow {
+        remote_key: to32(&get::<Vec<u8>>(r, "remote_key")?)?,
+        contact: contact_id(&get::<Vec<u8>>(r, "contact_id")?)?,
+        etag: get(r, "etag")?,
+        remote_mac: to32(&get::<Vec<u8>>(r, "remote_mac")?)?,
+        hub_mac: to32(&get::<Vec<u8>>(r, "hub_mac")?)?,
+    })
+}
+
+fn conflict_from_row(r: &AnyRow) -> Result<ConflictRow, StoreError> {
+    Ok(ConflictRow {
+        id: ConflictId::from_bytes(id16(&get::<Vec<u8>>(r, "id")?)?),
+        link: LinkId::from_bytes(id16(&get::<Vec<u8>>(r, "link_id")?)?),
+        contact: contact_id(&get::<Vec<u8>>(r, "contact_id")?)?,
+        kind: get(r, "kind")?,
+        resolution: get(r, "resolution")?,
+        created_at: get(r, "created_at")?,
+    })
+}
