@@ -102,6 +102,28 @@ pub struct RunReport {
     pub listed: Vec<Listed>,
 }
 
+impl RunReport {
+    /// Adds a follow-up run's counts and errors to this one.
+    fn absorb(&mut self, more: RunReport) {
+        let (a, b) = (&mut self.counts, &more.counts);
+        a.hub_created += b.hub_created;
+        a.hub_updated += b.hub_updated;
+        a.hub_deleted += b.hub_deleted;
+        a.remote_created += b.remote_created;
+        a.remote_updated += b.remote_updated;
+        a.remote_deleted += b.remote_deleted;
+        a.created += b.created;
+        a.updated += b.updated;
+        a.deleted += b.deleted;
+        a.conflicts += b.conflicts;
+        a.rejected += b.rejected;
+        // Unchanged is what the last look found unchanged.
+        a.unchanged = b.unchanged;
+        self.errors.extend(more.errors);
+        self.run = more.run.or(self.run);
+    }
+}
+
 /// Progress of a run: actions done of actions planned.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
 
@@ -372,6 +394,59 @@ impl Engine {
             plan: None,
             listed: Vec::new(),
         })
+    }
+
+    /// Runs links in order (pulling links first), then once more every pushing link that ran
+    /// before a later link changed the hub, so that one `sync` carries a change from any
+    /// endpoint to every other. The second round's counts are added to the first's.
+    pub async fn run_all(
+        &self,
+        links: &[LinkDef],
+        options: &RunOptions,
+        progress: &(dyn Fn(&str, u64, u64) + Send + Sync),
+    ) -> Vec<(String, Result<RunReport, RunError>)> {
+        let mut out: Vec<(String, Result<RunReport, RunError>)> = Vec::new();
+        let mut last_change = None;
+        for (i, def) in links.iter().enumerate() {
+            let r = self
+                .run(def, options, &|d, t| progress(&def.name, d, t))
+                .await;
+            if let Ok(rep) = &r {
+                let c = &rep.counts;
+                if c.hub_created + c.hub_updated + c.hub_deleted > 0 {
+                    last_change = Some(i);
+                }
+            }
+            let stop = matches!(r, Err(RunError::Interrupted(_)));
+            out.push((def.name.clone(), r));
+            if stop {
+                return out;
+            }
+        }
+        if options.dry_run {
+            return out;
+        }
+        let Some(last) = last_change else { return out };
+        for (i, def) in links.iter().enumerate().take(last) {
+            if !def.spec.direction.pushes() || out[i].1.is_err() {
+                continue;
+            }
+            let again = self
+                .run(def, options, &|d, t| progress(&def.name, d, t))
+                .await;
+            match (again, &mut out[i].1) {
+                (Ok(more), Ok(first)) => first.absorb(more),
+                (Ok(_), Err(_)) => {}
+                (Err(e), slot) => {
+                    let stop = matches!(e, RunError::Interrupted(_));
+                    *slot = Err(e);
+                    if stop {
+                        return out;
+                    }
+                }
+            }
+        }
+        out
     }
 
     async fn match_items(

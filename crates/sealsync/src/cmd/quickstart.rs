@@ -8,6 +8,10 @@ use sealsync_contact::vcard::VcardVersion;
 use sealsync_store::ImportOptions;
 use sealsync_types::WorkspaceName;
 
+use sealsync_engine::{
+    ConflictPolicy, Direction, EndpointSpec, Engine, LinkSpec, RunOptions, RunReport,
+};
+
 use crate::cmd::export::{OutputFormat, export_file, export_vdir};
 use crate::cmd::import::{CsvChoice, ImportOutcome, InputFormat, import_stream};
 use crate::context::Context;
@@ -67,6 +71,11 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let vdir = export_vdir(&hub, &keys, &out.join("vcards"), VcardVersion::V4).await?;
+    let demo = demo(
+        ctx,
+        Engine::new(hub.clone(), keys.clone(), ctx.default_region()),
+    )
+    .await?;
     hub.store().close().await;
     println!(
         "Exported {} contacts to {} (Google CSV layout).",
@@ -78,6 +87,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
         vdir.exported,
         out.join("vcards").display()
     );
+    print!("{demo}");
     let failures = csv.errors.len() + vdir.errors.len();
     if failures > 0 {
         println!("{failures} contacts could not be opened; see `sealsync export` for details.");
@@ -93,9 +103,100 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     println!("  sealsync --data-dir {dd} import path/to/your-export.vcf");
     println!("  sealsync --data-dir {dd} export --format vcard3 --out contacts.vcf");
     println!("  sealsync --data-dir {dd} keys status");
+    println!("  edit a file in {dd}/demo/laptop/, then: sealsync --data-dir {dd} sync --dry-run");
     Ok(if outcome.rejected.is_empty() && failures == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(crate::EXIT_PARTIAL)
     })
+}
+
+/// Two-way links with two vCard folders and a one-way CSV backup, run once; then one contact is
+/// edited in the first folder and synced again, so the edit shows up in the other places.
+async fn demo(ctx: &Context, engine: Engine) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    let root = ctx.data_dir.join("demo");
+    let (phone, laptop, backup) = (
+        root.join("phone"),
+        root.join("laptop"),
+        root.join("backup.csv"),
+    );
+    let two_way = LinkSpec {
+        direction: Direction::Both,
+        conflict: ConflictPolicy::Newest,
+        ..LinkSpec::default()
+    };
+    for (name, path) in [("phone", &phone), ("laptop", &laptop)] {
+        let spec = EndpointSpec::Vdir {
+            path: path.clone(),
+            version: None,
+        };
+        engine.put_endpoint(name, &spec, false).await?;
+        engine.put_link(name, name, &two_way, false).await?;
+    }
+    let csv = EndpointSpec::Csv {
+        path: backup.clone(),
+        preset: Some("google".into()),
+        map: None,
+    };
+    engine.put_endpoint("backup", &csv, false).await?;
+    let one_way = LinkSpec {
+        direction: Direction::Push,
+        drop: vec!["NOTE".into(), "PHOTO".into()],
+        ..LinkSpec::default()
+    };
+    engine.put_link("backup", "backup", &one_way, false).await?;
+
+    let mut out = String::new();
+    let _ = writeln!(out, "\nSync demo in {}:", root.display());
+    let _ = writeln!(
+        out,
+        "  links phone and laptop (vCard folders, two-way, newest wins), backup (Google CSV, one-way, NOTE and PHOTO dropped)"
+    );
+    for r in sync_all(&engine).await? {
+        let _ = writeln!(out, "  {}", summary(&r));
+    }
+    // A contact added on one side travels through the hub to the others.
+    let added = phone.join("quickstart-demo.vcf");
+    if !added.exists() {
+        std::fs::write(&added, DEMO_CARD)?;
+        let _ = writeln!(out, "  added phone/quickstart-demo.vcf; synced again:");
+        for r in sync_all(&engine).await? {
+            let _ = writeln!(out, "  {}", summary(&r));
+        }
+        let _ = writeln!(
+            out,
+            "  the new contact is now in the hub, in laptop/ and in backup.csv"
+        );
+    }
+    Ok(out)
+}
+
+async fn sync_all(engine: &Engine) -> anyhow::Result<Vec<RunReport>> {
+    let options = RunOptions {
+        batch: 500,
+        ..RunOptions::default()
+    };
+    let defs: Vec<_> = engine
+        .link_defs()
+        .await?
+        .into_iter()
+        .filter(|d| ["phone", "laptop", "backup"].contains(&d.name.as_str()))
+        .collect();
+    let mut reports = Vec::new();
+    for (_, r) in engine.run_all(&defs, &options, &|_, _, _| {}).await {
+        reports.push(r?);
+    }
+    Ok(reports)
+}
+
+/// A made-up person the demo adds to the phone folder.
+const DEMO_CARD: &str = "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:urn:uuid:5e1a5c0d-0000-4000-8000-000000000001\r\nFN:Quinn Quickstart\r\nN:Quickstart;Quinn;;;\r\nEMAIL;TYPE=work:quinn@example.invalid\r\nNOTE:Added to the phone folder by sealsync quickstart.\r\nEND:VCARD\r\n";
+
+fn summary(r: &RunReport) -> String {
+    let c = &r.counts;
+    format!(
+        "{:<7} hub: {} new, {} updated; folder/file: {} new, {} updated; {} unchanged",
+        r.link, c.hub_created, c.hub_updated, c.remote_created, c.remote_updated, c.unchanged
+    )
 }

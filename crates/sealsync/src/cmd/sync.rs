@@ -64,43 +64,40 @@ pub async fn sync(ctx: &Context, a: SyncArgs) -> anyhow::Result<ExitCode> {
         interrupt_at,
     };
     let tty = std::io::stderr().is_terminal() && !a.json;
+    let bar = tty.then(|| {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    });
+    let progress = |link: &str, done: u64, total: u64| {
+        if let Some(b) = &bar {
+            b.set_prefix(link.to_owned());
+            b.set_length(total);
+            b.set_position(done);
+        }
+    };
     let mut reports = Vec::new();
     let mut failures = Vec::new();
-    for def in &chosen {
-        let bar = if tty {
-            let b = ProgressBar::new(0);
-            b.set_style(
-                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {per_sec}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
-            b.set_prefix(def.name.clone());
-            Some(b)
-        } else {
-            None
-        };
-        let progress = |done: u64, total: u64| {
-            if let Some(b) = &bar {
-                b.set_length(total);
-                b.set_position(done);
-            }
-        };
-        let result = engine.run(def, &options, &progress).await;
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
+    for (name, result) in engine.run_all(&chosen, &options, &progress).await {
         match result {
             Ok(report) => reports.push(report),
             Err(RunError::Interrupted(n)) => {
                 // As abrupt as a kill: no cleanup, nothing more written.
                 eprintln!("interrupted at step {n} (test hook)");
-                std::process::exit(137);
+                std::process::abort();
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                failures.push((def.name.clone(), e.to_string()));
+                failures.push((name, e.to_string()));
             }
         }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     engine.hub().store().close().await;
     if a.json {

@@ -5,6 +5,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// Hub contacts after `quickstart`: the 55 samples and the one its sync demo adds.
+const AFTER_QUICKSTART: u64 = 56;
+
 fn sealsync(data_dir: &Path, args: &[&str]) -> Output {
     sealsync_env(data_dir, args, &[])
 }
@@ -183,16 +186,16 @@ fn export_formats_round_trip_through_import() {
         );
         assert!(o.status.success(), "{}", stderr(&o));
         let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-        assert_eq!(v["exported"], 55, "{v}");
+        assert_eq!(v["exported"], AFTER_QUICKSTART, "{v}");
         let other = tmp.path().join(format!("other-{format}"));
         assert!(sealsync(&other, &["init"]).status.success());
         let o = sealsync(&other, &["import", path.to_str().unwrap(), "--json"]);
         let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-        assert_eq!(v["imported"], 55, "{format}: {v}");
+        assert_eq!(v["imported"], AFTER_QUICKSTART, "{format}: {v}");
         // Re-importing into the source workspace changes nothing: the formats are lossless.
         let o = sealsync(&dd, &["import", path.to_str().unwrap(), "--json"]);
         let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-        assert_eq!(v["unchanged"], 55, "{format}: {v}");
+        assert_eq!(v["unchanged"], AFTER_QUICKSTART, "{format}: {v}");
     }
 }
 
@@ -298,7 +301,9 @@ fn keys_rotate_then_everything_still_opens() {
     let o = sealsync(&dd, &["keys", "rotate", "--batch", "7"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("55 records re-encrypted to data key v2"),
+        stdout(&o).contains(&format!(
+            "{AFTER_QUICKSTART} records re-encrypted to data key v2"
+        )),
         "{}",
         stdout(&o)
     );
@@ -324,7 +329,7 @@ fn keys_rotate_then_everything_still_opens() {
     let v: serde_json::Value = serde_json::from_str(stdout(&status).trim()).unwrap();
     assert_eq!(
         v["workspaces"][0]["data_keys"],
-        serde_json::json!([{"version": 2, "wrapped_by": "local:2", "records": 55}])
+        serde_json::json!([{"version": 2, "wrapped_by": "local:2", "records": AFTER_QUICKSTART}])
     );
     let out = tmp.path().join("after.vcf");
     let o = sealsync(
@@ -339,7 +344,7 @@ fn keys_rotate_then_everything_still_opens() {
         ],
     );
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-    assert_eq!(v["exported"], 55, "{v}");
+    assert_eq!(v["exported"], AFTER_QUICKSTART, "{v}");
     assert_eq!(v["errors"], serde_json::json!([]));
 }
 
@@ -389,4 +394,300 @@ fn kms_quickstart_with_aws_kms() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("did not answer"), "{}", stderr(&o));
     assert!(!tmp.path().join("x.csv").exists());
+}
+
+// ---- sync ---------------------------------------------------------------------------------
+
+fn card(uid: &str, name: &str, note: &str) -> String {
+    format!(
+        "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:{uid}\r\nFN:{name}\r\nN:;{name};;;\r\nEMAIL:{uid}@example.org\r\nNOTE:{note}\r\nEND:VCARD\r\n"
+    )
+}
+
+/// The apply file of the issue, as written.
+const APPLY: &str = r#"
+[[endpoint]]
+name = "phone"
+kind = "vdir"
+path = "./phone"          # relative to the file
+
+[[endpoint]]
+name = "backup"
+kind = "csv"
+path = "./backup.csv"
+preset = "google"
+
+[[link]]
+name = "phone"
+endpoint = "phone"
+direction = "both"
+conflict = "newest"
+
+[[link]]
+name = "backup"
+endpoint = "backup"
+direction = "push"
+drop = ["NOTE", "PHOTO"]
+"#;
+
+fn sync_setup(n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dd = tmp.path().join("data");
+    assert!(sealsync(&dd, &["init"]).status.success());
+    let phone = tmp.path().join("phone");
+    std::fs::create_dir_all(&phone).unwrap();
+    for i in 0..n {
+        std::fs::write(
+            phone.join(format!("c{i}.vcf")),
+            card(&format!("c{i}"), &format!("Name{i}"), "a private note"),
+        )
+        .unwrap();
+    }
+    std::fs::write(tmp.path().join("sync.toml"), APPLY).unwrap();
+    (tmp, dd)
+}
+
+#[test]
+fn apply_is_idempotent_and_sync_runs_every_link() {
+    let (tmp, dd) = sync_setup(5);
+    let file = tmp.path().join("sync.toml");
+    let file = file.to_str().unwrap();
+    let dry = sealsync(&dd, &["apply", file, "--dry-run"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(
+        stdout(&dry).contains("4 change(s) would be made"),
+        "{}",
+        stdout(&dry)
+    );
+    let o = sealsync(&dd, &["apply", file]);
+    assert!(
+        stdout(&o).contains("+ endpoint phone (create)"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("4 change(s) made"), "{}", stdout(&o));
+    let again = sealsync(&dd, &["apply", file]);
+    assert!(
+        stdout(&again).contains("0 change(s) made"),
+        "{}",
+        stdout(&again)
+    );
+
+    let o = sealsync(&dd, &["sync", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let links = v["links"].as_array().unwrap();
+    assert_eq!(links[0]["link"], "phone", "pulling links run first");
+    assert_eq!(links[0]["counts"]["hub_created"], 5);
+    assert_eq!(links[1]["link"], "backup");
+    assert_eq!(links[1]["counts"]["created"], 5);
+    let csv = std::fs::read_to_string(tmp.path().join("backup.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 6);
+    assert!(
+        !csv.contains("private note"),
+        "NOTE is dropped on the way to the backup"
+    );
+
+    // A dry run after an edit shows the plan and changes nothing.
+    std::fs::write(
+        tmp.path().join("phone/c1.vcf"),
+        card("c1", "Renamed", "a private note"),
+    )
+    .unwrap();
+    let o = sealsync(&dd, &["sync", "phone", "--dry-run"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("~ hub") && out.contains("c1.vcf") && out.contains("1 hub updated"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("Renamed"),
+        "no contact data in the plan: {out}"
+    );
+    let o = sealsync(&dd, &["sync", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["links"][0]["counts"]["hub_updated"], 1);
+    assert_eq!(v["links"][1]["counts"]["remote_updated"], 1);
+    let o = sealsync(&dd, &["sync", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["links"][0]["counts"]["unchanged"], 5, "{v}");
+    assert_eq!(v["links"][0]["counts"]["updated"], 0, "{v}");
+}
+
+#[test]
+fn sync_refuses_mass_deletion_unless_told() {
+    let (tmp, dd) = sync_setup(5);
+    assert!(
+        sealsync(
+            &dd,
+            &["apply", tmp.path().join("sync.toml").to_str().unwrap()]
+        )
+        .status
+        .success()
+    );
+    assert!(sealsync(&dd, &["sync"]).status.success());
+    for i in 0..3 {
+        std::fs::remove_file(tmp.path().join(format!("phone/c{i}.vcf"))).unwrap();
+    }
+    let o = sealsync(&dd, &["sync", "phone"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--allow-mass-delete"), "{}", stderr(&o));
+    let o = sealsync(&dd, &["sync", "--allow-mass-delete", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["links"][0]["counts"]["hub_deleted"], 3);
+    assert_eq!(v["links"][1]["counts"]["remote_deleted"], 3);
+}
+
+#[test]
+fn conflicts_wait_in_the_queue_until_resolved() {
+    let (tmp, dd) = sync_setup(2);
+    let manual = APPLY.replace("conflict = \"newest\"", "conflict = \"manual\"");
+    std::fs::write(tmp.path().join("sync.toml"), manual).unwrap();
+    assert!(
+        sealsync(
+            &dd,
+            &["apply", tmp.path().join("sync.toml").to_str().unwrap()]
+        )
+        .status
+        .success()
+    );
+    assert!(sealsync(&dd, &["sync"]).status.success());
+    // The hub side changes through an import, the phone side in its file.
+    let edited = tmp.path().join("edited.vcf");
+    std::fs::write(&edited, card("c0", "Hub Edit", "a private note")).unwrap();
+    assert!(
+        sealsync(&dd, &["import", edited.to_str().unwrap()])
+            .status
+            .success()
+    );
+    std::fs::write(
+        tmp.path().join("phone/c0.vcf"),
+        card("c0", "Phone Edit", "a private note"),
+    )
+    .unwrap();
+    let o = sealsync(&dd, &["sync", "phone", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["links"][0]["counts"]["conflicts"], 1, "{v}");
+    let o = sealsync(&dd, &["conflicts", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert!(
+        !stdout(&o).contains("Edit"),
+        "no contact data in the queue listing"
+    );
+    let id = list[0]["id"].as_str().unwrap();
+    let o = sealsync(&dd, &["conflicts", "resolve", id, "--take", "remote"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(sealsync(&dd, &["sync"]).status.success());
+    let o = sealsync(&dd, &["contacts", "find", "--email", "c0@example.org"]);
+    assert!(stdout(&o).contains("Phone Edit"), "{}", stdout(&o));
+    let o = sealsync(&dd, &["conflicts", "list"]);
+    assert!(
+        stdout(&o).contains("No conflicts waiting"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// Everything a user would see after a sync: the phone folder, the backup file, the hub.
+fn observed(tmp: &Path, dd: &Path) -> (Vec<(String, String)>, String, String) {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(tmp.join("phone"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".vcf"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    let mut csv: Vec<String> = std::fs::read_to_string(tmp.join("backup.csv"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    csv.sort();
+    let export = tmp.join("hub.vcf");
+    let _ = std::fs::remove_file(&export);
+    assert!(
+        sealsync(
+            dd,
+            &[
+                "export",
+                "--format",
+                "vcard4",
+                "--out",
+                export.to_str().unwrap()
+            ]
+        )
+        .status
+        .success()
+    );
+    let mut cards: Vec<String> = std::fs::read_to_string(&export)
+        .unwrap()
+        .split("END:VCARD")
+        .map(|c| {
+            let mut lines: Vec<&str> = c
+                .lines()
+                .filter(|l| !l.starts_with("REV") && !l.starts_with("PRODID"))
+                .collect();
+            lines.sort();
+            lines.join("\n")
+        })
+        .collect();
+    cards.sort();
+    (files, csv.join("\n"), cards.join("\n---\n"))
+}
+
+#[test]
+fn killed_at_any_step_the_same_command_again_converges() {
+    let prepare = || {
+        let (tmp, dd) = sync_setup(6);
+        assert!(
+            sealsync(
+                &dd,
+                &["apply", tmp.path().join("sync.toml").to_str().unwrap()]
+            )
+            .status
+            .success()
+        );
+        assert!(sealsync(&dd, &["sync"]).status.success());
+        // Changes on the phone side: an edit, a new card, a deletion.
+        std::fs::write(tmp.path().join("phone/c1.vcf"), card("c1", "Edited", "x")).unwrap();
+        std::fs::write(tmp.path().join("phone/new.vcf"), card("n1", "New", "y")).unwrap();
+        std::fs::remove_file(tmp.path().join("phone/c2.vcf")).unwrap();
+        (tmp, dd)
+    };
+    let (ref_tmp, ref_dd) = prepare();
+    assert!(
+        sealsync(&ref_dd, &["sync", "--batch", "2"])
+            .status
+            .success()
+    );
+    let reference = observed(ref_tmp.path(), &ref_dd);
+    let mut kills = 0;
+    for step in 1..60 {
+        let (tmp, dd) = prepare();
+        let step_s = step.to_string();
+        let o = sealsync_env(
+            &dd,
+            &["sync", "--batch", "2"],
+            &[("SEALSYNC_TEST_INTERRUPT_AT", &step_s)],
+        );
+        if o.status.success() {
+            break;
+        }
+        kills += 1;
+        let again = sealsync(&dd, &["sync", "--batch", "2"]);
+        assert!(again.status.success(), "{}", stderr(&again));
+        assert_eq!(
+            observed(tmp.path(), &dd),
+            reference,
+            "killed at step {step}"
+        );
+    }
+    assert!(kills >= 5, "only {kills} kill points");
 }
