@@ -114,6 +114,14 @@ fn quickstart_imports_and_exports_the_samples() {
     let csv = std::fs::read_to_string(dd.join("out/contacts.csv")).unwrap();
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
     assert_eq!(reader.records().count(), samples);
+    // The sync demo: a contact added to the phone folder reached the hub, the laptop folder and
+    // the backup, and no note reached the backup.
+    assert!(out.contains("added phone/quickstart-demo.vcf"), "{out}");
+    let laptop = std::fs::read_dir(dd.join("demo/laptop")).unwrap().count();
+    assert_eq!(laptop as u64, AFTER_QUICKSTART);
+    let backup = std::fs::read_to_string(dd.join("demo/backup.csv")).unwrap();
+    assert_eq!(backup.lines().count() as u64, AFTER_QUICKSTART + 1);
+    assert!(backup.contains("Quinn") && !backup.contains("Added to the phone folder"));
     // Again: nothing new, honestly said.
     let again = sealsync(&dd, &["quickstart"]);
     assert!(
