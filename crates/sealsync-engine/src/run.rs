@@ -35,6 +35,10 @@ pub enum RunError {
     Guard { link: String, error: PlanError },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "link {link} is being run by {holder}; wait for it to finish (a claim of a process that died is taken over)"
+    )]
+    Busy { link: String, holder: String },
     /// The test hook stopped the run, as a crash would.
     #[error("run interrupted at step {0} (test hook)")]
     Interrupted(u64),
@@ -177,12 +181,45 @@ impl Engine {
             .index(IndexKind::Remote, &format!("{link}\u{1f}{}", id.as_str()))
     }
 
-    /// Runs one link.
+    /// Runs one link. Only one run of a link goes on at a time, across processes and hosts
+    /// sharing the database: a second one is refused while the first holds the link's claim.
     pub async fn run(
         &self,
         link: &LinkDef,
         options: &RunOptions,
         progress: Progress<'_>,
+    ) -> Result<RunReport, RunError> {
+        if options.dry_run {
+            return self.run_claimed(link, options, progress, None).await;
+        }
+        let ws = self.keys.workspace();
+        let store = self.hub.store();
+        let holder = claim_holder();
+        if let Err(other) = store
+            .claim_link(ws, link.id, &holder, CLAIM_STALE_AFTER_S, holder_gone)
+            .await?
+        {
+            return Err(RunError::Busy {
+                link: link.name.clone(),
+                holder: other,
+            });
+        }
+        let result = self
+            .run_claimed(link, options, progress, Some(&holder))
+            .await;
+        // A crash releases nothing; the claim goes stale or its dead holder is recognised.
+        if !matches!(result, Err(RunError::Interrupted(_))) {
+            store.renew_link_claim(ws, link.id, &holder, true).await?;
+        }
+        result
+    }
+
+    async fn run_claimed(
+        &self,
+        link: &LinkDef,
+        options: &RunOptions,
+        progress: Progress<'_>,
+        holder: Option<&str>,
     ) -> Result<RunReport, RunError> {
         let ws = self.keys.workspace();
         let store = self.hub.store();
@@ -360,6 +397,9 @@ impl Engine {
             }
             let batch = std::mem::take(&mut ctx.batch);
             store.apply_sync_batch(ws, link.id, run_id, &batch).await?;
+            if let Some(holder) = holder {
+                store.renew_link_claim(ws, link.id, holder, false).await?;
+            }
             done += chunk.len() as u64;
             progress(done, total);
         }
@@ -888,6 +928,31 @@ impl Ctx<'_> {
             error: "the hub contact could not be opened".into(),
         });
     }
+}
+
+/// Seconds after which a claim that was not renewed is free.
+const CLAIM_STALE_AFTER_S: i64 = 120;
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Who holds a link's claim: this host and process.
+fn claim_holder() -> String {
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+/// Whether a claim's holder is a process of this host that no longer runs.
+fn holder_gone(holder: &str) -> bool {
+    let Some((host, pid)) = holder.rsplit_once(':') else {
+        return false;
+    };
+    host == hostname()
+        && pid
+            .parse::<u32>()
+            .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// The hub contact an action must open, if any.

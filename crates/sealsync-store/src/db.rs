@@ -273,6 +273,7 @@ impl Store {
             "DELETE FROM run_events WHERE workspace_id = $1",
             "DELETE FROM runs WHERE workspace_id = $1",
             "DELETE FROM conflicts WHERE workspace_id = $1",
+            "DELETE FROM link_locks WHERE workspace_id = $1",
             "DELETE FROM links WHERE workspace_id = $1",
             "DELETE FROM endpoints WHERE workspace_id = $1",
             "DELETE FROM workspaces WHERE id = $1",

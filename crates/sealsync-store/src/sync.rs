@@ -254,6 +254,7 @@ impl Store {
         .map_err(StoreError::db)?;
         for sql in [
             "DELETE FROM runs WHERE workspace_id = $1 AND link_id = $2",
+            "DELETE FROM link_locks WHERE workspace_id = $1 AND link_id = $2",
             "DELETE FROM link_state WHERE workspace_id = $1 AND link_id = $2",
             "DELETE FROM conflicts WHERE workspace_id = $1 AND link_id = $2",
             "DELETE FROM links WHERE workspace_id = $1 AND id = $2",
@@ -505,6 +506,96 @@ impl Store {
                 q.execute(&mut *tx).await.map_err(StoreError::db)?;
             }
         }
+        Ok(())
+    }
+
+    // ---- one run per link ---------------------------------------------------------------------
+
+    /// Claims a link for one run. A claim is free when nobody holds it, when its holder stopped
+    /// renewing it `stale_after` seconds ago, or when `holder_gone` says the holder no longer
+    /// runs (a process on this host that died). Returns the current holder when taken.
+    pub async fn claim_link(
+        &self,
+        ws: WorkspaceId,
+        link: LinkId,
+        holder: &str,
+        stale_after: i64,
+        holder_gone: impl Fn(&str) -> bool,
+    ) -> Result<Result<(), String>, StoreError> {
+        let now = now();
+        let ws_b = b(ws.as_bytes());
+        let link_b = b(link.as_bytes());
+        // One statement, so that two processes cannot both take a free claim.
+        let took = sqlx::query(
+            "INSERT INTO link_locks (workspace_id, link_id, holder, renewed_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (workspace_id, link_id) DO UPDATE SET holder = excluded.holder, renewed_at = excluded.renewed_at \
+             WHERE link_locks.holder = excluded.holder OR link_locks.renewed_at < $5",
+        )
+        .bind(ws_b.clone())
+        .bind(link_b.clone())
+        .bind(holder.to_owned())
+        .bind(now)
+        .bind(now - stale_after)
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        if took.rows_affected() == 1 {
+            return Ok(Ok(()));
+        }
+        let row =
+            sqlx::query("SELECT holder FROM link_locks WHERE workspace_id = $1 AND link_id = $2")
+                .bind(ws_b.clone())
+                .bind(link_b.clone())
+                .fetch_optional(&self.data)
+                .await
+                .map_err(StoreError::db)?;
+        let Some(row) = row else {
+            return Ok(Err("another run (it just finished; try again)".into()));
+        };
+        let other: String = get(&row, "holder")?;
+        if !holder_gone(&other) {
+            return Ok(Err(other));
+        }
+        // The holder is gone: take over, unless someone else did first.
+        let took = sqlx::query(
+            "UPDATE link_locks SET holder = $1, renewed_at = $2 WHERE workspace_id = $3 AND link_id = $4 AND holder = $5",
+        )
+        .bind(holder.to_owned())
+        .bind(now)
+        .bind(ws_b)
+        .bind(link_b)
+        .bind(other.clone())
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(if took.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(other)
+        })
+    }
+
+    /// Renews (or, with `release`, drops) a claim held by `holder`.
+    pub async fn renew_link_claim(
+        &self,
+        ws: WorkspaceId,
+        link: LinkId,
+        holder: &str,
+        release: bool,
+    ) -> Result<(), StoreError> {
+        let sql = if release {
+            "DELETE FROM link_locks WHERE workspace_id = $1 AND link_id = $2 AND holder = $3"
+        } else {
+            "UPDATE link_locks SET renewed_at = $4 WHERE workspace_id = $1 AND link_id = $2 AND holder = $3"
+        };
+        let mut q = sqlx::query(sql)
+            .bind(b(ws.as_bytes()))
+            .bind(b(link.as_bytes()))
+            .bind(holder.to_owned());
+        if !release {
+            q = q.bind(now());
+        }
+        q.execute(&self.data).await.map_err(StoreError::db)?;
         Ok(())
     }
 

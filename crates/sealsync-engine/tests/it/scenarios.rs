@@ -539,3 +539,36 @@ async fn pg_two_way_sync_on_postgres() {
     assert_eq!(vdir(&a), hub);
     assert_eq!(vdir(&b), hub);
 }
+
+#[tokio::test]
+async fn one_run_per_link_at_a_time() {
+    let w = world().await;
+    let a = w.vdir_link("a", both(ConflictPolicy::Manual)).await;
+    put(&a, "p1.vcf", &card("p1", "P", "p1@example.org", ""));
+    let def = w.def("a").await;
+    let store = w.engine.hub().store();
+    let ws = w.engine.keys().workspace();
+    // Another host's live run holds the link.
+    store
+        .claim_link(ws, def.id, "elsewhere:1", 120, |_| false)
+        .await
+        .unwrap()
+        .unwrap();
+    let err = w.try_sync("a", &RunOptions::default()).await.unwrap_err();
+    assert!(matches!(err, RunError::Busy { .. }), "{err}");
+    assert!(w.hub().await.is_empty());
+    // A holder on this host whose process is gone is taken over at once.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    store
+        .renew_link_claim(ws, def.id, "elsewhere:1", true)
+        .await
+        .unwrap();
+    let dead = format!("{}:{}", host.trim(), u32::MAX - 1);
+    store
+        .claim_link(ws, def.id, &dead, 120, |_| false)
+        .await
+        .unwrap()
+        .unwrap();
+    w.sync("a").await;
+    assert_eq!(w.hub().await.len(), 1);
+}

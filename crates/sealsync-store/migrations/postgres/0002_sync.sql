@@ -70,3 +70,12 @@ CREATE TABLE conflicts (
     PRIMARY KEY (workspace_id, link_id, contact_id)
 );
 CREATE UNIQUE INDEX conflicts_by_id ON conflicts (workspace_id, id);
+
+-- One run per link at a time: the holder renews its claim while it works.
+CREATE TABLE link_locks (
+    workspace_id BYTEA NOT NULL,
+    link_id BYTEA NOT NULL,
+    holder TEXT NOT NULL,
+    renewed_at BIGINT NOT NULL,
+    PRIMARY KEY (workspace_id, link_id)
+);
