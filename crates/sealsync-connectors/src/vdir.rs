@@ -14,7 +14,10 @@ use sealsync_connector::{
 use sealsync_contact::Contact;
 use sealsync_contact::vcard::{VcardVersion, read_all, to_vcard};
 
-use crate::{file_etag, io_error, write_atomic};
+use crate::{file_etag, io_error};
+
+/// The hidden folder where files are written before they are moved into place.
+const STAGING: &str = ".sealsync-staging";
 
 /// A folder of vCards.
 #[derive(Debug, Clone)]
@@ -46,6 +49,39 @@ impl Vdir {
     pub fn with_fsync(mut self, sync: bool) -> Self {
         self.sync = sync;
         self
+    }
+
+    /// Writes `bytes` to a new file in the staging folder (hidden, inside the vdir so that a
+    /// rename or link into place stays on one filesystem, and apart from the contacts so that
+    /// staging does not cost a search of a large folder). Returns its path and etag.
+    fn stage(&self, bytes: &[u8]) -> Result<(PathBuf, Etag, Option<i64>), ConnectorError> {
+        use std::io::Write as _;
+        let staging = self.dir.join(STAGING);
+        let tmp = staging.join(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+        let written = (|| {
+            let mut f = match std::fs::File::create_new(&tmp) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(&staging)?;
+                    std::fs::File::create_new(&tmp)?
+                }
+                other => other?,
+            };
+            f.write_all(bytes)?;
+            if self.sync {
+                f.sync_all()?;
+            }
+            f.metadata()
+        })();
+        match written {
+            Ok(meta) => {
+                let (etag, modified) = file_etag(&meta);
+                Ok((tmp, etag, modified))
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(io_error(&tmp, &e))
+            }
+        }
     }
 
     fn path(&self, id: &RemoteId) -> Result<PathBuf, ConnectorError> {
@@ -170,33 +206,36 @@ impl Destination for Vdir {
     async fn create(&self, contact: &Contact) -> Result<ItemMeta, ConnectorError> {
         let text = to_vcard(contact, self.version);
         let base = file_name_for(contact);
-        let tmp = self
-            .dir
-            .join(format!(".sealsync-{}.tmp", uuid::Uuid::new_v4().simple()));
-        write_atomic(&tmp, text.as_bytes(), self.sync)?;
+        let (tmp, etag, modified_ms) = self.stage(text.as_bytes())?;
         let mut name = base.clone();
+        let mut result = Err(ConnectorError::Unavailable(format!(
+            "{}: no free file name for a new contact",
+            self.dir.display()
+        )));
         for attempt in 0..100 {
             let path = self.dir.join(&name);
-            // A hard link never replaces an existing file: a create cannot clobber.
+            // A hard link never replaces an existing file: a create cannot clobber. The link
+            // is the same inode with the same modification time, so the etag is the staged one.
             match std::fs::hard_link(&tmp, &path) {
                 Ok(()) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    return self.current(&path)?.ok_or(ConnectorError::NotFound);
+                    result = Ok(ItemMeta {
+                        id: RemoteId::parse(&name)?,
+                        etag,
+                        modified_ms,
+                    });
+                    break;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     name = format!("{}-{}.vcf", base.trim_end_matches(".vcf"), attempt + 2);
                 }
                 Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(io_error(&path, &e));
+                    result = Err(io_error(&path, &e));
+                    break;
                 }
             }
         }
         let _ = std::fs::remove_file(&tmp);
-        Err(ConnectorError::Unavailable(format!(
-            "{}: no free file name for a new contact",
-            self.dir.display()
-        )))
+        result
     }
 
     async fn update(
@@ -211,8 +250,16 @@ impl Destination for Vdir {
             Some(m) if &m.etag != expected => return Err(ConnectorError::Conflict),
             Some(_) => {}
         }
-        write_atomic(&path, to_vcard(contact, self.version).as_bytes(), self.sync)?;
-        self.current(&path)?.ok_or(ConnectorError::NotFound)
+        let (tmp, etag, modified_ms) = self.stage(to_vcard(contact, self.version).as_bytes())?;
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io_error(&path, &e));
+        }
+        Ok(ItemMeta {
+            id: id.clone(),
+            etag,
+            modified_ms,
+        })
     }
 
     async fn delete(&self, id: &RemoteId, expected: &Etag) -> Result<(), ConnectorError> {

@@ -282,7 +282,11 @@ impl Engine {
                 };
                 match item {
                     Ok(item) => {
-                        let contact = inbound_raw(&link.spec, &item.contact);
+                        let contact = if link.spec.is_identity() {
+                            item.contact
+                        } else {
+                            inbound_raw(&link.spec, &item.contact)
+                        };
                         let prepared = Hub::prepare(&self.keys, contact, self.region.as_deref());
                         fetched.insert(key, Fetched::Mac(prepared.content_mac));
                         incoming.insert(
@@ -670,8 +674,8 @@ impl Engine {
                     Ok(meta) => {
                         ctx.step()?;
                         let key = self.remote_key(ctx.link.id, &meta.id);
-                        let remote_mac = Hub::content_mac(&self.keys, &inbound_raw(spec, &out));
                         let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
+                        let remote_mac = self.written_mac(spec, &out, hub_mac);
                         ctx.bind_key(key, *contact, &meta.etag, remote_mac, hub_mac);
                         ctx.counts.remote_created += 1;
                         ctx.event(self, "remote-created", Some(*contact), Some(&meta.id), None);
@@ -692,8 +696,8 @@ impl Engine {
                     Ok(meta) => {
                         ctx.step()?;
                         let key = self.remote_key(ctx.link.id, &meta.id);
-                        let remote_mac = Hub::content_mac(&self.keys, &inbound_raw(spec, &out));
                         let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
+                        let remote_mac = self.written_mac(spec, &out, hub_mac);
                         ctx.bind_key(key, *contact, &meta.etag, remote_mac, hub_mac);
                         ctx.counts.remote_updated += 1;
                         ctx.event(self, "remote-updated", Some(*contact), Some(&meta.id), None);
@@ -771,8 +775,8 @@ impl Engine {
                     Ok(meta) => {
                         ctx.step()?;
                         let key = self.remote_key(ctx.link.id, &meta.id);
-                        let remote_mac = Hub::content_mac(&self.keys, &inbound_raw(spec, &out));
                         let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
+                        let remote_mac = self.written_mac(spec, &out, hub_mac);
                         ctx.bind_key(key, *contact, &meta.etag, remote_mac, hub_mac);
                         ctx.counts.remote_created += 1;
                     }
@@ -804,6 +808,16 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The keyed content hash of what was written to the endpoint, as it will read back. With no
+    /// transforms that is the hub contact itself.
+    fn written_mac(&self, spec: &LinkSpec, out: &Contact, hub_mac: [u8; 32]) -> [u8; 32] {
+        if spec.is_identity() {
+            hub_mac
+        } else {
+            Hub::content_mac(&self.keys, &inbound_raw(spec, out))
+        }
     }
 
     /// Seals an event's detail (remote id, reason) for the run's event log.

@@ -229,6 +229,11 @@ impl Default for LinkSpec {
 }
 
 impl LinkSpec {
+    /// Whether contacts cross the link unchanged (no drops, masks or renames).
+    pub fn is_identity(&self) -> bool {
+        self.drop.is_empty() && self.mask.is_empty() && self.map.is_empty()
+    }
+
     /// Normalizes property names and checks values.
     pub fn validate(&mut self) -> Result<(), String> {
         for list in [&mut self.drop, &mut self.mask] {

@@ -43,7 +43,11 @@ async fn vdir_create_never_replaces_a_file_with_the_same_uid() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(
-        names.iter().all(|n| !n.to_string_lossy().starts_with('.')),
+        names.iter().all(|n| !n.to_string_lossy().ends_with(".tmp")),
         "{names:?}"
     );
+    let staged = std::fs::read_dir(dir.path().join(".sealsync-staging"))
+        .unwrap()
+        .count();
+    assert_eq!(staged, 0);
 }
