@@ -241,9 +241,13 @@ impl Engine {
             }
         }
 
-        // 3. Match new items to hub contacts: UID, then email, then phone.
-        let bound: std::collections::HashSet<RemoteKey> =
-            state.iter().map(|s| s.remote_key).collect();
+        // 3. Match new items to hub contacts: UID, then email, then phone. Items bound to a
+        // contact deleted in the hub are matched too: the hub may hold that person anew.
+        let bound: std::collections::HashSet<RemoteKey> = state
+            .iter()
+            .filter(|s| hub.get(&s.contact).is_some_and(|h| !h.deleted))
+            .map(|s| s.remote_key)
+            .collect();
         let fresh: Vec<&Listed> = listed
             .iter()
             .filter(|l| !bound.contains(&l.key) && incoming.contains_key(&l.key))

@@ -14,7 +14,6 @@ use std::time::{Duration, UNIX_EPOCH};
 use proptest::prelude::*;
 use sealsync_engine::spec::{ConflictPolicy, Direction};
 use sealsync_engine::{LinkSpec, RunOptions, RunReport};
-use sealsync_store::{Hub, now_ms};
 
 use crate::harness::*;
 
@@ -152,7 +151,10 @@ impl Sides {
                 f.set_modified(UNIX_EPOCH + Duration::from_secs(at))
                     .unwrap();
             }
-            Step::Delete { side: Side::Hub, uid: u } => hub_delete(&self.w, &uid(u)).await,
+            Step::Delete {
+                side: Side::Hub,
+                uid: u,
+            } => hub_delete(&self.w, &uid(u)).await,
             Step::Delete { side, uid: u } => {
                 let dir = self.dir(side);
                 if let Some(file) = file_for(dir, &uid(u)) {
@@ -212,30 +214,6 @@ fn vdir_files(dir: &Path) -> Vec<(String, String)> {
         out.push((name, cards[0].contact.uid().unwrap_or_default()));
     }
     out
-}
-
-/// Deletes the live hub contact with this UID, as a delete in the hub does: a tombstone.
-async fn hub_delete(w: &World, uid: &str) {
-    let mut found = None;
-    w.engine
-        .hub()
-        .for_each_contact(w.engine.keys(), |id, c| {
-            if c.uid().as_deref() == Some(uid) {
-                found = Some(id);
-            }
-            Ok(())
-        })
-        .await
-        .unwrap();
-    let Some(id) = found else { return };
-    let store = w.engine.hub().store();
-    let ws = w.engine.keys().workspace();
-    let meta = store.hub_meta(ws).await.unwrap();
-    let version = meta.iter().find(|m| m.id == id).unwrap().version;
-    store
-        .write_contacts(ws, &[Hub::tombstone(id, version + 1, now_ms() / 1000)])
-        .await
-        .unwrap();
 }
 
 async fn check(steps: Vec<Step>) {

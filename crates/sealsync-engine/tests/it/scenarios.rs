@@ -539,3 +539,38 @@ async fn pg_two_way_sync_on_postgres() {
     assert_eq!(vdir(&a), hub);
     assert_eq!(vdir(&b), hub);
 }
+
+#[tokio::test]
+async fn an_edit_of_a_contact_recreated_in_the_hub_goes_to_the_new_one() {
+    let w = world().await;
+    let a = w.vdir_link("a", both(ConflictPolicy::Newest)).await;
+    put(&a, "p1.vcf", &card("p1", "Ann", "p1@example.org", ""));
+    w.sync("a").await;
+    // Deleted in the hub, then created there again under the same UID ...
+    hub_delete(&w, "p1").await;
+    w.engine
+        .hub()
+        .import(
+            w.engine.keys(),
+            vec![contact("p1", "Ann New", "from the hub")],
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    // ... while the file, still bound to the deleted contact, was edited.
+    put(
+        &a,
+        "p1.vcf",
+        &card("p1", "Ann", "p1@example.org", "edited in a"),
+    );
+    w.sync("a").await;
+    // One contact for p1 everywhere (`hub` and `vdir` fail on a UID held twice), not the old
+    // one restored beside the new one.
+    let hub = w.hub().await;
+    assert_eq!(hub.len(), 1);
+    assert_eq!(hub["p1"].emails, vec!["p1@example.org".to_owned()]);
+    assert_eq!(vdir(&a), hub);
+    let r = w.sync("a").await;
+    assert_eq!((r.counts.created, r.counts.updated), (0, 0));
+    assert_eq!(vdir(&a), w.hub().await);
+}
