@@ -574,3 +574,30 @@ async fn an_edit_of_a_contact_recreated_in_the_hub_goes_to_the_new_one() {
     assert_eq!((r.counts.created, r.counts.updated), (0, 0));
     assert_eq!(vdir(&a), w.hub().await);
 }
+
+#[tokio::test]
+async fn a_uid_match_wins_over_another_items_email_match() {
+    let w = world().await;
+    let a = w.vdir_link("a", both(ConflictPolicy::Newest)).await;
+    let b = w.vdir_link("b", both(ConflictPolicy::Newest)).await;
+    put(&a, "p0.vcf", &card("p0", "Ann", "shared@example.org", ""));
+    w.sync("a").await;
+    // In b: p0 itself (no email), and other people with p0's email; several, so that one of
+    // them is listed before p0 whatever order the folder lists in.
+    put(&b, "p0.vcf", &card("p0", "Ann", "", ""));
+    for i in 1..=4 {
+        put(
+            &b,
+            &format!("p{i}.vcf"),
+            &card(&format!("p{i}"), "Bob", "shared@example.org", ""),
+        );
+    }
+    for link in ["b", "a", "b", "a"] {
+        w.sync(link).await;
+    }
+    // p0 stays one contact (`hub` and `vdir` fail on a UID held twice).
+    let hub = w.hub().await;
+    assert_eq!(hub["p0"].emails, vec!["shared@example.org".to_owned()]);
+    assert_eq!(vdir(&a), hub);
+    assert_eq!(vdir(&b), hub);
+}
