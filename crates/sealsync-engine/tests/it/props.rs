@@ -40,7 +40,8 @@ enum Step {
         uid: usize,
         name: usize,
         note: usize,
-        /// 0: no email; 1, 2: one of two addresses of this UID.
+        /// 0: no email; 1: this UID's own address; 2: an address every UID may use, so
+        /// that new items also match other people's contacts by email.
         email: usize,
         /// For a file: stamped older than the hub rather than newer.
         stale: bool,
@@ -80,7 +81,7 @@ fn email(uid: &str, which: usize) -> String {
     match which {
         0 => String::new(),
         1 => format!("{uid}@home.example"),
-        _ => format!("{uid}@work.example"),
+        _ => "shared@example.org".to_owned(),
     }
 }
 
