@@ -143,7 +143,16 @@ impl Sides {
                 self.tick += 1;
                 let at = if stale { PAST } else { FUTURE } + self.tick;
                 let dir = self.dir(side);
-                let file = file_for(dir, &u).unwrap_or_else(|| format!("{u}.vcf"));
+                // A new card gets a file of its own: `{uid}.vcf` may already hold another
+                // contact (one merged by email keeps its own UID in the file it came from).
+                let file = file_for(dir, &u).unwrap_or_else(|| {
+                    let plain = format!("{u}.vcf");
+                    if dir.join(&plain).exists() {
+                        format!("{u}-{}.vcf", self.tick)
+                    } else {
+                        plain
+                    }
+                });
                 put(dir, &file, &text);
                 let f = std::fs::File::options()
                     .write(true)
