@@ -234,6 +234,8 @@ async fn check(steps: Vec<Step>) {
     for side in [Side::A, Side::B, Side::A, Side::B] {
         s.sync(side).await;
     }
+    // `hub` and `vdir` fail on a UID held twice; equal maps mean every UID that exists
+    // anywhere exists everywhere, with the same contents.
     let [hub, a, b] = s.all().await;
     assert_eq!(a, hub, "vdir a differs from the hub");
     assert_eq!(b, hub, "vdir b differs from the hub");
