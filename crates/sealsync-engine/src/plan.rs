@@ -49,7 +49,8 @@ pub struct PlanInput<'a> {
     /// Contents hashes of the items that were fetched (new ones and those whose etag changed).
     pub fetched: &'a HashMap<RemoteKey, Fetched>,
     pub hub: &'a HashMap<ContactId, HubMeta>,
-    /// New remote items matched to a hub contact (by UID, then email, then phone).
+    /// New remote items matched to a hub contact (by UID, then email, then phone); also items
+    /// bound to a contact deleted in the hub, which another contact may have replaced.
     pub matches: &'a HashMap<RemoteKey, ContactId>,
     /// Contacts waiting in this link's conflict queue, with a decision if one was taken.
     pub queued: &'a HashMap<ContactId, Option<Resolution>>,
@@ -246,6 +247,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     }
 
     let mut linked_contacts: HashSet<ContactId> = HashSet::new();
+    let mut claimed: HashSet<ContactId> = HashSet::new();
     for s in input.state {
         linked_contacts.insert(s.contact);
         let hub = input.hub.get(&s.contact).filter(|h| !h.deleted);
@@ -340,11 +342,40 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                                 contact: s.contact,
                             })
                         }
-                        _ if dir.pulls() => pulls.push(Action::PullUpdate {
-                            remote: at,
-                            contact: s.contact,
-                            why: Why::EditWins,
-                        }),
+                        _ if dir.pulls() => {
+                            // The hub has a new contact for the same person (deleted, then
+                            // created again): the edit goes to it, as a new item's would;
+                            // restoring the old one would give the hub the person twice.
+                            let successor = input
+                                .matches
+                                .get(&remote.key)
+                                .copied()
+                                .filter(|c| !state_of.contains_key(c) && !claimed.contains(c))
+                                .and_then(|c| {
+                                    input.hub.get(&c).filter(|h| !h.deleted).map(|h| (c, h))
+                                });
+                            match successor {
+                                Some((c, h)) => {
+                                    claimed.insert(c);
+                                    pulls.push(if remote_mac == Some(h.mac) {
+                                        Action::Adopt {
+                                            remote: at,
+                                            contact: c,
+                                        }
+                                    } else {
+                                        Action::PullMerge {
+                                            remote: at,
+                                            contact: c,
+                                        }
+                                    });
+                                }
+                                None => pulls.push(Action::PullUpdate {
+                                    remote: at,
+                                    contact: s.contact,
+                                    why: Why::EditWins,
+                                }),
+                            }
+                        }
                         _ => pulls.push(Action::Forget {
                             contact: s.contact,
                             key: s.remote_key,
@@ -435,7 +466,6 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     }
 
     // New remote items.
-    let mut claimed: HashSet<ContactId> = HashSet::new();
     for (i, l) in input.listed.iter().enumerate() {
         if bound.contains(&l.key) || moved.values().any(|&m| m == i) {
             continue;

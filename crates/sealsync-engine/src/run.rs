@@ -304,9 +304,13 @@ impl Engine {
             }
         }
 
-        // 3. Match new items to hub contacts: UID, then email, then phone.
-        let bound: std::collections::HashSet<RemoteKey> =
-            state.iter().map(|s| s.remote_key).collect();
+        // 3. Match new items to hub contacts: UID, then email, then phone. Items bound to a
+        // contact deleted in the hub are matched too: the hub may hold that person anew.
+        let bound: std::collections::HashSet<RemoteKey> = state
+            .iter()
+            .filter(|s| hub.get(&s.contact).is_some_and(|h| !h.deleted))
+            .map(|s| s.remote_key)
+            .collect();
         let fresh: Vec<&Listed> = listed
             .iter()
             .filter(|l| !bound.contains(&l.key) && incoming.contains_key(&l.key))
@@ -526,13 +530,28 @@ impl Engine {
         let by_uid = to_map(store.lookup_index(ws, IndexKind::Uid, &uids).await?);
         let by_email = to_map(store.lookup_index(ws, IndexKind::Email, &emails).await?);
         let by_phone = to_map(store.lookup_index(ws, IndexKind::Phone, &phones).await?);
+        // A contact one item names by UID is that item's: another item sharing only an email
+        // or a phone with it must not take it first and leave the UID to a second contact.
+        let named: std::collections::HashSet<ContactId> = fresh
+            .iter()
+            .filter_map(|l| prepared(l)?.uid_mac.and_then(|m| by_uid.get(&m)).copied())
+            .collect();
+        let unnamed = |c: &&ContactId| !named.contains(*c);
         for l in fresh {
             let Some(p) = prepared(l) else { continue };
             let found = p
                 .uid_mac
                 .and_then(|m| by_uid.get(&m))
-                .or_else(|| p.email_macs.iter().find_map(|m| by_email.get(m)))
-                .or_else(|| p.phone_macs.iter().find_map(|m| by_phone.get(m)));
+                .or_else(|| {
+                    p.email_macs
+                        .iter()
+                        .find_map(|m| by_email.get(m).filter(unnamed))
+                })
+                .or_else(|| {
+                    p.phone_macs
+                        .iter()
+                        .find_map(|m| by_phone.get(m).filter(unnamed))
+                });
             if let Some(c) = found {
                 matches.insert(l.key, *c);
             }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use sealsync_crypto::LocalKeyfile;
 use sealsync_engine::{EndpointSpec, Engine, LinkDef, LinkSpec, RunError, RunOptions, RunReport};
-use sealsync_store::{Hub, Store, StoreConfig, testing};
+use sealsync_store::{Hub, Store, StoreConfig, now_ms, testing};
 use sealsync_types::WorkspaceName;
 
 pub struct World {
@@ -191,4 +191,28 @@ pub fn file_of(dir: &Path, uid: &str) -> PathBuf {
         }
     }
     panic!("no file for {uid}");
+}
+
+/// Deletes the live hub contact with this UID, as a delete in the hub does: a tombstone.
+pub async fn hub_delete(w: &World, uid: &str) {
+    let mut found = None;
+    w.engine
+        .hub()
+        .for_each_contact(w.engine.keys(), |id, c| {
+            if c.uid().as_deref() == Some(uid) {
+                found = Some(id);
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let Some(id) = found else { return };
+    let store = w.engine.hub().store();
+    let ws = w.engine.keys().workspace();
+    let meta = store.hub_meta(ws).await.unwrap();
+    let version = meta.iter().find(|m| m.id == id).unwrap().version;
+    store
+        .write_contacts(ws, &[Hub::tombstone(id, version + 1, now_ms() / 1000)])
+        .await
+        .unwrap();
 }

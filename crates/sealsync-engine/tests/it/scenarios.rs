@@ -302,7 +302,10 @@ async fn mass_deletion_stops_the_run_before_any_change() {
 
     // An emptied folder is never read as "everyone was deleted".
     for e in std::fs::read_dir(&b).unwrap() {
-        std::fs::remove_file(e.unwrap().path()).unwrap();
+        let path = e.unwrap().path();
+        if path.is_file() {
+            std::fs::remove_file(path).unwrap();
+        }
     }
     let err = w.try_sync("b", &RunOptions::default()).await.unwrap_err();
     assert!(
@@ -571,4 +574,66 @@ async fn one_run_per_link_at_a_time() {
         .unwrap();
     w.sync("a").await;
     assert_eq!(w.hub().await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_edit_of_a_contact_recreated_in_the_hub_goes_to_the_new_one() {
+    let w = world().await;
+    let a = w.vdir_link("a", both(ConflictPolicy::Newest)).await;
+    put(&a, "p1.vcf", &card("p1", "Ann", "p1@example.org", ""));
+    w.sync("a").await;
+    // Deleted in the hub, then created there again under the same UID ...
+    hub_delete(&w, "p1").await;
+    w.engine
+        .hub()
+        .import(
+            w.engine.keys(),
+            vec![contact("p1", "Ann New", "from the hub")],
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    // ... while the file, still bound to the deleted contact, was edited.
+    put(
+        &a,
+        "p1.vcf",
+        &card("p1", "Ann", "p1@example.org", "edited in a"),
+    );
+    w.sync("a").await;
+    // One contact for p1 everywhere (`hub` and `vdir` fail on a UID held twice), not the old
+    // one restored beside the new one.
+    let hub = w.hub().await;
+    assert_eq!(hub.len(), 1);
+    assert_eq!(hub["p1"].emails, vec!["p1@example.org".to_owned()]);
+    assert_eq!(vdir(&a), hub);
+    let r = w.sync("a").await;
+    assert_eq!((r.counts.created, r.counts.updated), (0, 0));
+    assert_eq!(vdir(&a), w.hub().await);
+}
+
+#[tokio::test]
+async fn a_uid_match_wins_over_another_items_email_match() {
+    let w = world().await;
+    let a = w.vdir_link("a", both(ConflictPolicy::Newest)).await;
+    let b = w.vdir_link("b", both(ConflictPolicy::Newest)).await;
+    put(&a, "p0.vcf", &card("p0", "Ann", "shared@example.org", ""));
+    w.sync("a").await;
+    // In b: p0 itself (no email), and other people with p0's email; several, so that one of
+    // them is listed before p0 whatever order the folder lists in.
+    put(&b, "p0.vcf", &card("p0", "Ann", "", ""));
+    for i in 1..=4 {
+        put(
+            &b,
+            &format!("p{i}.vcf"),
+            &card(&format!("p{i}"), "Bob", "shared@example.org", ""),
+        );
+    }
+    for link in ["b", "a", "b", "a"] {
+        w.sync(link).await;
+    }
+    // p0 stays one contact (`hub` and `vdir` fail on a UID held twice).
+    let hub = w.hub().await;
+    assert_eq!(hub["p0"].emails, vec!["shared@example.org".to_owned()]);
+    assert_eq!(vdir(&a), hub);
+    assert_eq!(vdir(&b), hub);
 }
