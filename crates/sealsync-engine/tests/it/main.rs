@@ -4,3 +4,4 @@
 mod crash;
 mod harness;
 mod scenarios;
+mod sql;
