@@ -23,7 +23,7 @@ pub async fn engine(ctx: &Context, workspace: Option<&str>) -> anyhow::Result<En
 #[derive(Debug, Subcommand)]
 pub enum EndpointCommand {
     /// Add (or change) an endpoint: a vdir folder, a CSV file or a SQL table.
-    Add(EndpointAdd),
+    Add(Box<EndpointAdd>),
     /// List endpoints.
     List {
         #[arg(long, value_name = "W")]
@@ -195,6 +195,7 @@ fn print_changes(changes: &[Change], json: bool, dry_run: bool) -> anyhow::Resul
 pub async fn endpoint(ctx: &Context, cmd: EndpointCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         EndpointCommand::Add(a) => {
+            let a = *a;
             let engine = engine(ctx, a.workspace.as_deref()).await?;
             let base = std::env::current_dir().context("cannot read the current folder")?;
             let path = || {
