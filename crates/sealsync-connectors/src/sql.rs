@@ -852,9 +852,9 @@ fn db_error(e: &sqlx::Error, doing: &str) -> ConnectorError {
         sqlx::Error::Tls(_) => {
             ConnectorError::Unavailable(format!("{doing}: TLS with the database failed"))
         }
-        sqlx::Error::PoolTimedOut => {
-            ConnectorError::Unavailable(format!("{doing}: the database did not answer in time"))
-        }
+        sqlx::Error::PoolTimedOut => ConnectorError::Unavailable(format!(
+            "{doing}: the database cannot be reached or did not answer in time"
+        )),
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
             ConnectorError::Invalid(format!("{doing}: a value is not readable as text"))
         }
