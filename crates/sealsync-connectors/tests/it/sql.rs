@@ -209,3 +209,43 @@ async fn pg_sql_wrong_password_is_unavailable_without_the_password() {
     assert!(!err.to_string().contains("hunter2"), "{err}");
     assert!(!err.to_string().contains("no_such_user_x"), "{err}");
 }
+
+/// Two writers holding the same etag: one update wins, the other is a conflict.
+async fn one_of_two_racing_updates_wins(url: &str, table: &str) {
+    for etag in [None, Some("version")] {
+        let a = open(url, table, etag).unwrap();
+        let b = open(url, table, etag).unwrap();
+        let samples = compliance::sample_contacts();
+        let meta = a.create(&samples[0]).await.unwrap();
+        b.list().await.unwrap();
+        let (ra, rb) = tokio::join!(
+            a.update(&meta.id, &meta.etag, &samples[1]),
+            b.update(&meta.id, &meta.etag, &samples[2]),
+        );
+        let conflicts = [&ra, &rb]
+            .iter()
+            .filter(|r| r.as_ref().err() == Some(&ConnectorError::Conflict))
+            .count();
+        assert_eq!(conflicts, 1, "etag column {etag:?}: {ra:?} {rb:?}");
+        assert!(ra.is_ok() || rb.is_ok());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_sqlite_racing_updates_are_one_win_and_one_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    execute(&url, &create_table("people")).await;
+    one_of_two_racing_updates_wins(&url, "people").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_sql_racing_updates_are_one_win_and_one_conflict() {
+    let Ok(url) = std::env::var("SEALSYNC_TEST_DATABASE_URL") else {
+        return;
+    };
+    let table = format!("sealsync_sql_{}", uuid::Uuid::new_v4().simple());
+    execute(&url, &create_table(&table)).await;
+    one_of_two_racing_updates_wins(&url, &table).await;
+    execute(&url, &format!("DROP TABLE {table}")).await;
+}
