@@ -5,11 +5,14 @@
 //!   many phones' exports use); writes are atomic renames.
 //! - [`csv`]: one CSV file in a Google, Outlook or user-mapped layout, read whole and written
 //!   back atomically.
+//! - [`sql`]: one table of a SQLite or PostgreSQL database through a column mapping; writes
+//!   check the row's etag in the same transaction.
 //!
 //! Connectors never see the hub or keys and never put contact data in an error: errors name the
-//! file and line, never a value.
+//! file and line (or table and row id), never a value, and never a database URL.
 
 pub mod csv;
+pub mod sql;
 pub mod vdir;
 
 use std::path::Path;

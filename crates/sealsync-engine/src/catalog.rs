@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use sealsync_connectors::sql::DatabaseUrl;
 use sealsync_crypto::WorkspaceKeys;
 use sealsync_store::{EndpointRow, LinkRow, StoreError, config_ref, now_ms};
 use sealsync_types::{EndpointId, LinkId};
@@ -64,16 +65,27 @@ pub struct ApplyFile {
     pub link: Vec<LinkDecl>,
 }
 
-/// An endpoint as declared.
+/// An endpoint as declared. Which fields apply depends on `kind`; [`EndpointDecl::to_spec`]
+/// says which are missing or do not belong.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointDecl {
     pub name: String,
     pub kind: String,
-    pub path: PathBuf,
+    /// vdir, csv.
+    pub path: Option<PathBuf>,
+    /// vdir.
     pub version: Option<String>,
+    /// csv.
     pub preset: Option<String>,
     pub map: Option<PathBuf>,
+    /// sql: `url` or `url_env`, `table`, `id_column`, `columns`, optionally `etag_column`.
+    pub url: Option<DatabaseUrl>,
+    pub url_env: Option<String>,
+    pub table: Option<String>,
+    pub id_column: Option<String>,
+    pub etag_column: Option<String>,
+    pub columns: Option<Vec<String>>,
 }
 
 /// A link as declared.
@@ -100,31 +112,70 @@ impl EndpointDecl {
     /// The endpoint this declares, paths resolved against `base`.
     pub fn to_spec(&self, base: &Path) -> Result<EndpointSpec, CatalogError> {
         let bad = |what: &str| CatalogError::Invalid(format!("endpoint {:?}: {what}", self.name));
-        let mut spec = match self.kind.as_str() {
-            "vdir" => {
-                if self.preset.is_some() || self.map.is_some() {
-                    return Err(bad("preset and map are for csv endpoints"));
-                }
-                EndpointSpec::Vdir {
-                    path: self.path.clone(),
-                    version: self.version.clone(),
-                }
-            }
-            "csv" => {
-                if self.version.is_some() {
-                    return Err(bad("version is for vdir endpoints"));
-                }
-                EndpointSpec::Csv {
-                    path: self.path.clone(),
-                    preset: self.preset.clone(),
-                    map: self.map.clone(),
-                }
-            }
+        let given = [
+            ("path", self.path.is_some()),
+            ("version", self.version.is_some()),
+            ("preset", self.preset.is_some()),
+            ("map", self.map.is_some()),
+            ("url", self.url.is_some()),
+            ("url_env", self.url_env.is_some()),
+            ("table", self.table.is_some()),
+            ("id_column", self.id_column.is_some()),
+            ("etag_column", self.etag_column.is_some()),
+            ("columns", self.columns.is_some()),
+        ];
+        let allowed: &[&str] = match self.kind.as_str() {
+            "vdir" => &["path", "version"],
+            "csv" => &["path", "preset", "map"],
+            "sql" => &[
+                "url",
+                "url_env",
+                "table",
+                "id_column",
+                "etag_column",
+                "columns",
+            ],
             other => {
                 return Err(bad(&format!(
-                    "unknown kind {other:?}: expected vdir or csv"
+                    "unknown kind {other:?}: expected vdir, csv or sql"
                 )));
             }
+        };
+        let extra: Vec<&str> = given
+            .iter()
+            .filter(|(f, is)| *is && !allowed.contains(f))
+            .map(|(f, _)| *f)
+            .collect();
+        if !extra.is_empty() {
+            return Err(bad(&format!(
+                "{} not used by {} endpoints (they take {})",
+                extra.join(", "),
+                self.kind,
+                allowed.join(", ")
+            )));
+        }
+        let required = |field: &'static str| bad(&format!("{field} is required"));
+        let mut spec = match self.kind.as_str() {
+            "vdir" => EndpointSpec::Vdir {
+                path: self.path.clone().ok_or_else(|| required("path"))?,
+                version: self.version.clone(),
+            },
+            "csv" => EndpointSpec::Csv {
+                path: self.path.clone().ok_or_else(|| required("path"))?,
+                preset: self.preset.clone(),
+                map: self.map.clone(),
+            },
+            _ => EndpointSpec::Sql {
+                url: self.url.clone(),
+                url_env: self.url_env.clone(),
+                table: self.table.clone().ok_or_else(|| required("table"))?,
+                id_column: self
+                    .id_column
+                    .clone()
+                    .ok_or_else(|| required("id_column"))?,
+                etag_column: self.etag_column.clone(),
+                columns: self.columns.clone().ok_or_else(|| required("columns"))?,
+            },
         };
         spec.resolve_paths(base);
         spec.validate().map_err(|e| bad(&e.to_string()))?;
@@ -454,5 +505,109 @@ impl Engine {
             changes.push(self.put_link(name, endpoint, spec, dry_run).await?);
         }
         Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decl(text: &str) -> Result<EndpointSpec, String> {
+        let file: ApplyFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        file.endpoint[0]
+            .to_spec(Path::new("/base"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sql_endpoints_are_declared_with_their_own_fields() {
+        let spec = decl(
+            r#"[[endpoint]]
+            name = "crm"
+            kind = "sql"
+            url_env = "CRM_DATABASE_URL"
+            table = "crm.people"
+            id_column = "id"
+            etag_column = "version"
+            columns = ["FN=full_name", "EMAIL=email"]"#,
+        )
+        .unwrap();
+        assert_eq!(spec.kind(), "sql");
+
+        let err = decl(
+            r#"[[endpoint]]
+            name = "crm"
+            kind = "sql"
+            url_env = "CRM_DATABASE_URL"
+            path = "x.csv"
+            table = "people"
+            id_column = "id"
+            columns = ["FN=full_name"]"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("path not used by sql endpoints"), "{err}");
+
+        let err = decl(
+            r#"[[endpoint]]
+            name = "crm"
+            kind = "sql"
+            url_env = "CRM_DATABASE_URL"
+            id_column = "id"
+            columns = ["FN=full_name"]"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("table is required"), "{err}");
+
+        let err = decl(
+            r#"[[endpoint]]
+            name = "crm"
+            kind = "sql"
+            table = "people"
+            id_column = "id"
+            columns = ["FN=full_name"]"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("url_env"), "{err}");
+
+        let err = decl(
+            r#"[[endpoint]]
+            name = "crm"
+            kind = "sql"
+            url = "postgres://u:hunter2@db/x"
+            url_env = "X"
+            table = "people"
+            id_column = "id"
+            columns = ["FN=full_name"]"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("not both") && !err.contains("hunter2"),
+            "{err}"
+        );
+
+        let err = decl(
+            r#"[[endpoint]]
+            name = "b"
+            kind = "vdir"
+            table = "people""#,
+        )
+        .unwrap_err();
+        assert!(err.contains("table not used by vdir"), "{err}");
+    }
+
+    #[test]
+    fn hides_content() {
+        let file: ApplyFile = toml::from_str(
+            r#"[[endpoint]]
+            name = "crm"
+            kind = "sql"
+            url = "postgres://u:hunter2@db/x"
+            table = "people"
+            id_column = "id"
+            columns = ["FN=full_name"]"#,
+        )
+        .unwrap();
+        let spec = file.endpoint[0].to_spec(Path::new("/")).unwrap();
+        assert!(!format!("{file:?} {spec:?}").contains("hunter2"));
     }
 }

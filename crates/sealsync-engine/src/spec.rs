@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use sealsync_connector::{Connector, ConnectorError};
 use sealsync_connectors::csv::CsvFile;
+use sealsync_connectors::sql::{DatabaseUrl, SqlShape, SqlTable};
 use sealsync_connectors::vdir::Vdir;
 use sealsync_contact::VcardVersion;
 use sealsync_contact::csv::{CsvLayout, CsvPreset};
@@ -32,6 +33,25 @@ pub enum EndpointSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         map: Option<PathBuf>,
     },
+    /// One table of a SQLite or PostgreSQL database.
+    Sql {
+        /// The database URL, when stored in the (sealed) configuration.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<DatabaseUrl>,
+        /// The environment variable holding the URL, read when the endpoint opens.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url_env: Option<String>,
+        /// `name` or `schema.name`.
+        table: String,
+        /// The text primary key.
+        id_column: String,
+        /// A version or time the user's application moves on every change; without it the
+        /// etag is a hash of the mapped values.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        etag_column: Option<String>,
+        /// `TARGET=column` pairs: `FN=full_name`, `N:given=first_name`, `EMAIL=email`.
+        columns: Vec<String>,
+    },
 }
 
 impl EndpointSpec {
@@ -39,6 +59,7 @@ impl EndpointSpec {
         match self {
             EndpointSpec::Vdir { .. } => "vdir",
             EndpointSpec::Csv { .. } => "csv",
+            EndpointSpec::Sql { .. } => "sql",
         }
     }
 
@@ -48,6 +69,30 @@ impl EndpointSpec {
             EndpointSpec::Vdir { version, .. } => vcard_version(version.as_deref()).map(|_| ()),
             EndpointSpec::Csv { preset, map, .. } => {
                 layout(preset.as_deref(), map.as_deref()).map(|_| ())
+            }
+            EndpointSpec::Sql {
+                url,
+                url_env,
+                table,
+                id_column,
+                etag_column,
+                columns,
+            } => {
+                match (url, url_env) {
+                    (Some(_), Some(_)) => {
+                        return Err(ConnectorError::Config(
+                            "give url or url_env, not both".into(),
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(ConnectorError::Config(
+                            "give url or url_env (the environment variable holding the URL)".into(),
+                        ));
+                    }
+                    (None, Some(var)) => env_name(var)?,
+                    (Some(_), None) => {}
+                }
+                SqlShape::parse(table, id_column, etag_column.as_deref(), columns).map(|_| ())
             }
         }
     }
@@ -63,6 +108,37 @@ impl EndpointSpec {
                 path,
                 layout(preset.as_deref(), map.as_deref())?,
             )?)),
+            EndpointSpec::Sql {
+                url,
+                url_env,
+                table,
+                id_column,
+                etag_column,
+                columns,
+            } => {
+                let url = match (url, url_env) {
+                    (Some(url), None) => url.clone(),
+                    (None, Some(var)) => {
+                        env_name(var)?;
+                        let value = std::env::var(var).map_err(|_| {
+                            ConnectorError::Config(format!(
+                                "environment variable {var} (the database URL) is not set"
+                            ))
+                        })?;
+                        let value = zeroize::Zeroizing::new(value);
+                        DatabaseUrl::parse(&value).map_err(|e| {
+                            ConnectorError::Config(format!("environment variable {var}: {e}"))
+                        })?
+                    }
+                    _ => {
+                        return Err(ConnectorError::Config(
+                            "give exactly one of url and url_env".into(),
+                        ));
+                    }
+                };
+                let shape = SqlShape::parse(table, id_column, etag_column.as_deref(), columns)?;
+                Ok(Arc::new(SqlTable::open(url, shape)?))
+            }
         }
     }
 
@@ -81,6 +157,7 @@ impl EndpointSpec {
                     fix(m);
                 }
             }
+            EndpointSpec::Sql { .. } => {}
         }
     }
 }
@@ -92,6 +169,20 @@ fn vcard_version(v: Option<&str>) -> Result<VcardVersion, ConnectorError> {
         other => Err(ConnectorError::Config(format!(
             "vCard version {other:?}: expected 4.0 or 3.0"
         ))),
+    }
+}
+
+/// A plausible environment variable name; its value is read only when the endpoint opens.
+fn env_name(var: &str) -> Result<(), ConnectorError> {
+    let ok = !var.is_empty()
+        && !var.starts_with(|c: char| c.is_ascii_digit())
+        && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConnectorError::Config(format!(
+            "{var:?} is not an environment variable name"
+        )))
     }
 }
 

@@ -22,8 +22,8 @@ pub async fn engine(ctx: &Context, workspace: Option<&str>) -> anyhow::Result<En
 
 #[derive(Debug, Subcommand)]
 pub enum EndpointCommand {
-    /// Add (or change) an endpoint: a vdir folder or a CSV file.
-    Add(EndpointAdd),
+    /// Add (or change) an endpoint: a vdir folder, a CSV file or a SQL table.
+    Add(Box<EndpointAdd>),
     /// List endpoints.
     List {
         #[arg(long, value_name = "W")]
@@ -43,6 +43,7 @@ pub enum EndpointCommand {
 pub enum EndpointKind {
     Vdir,
     Csv,
+    Sql,
 }
 
 #[derive(Debug, Args)]
@@ -51,8 +52,8 @@ pub struct EndpointAdd {
     #[arg(long, value_enum)]
     pub kind: EndpointKind,
     /// The folder (vdir) or file (csv).
-    #[arg(long)]
-    pub path: PathBuf,
+    #[arg(long, required_if_eq_any = [("kind", "vdir"), ("kind", "csv")])]
+    pub path: Option<PathBuf>,
     /// vCard version of written files (vdir): 4.0 or 3.0.
     #[arg(long)]
     pub version: Option<String>,
@@ -62,6 +63,27 @@ pub struct EndpointAdd {
     /// CSV column mapping file.
     #[arg(long)]
     pub map: Option<PathBuf>,
+    /// SQL: the environment variable holding the database URL (`sqlite:…` or `postgres://…`),
+    /// read at each sync; the URL itself is never taken on the command line.
+    #[arg(long, value_name = "VAR", required_if_eq("kind", "sql"))]
+    pub url_env: Option<String>,
+    /// SQL: the table, `name` or `schema.name`.
+    #[arg(long, value_name = "T", required_if_eq("kind", "sql"))]
+    pub table: Option<String>,
+    /// SQL: the text primary key column.
+    #[arg(long, value_name = "C", required_if_eq("kind", "sql"))]
+    pub id_column: Option<String>,
+    /// SQL: a version or time column your application moves on every change.
+    #[arg(long, value_name = "C")]
+    pub etag_column: Option<String>,
+    /// SQL: what a column holds, `TARGET=column` (FN=full_name, N:given=first_name,
+    /// EMAIL=email, TEL;TYPE=cell=mobile); repeat for each column.
+    #[arg(
+        long = "column",
+        value_name = "TARGET=C",
+        required_if_eq("kind", "sql")
+    )]
+    pub columns: Vec<String>,
     #[arg(long, value_name = "W")]
     pub workspace: Option<String>,
 }
@@ -173,20 +195,49 @@ fn print_changes(changes: &[Change], json: bool, dry_run: bool) -> anyhow::Resul
 pub async fn endpoint(ctx: &Context, cmd: EndpointCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         EndpointCommand::Add(a) => {
+            let a = *a;
             let engine = engine(ctx, a.workspace.as_deref()).await?;
             let base = std::env::current_dir().context("cannot read the current folder")?;
-            let path = if a.path.is_relative() {
-                base.join(&a.path)
-            } else {
-                a.path.clone()
+            let path = || {
+                a.path
+                    .as_ref()
+                    .map(|p| base.join(p))
+                    .context("--path is required for this kind")
             };
+            let sql_only = a.url_env.is_some()
+                || a.table.is_some()
+                || a.id_column.is_some()
+                || a.etag_column.is_some()
+                || !a.columns.is_empty();
             let spec = match a.kind {
+                EndpointKind::Sql => {
+                    if a.path.is_some()
+                        || a.version.is_some()
+                        || a.preset.is_some()
+                        || a.map.is_some()
+                    {
+                        anyhow::bail!(
+                            "--path, --version, --preset and --map are not for sql endpoints"
+                        );
+                    }
+                    EndpointSpec::Sql {
+                        url: None,
+                        url_env: a.url_env,
+                        table: a.table.context("--table is required for sql")?,
+                        id_column: a.id_column.context("--id-column is required for sql")?,
+                        etag_column: a.etag_column,
+                        columns: a.columns,
+                    }
+                }
+                _ if sql_only => anyhow::bail!(
+                    "--url-env, --table, --id-column, --etag-column and --column are for sql endpoints"
+                ),
                 EndpointKind::Vdir => EndpointSpec::Vdir {
-                    path,
+                    path: path()?,
                     version: a.version,
                 },
                 EndpointKind::Csv => EndpointSpec::Csv {
-                    path,
+                    path: path()?,
                     preset: a.preset,
                     map: a.map.map(|m| base.join(m)),
                 },
@@ -198,10 +249,15 @@ pub async fn endpoint(ctx: &Context, cmd: EndpointCommand) -> anyhow::Result<Exi
             let engine = engine(ctx, workspace.as_deref()).await?;
             let list = engine.endpoints().await?;
             if json {
-                let v: Vec<_> = list
-                    .iter()
-                    .map(|e| serde_json::json!({ "id": e.id, "name": e.name, "spec": e.spec }))
-                    .collect();
+                let mut v = Vec::new();
+                for e in &list {
+                    let mut spec = serde_json::to_value(&e.spec)?;
+                    // A stored database URL may hold a password.
+                    if let Some(url) = spec.get_mut("url") {
+                        *url = serde_json::Value::from("[REDACTED]");
+                    }
+                    v.push(serde_json::json!({ "id": e.id, "name": e.name, "spec": spec }));
+                }
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for e in &list {
@@ -209,6 +265,10 @@ pub async fn endpoint(ctx: &Context, cmd: EndpointCommand) -> anyhow::Result<Exi
                         EndpointSpec::Vdir { path, .. } | EndpointSpec::Csv { path, .. } => {
                             path.display().to_string()
                         }
+                        EndpointSpec::Sql { url_env, table, .. } => match url_env {
+                            Some(var) => format!("table {table} (database URL in ${var})"),
+                            None => format!("table {table} (database URL stored sealed)"),
+                        },
                     };
                     println!("{:<20} {:<5} {}", e.name, e.spec.kind(), where_);
                 }
