@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use sealsync_connector::{Connector, ConnectorError, Etag, ItemMeta, RemoteId};
 use sealsync_contact::Contact;
+use sealsync_contact::vcard::{VcardVersion, read_all, to_vcard};
 use sealsync_crypto::{IndexKind, RecordRef, WorkspaceKeys};
 use sealsync_store::{
     ConflictRow, EventRow, Hub, HubMeta, PreparedContact, RunRow, StateRow, StoreError, SyncBatch,
@@ -139,10 +140,40 @@ pub struct Engine {
     region: Option<String>,
 }
 
-/// A fetched remote item, ready for the hub.
+/// A fetched remote item: what planning and matching need, and the contact itself as vCard
+/// text, a fraction of the parsed form's size (an initial sync holds every item until it is
+/// executed), parsed again when its action runs.
 struct Incoming {
     meta: ItemMeta,
-    prepared: PreparedContact,
+    vcard: zeroize::Zeroizing<String>,
+    content_mac: [u8; 32],
+    uid_mac: Option<[u8; 32]>,
+    email_macs: Vec<[u8; 32]>,
+    phone_macs: Vec<[u8; 32]>,
+}
+
+impl Incoming {
+    fn new(meta: ItemMeta, p: PreparedContact) -> Self {
+        Self {
+            meta,
+            vcard: zeroize::Zeroizing::new(to_vcard(&p.contact, VcardVersion::V4)),
+            content_mac: p.content_mac,
+            uid_mac: p.uid_mac,
+            email_macs: p.email_macs,
+            phone_macs: p.phone_macs,
+        }
+    }
+
+    fn contact(&self) -> Result<Contact, RunError> {
+        read_all(self.vcard.as_bytes())
+            .0
+            .into_iter()
+            .next()
+            .map(|c| c.contact)
+            .ok_or(RunError::Store(StoreError::Corrupt(
+                "a fetched item did not read back",
+            )))
+    }
 }
 
 struct Ctx<'a> {
@@ -289,13 +320,7 @@ impl Engine {
                         };
                         let prepared = Hub::prepare(&self.keys, contact, self.region.as_deref());
                         fetched.insert(key, Fetched::Mac(prepared.content_mac));
-                        incoming.insert(
-                            key,
-                            Incoming {
-                                meta: item.meta,
-                                prepared,
-                            },
-                        );
+                        incoming.insert(key, Incoming::new(item.meta, prepared));
                     }
                     Err(e) => {
                         fetched.insert(key, Fetched::Failed(e.to_string()));
@@ -508,7 +533,7 @@ impl Engine {
         if fresh.is_empty() {
             return Ok(matches);
         }
-        let prepared = |l: &Listed| incoming.get(&l.key).map(|i| &i.prepared);
+        let prepared = |l: &Listed| incoming.get(&l.key);
         let uids: Vec<[u8; 32]> = fresh.iter().filter_map(|l| prepared(l)?.uid_mac).collect();
         let emails: Vec<[u8; 32]> = fresh
             .iter()
@@ -581,12 +606,12 @@ impl Engine {
                     return Ok(());
                 };
                 let id = ContactId::new();
+                let prepared = self.prepare(inc.contact()?);
                 ctx.batch
                     .contacts
-                    .push(Hub::seal_row(&self.keys, id, 1, &inc.prepared, now_s)?);
+                    .push(Hub::seal_row(&self.keys, id, 1, &prepared, now_s)?);
                 ctx.versions.insert(id, 1);
-                let mac = inc.prepared.content_mac;
-                ctx.bind(l, id, &inc.meta.etag, mac, mac);
+                ctx.bind(l, id, &inc.meta.etag, inc.content_mac, prepared.content_mac);
                 ctx.counts.hub_created += 1;
                 ctx.event(self, "hub-created", Some(id), Some(&l.meta.id), None);
             }
@@ -595,7 +620,7 @@ impl Engine {
                 let Some(inc) = ctx.incoming.remove(&l.key) else {
                     return Ok(());
                 };
-                let mac = inc.prepared.content_mac;
+                let mac = inc.content_mac;
                 ctx.bind(l, *contact, &inc.meta.etag, mac, mac);
                 ctx.counts.unchanged += 1;
                 ctx.event(self, "linked", Some(*contact), Some(&l.meta.id), None);
@@ -607,10 +632,10 @@ impl Engine {
                     ctx.unreadable(*contact);
                     return Ok(());
                 };
-                let merged = merge(current, &inc.prepared.contact, spec.priority > 0);
+                let merged = merge(current, &inc.contact()?, spec.priority > 0);
                 let prepared = Hub::prepare(&self.keys, merged, self.region.as_deref());
                 let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
-                let remote_mac = inc.prepared.content_mac;
+                let remote_mac = inc.content_mac;
                 let mut etag = inc.meta.etag.clone();
                 let mut meta_id = l.meta.id.clone();
                 if prepared.content_mac != hub_mac {
@@ -649,13 +674,13 @@ impl Engine {
                 };
                 let current = opened.get(contact);
                 let restored = ctx.hub.get(contact).is_none_or(|h| h.deleted);
-                let contact_in = inbound(spec, &inc.prepared.contact, current);
+                let contact_in = inbound(spec, &inc.contact()?, current);
                 let prepared = Hub::prepare(&self.keys, contact_in, self.region.as_deref());
                 let v = ctx.next_version(*contact);
                 ctx.batch
                     .contacts
                     .push(Hub::seal_row(&self.keys, *contact, v, &prepared, now_s)?);
-                let (etag, remote_mac) = (inc.meta.etag.clone(), inc.prepared.content_mac);
+                let (etag, remote_mac) = (inc.meta.etag.clone(), inc.content_mac);
                 ctx.bind(l, *contact, &etag, remote_mac, prepared.content_mac);
                 if restored {
                     ctx.counts.hub_created += 1;
@@ -745,7 +770,7 @@ impl Engine {
             Action::Refresh { remote, contact } => {
                 let l = &listed[*remote];
                 let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
-                let remote_mac = ctx.incoming.get(&l.key).map(|i| i.prepared.content_mac);
+                let remote_mac = ctx.incoming.get(&l.key).map(|i| i.content_mac);
                 match remote_mac {
                     Some(m) => ctx.bind(l, *contact, &l.meta.etag.clone(), m, hub_mac),
                     None => ctx.bind(l, *contact, &l.meta.etag.clone(), hub_mac, hub_mac),
@@ -765,7 +790,7 @@ impl Engine {
                 };
                 // The remote version becomes a contact of its own, with a UID of its own.
                 let copy_id = ContactId::new();
-                let mut copy = inbound(spec, &inc.prepared.contact, Some(current));
+                let mut copy = inbound(spec, &inc.contact()?, Some(current));
                 copy.set_text("UID", Some(&format!("urn:uuid:{}", uuid::Uuid::new_v4())));
                 let copy = Hub::prepare(&self.keys, copy, self.region.as_deref());
                 ctx.batch
@@ -774,7 +799,7 @@ impl Engine {
                 // The endpoint's item takes the copy's new UID, so the two never match again.
                 let copy_out = outbound(spec, &copy.contact);
                 ctx.step()?;
-                let (mut etag, mut remote_mac) = (inc.meta.etag.clone(), inc.prepared.content_mac);
+                let (mut etag, mut remote_mac) = (inc.meta.etag.clone(), inc.content_mac);
                 let mut copy_key = l.key;
                 match ctx.conn.update(&l.meta.id, &etag, &copy_out).await {
                     Ok(meta) => {
@@ -827,6 +852,10 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    fn prepare(&self, contact: Contact) -> PreparedContact {
+        Hub::prepare(&self.keys, contact, self.region.as_deref())
     }
 
     /// The keyed content hash of what was written to the endpoint, as it will read back. With no
