@@ -15,7 +15,7 @@ pub mod testing;
 pub use db::{
     Backend, ContactRow, KEYSTORE_SCHEMA, KeyPurpose, Store, StoreConfig, StoredKey, Workspace,
 };
-pub use hub::{Hub, ImportCounts, ImportOptions, RecordError, ReencryptReport};
+pub use hub::{Hub, ImportCounts, ImportOptions, ImportSession, RecordError, ReencryptReport};
 
 use sealsync_crypto::KeyError;
 
