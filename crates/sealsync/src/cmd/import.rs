@@ -314,10 +314,12 @@ type SessionStep = (
     Result<ImportCounts, sealsync_store::StoreError>,
 );
 
-/// Contacts per write transaction: large enough that the blind index's random inserts touch
-/// each page once per many batches, small enough that the waiting rows stay a few MB and other
-/// writers wait about a second at most.
-const WRITE_EVERY: usize = 25_000;
+/// Contacts per write transaction. Larger transactions write far fewer pages (the blind
+/// index takes random inserts), but on the 100k-contact benchmark 4,000 and more pushed peak
+/// RSS from about 125 MB to 145-200 MB, over the 150 MB budget; so rows are written after
+/// every parsed batch, and only the rows a batch leaves unwritten (when it had fewer new or
+/// changed contacts) wait for the next.
+const WRITE_EVERY: usize = BATCH;
 
 impl Pipeline {
     fn new(hub: &Hub, keys: &Arc<WorkspaceKeys>, options: &ImportOptions) -> Self {
