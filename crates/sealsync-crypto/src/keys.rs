@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use std::sync::Mutex;
+use std::cell::RefCell;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::{hkdf, hmac};
@@ -157,13 +157,26 @@ impl NoncePool {
     }
 }
 
+thread_local! {
+    /// One pool per thread: nonces are random, not tied to a key, so sharing them across keys
+    /// loses nothing, and sealing on several threads takes no lock.
+    static NONCES: RefCell<NoncePool> = RefCell::new(NoncePool::new());
+}
+
+fn next_nonce() -> Result<[u8; NONCE_LEN], CryptoError> {
+    NONCES.with(|pool| {
+        pool.try_borrow_mut()
+            .map_err(|_| CryptoError::Random)?
+            .next()
+    })
+}
+
 /// The unwrapped keys of one workspace: every live DEK version and the blind index.
 pub struct WorkspaceKeys {
     workspace: WorkspaceId,
     deks: BTreeMap<u32, DataKey>,
     current: u32,
     blind: BlindIndex,
-    nonces: Mutex<NoncePool>,
 }
 
 impl WorkspaceKeys {
@@ -190,7 +203,6 @@ impl WorkspaceKeys {
             deks: map,
             current,
             blind: BlindIndex::new(index_root, workspace),
-            nonces: Mutex::new(NoncePool::new()),
         })
     }
 
@@ -216,44 +228,83 @@ impl WorkspaceKeys {
         self.seal_with(self.current, at, plaintext)
     }
 
+    /// [`WorkspaceKeys::seal`], appending the sealed value to `out`: a caller sealing many
+    /// values into one buffer saves an allocation each.
+    pub fn seal_into(
+        &self,
+        at: &RecordRef<'_>,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        self.seal_into_with(self.current, at, plaintext, out)
+    }
+
     pub(crate) fn seal_with(
         &self,
         version: u32,
         at: &RecordRef<'_>,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
+        let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
+        self.seal_into_with(version, at, plaintext, &mut out)?;
+        Ok(out)
+    }
+
+    fn seal_into_with(
+        &self,
+        version: u32,
+        at: &RecordRef<'_>,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
         debug_assert_eq!(at.workspace, self.workspace);
         let key = self
             .deks
             .get(&version)
             .ok_or(CryptoError::UnknownKeyVersion(version))?;
         let aad = at.aad(version);
-        let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
+        let nonce = next_nonce()?;
+        let start = out.len();
+        out.reserve(HEADER_LEN + plaintext.len() + TAG_LEN);
         out.push(SEALED_V1);
         out.extend_from_slice(&version.to_be_bytes());
-        out.extend_from_slice(&[0u8; NONCE_LEN]);
+        out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
-        let nonce = self
-            .nonces
-            .lock()
-            .map_err(|_| CryptoError::Random)?
-            .next()?;
-        let tag = key
-            .aead
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad.as_ref()),
-                &mut out[HEADER_LEN..],
-            )
-            .map_err(|_| CryptoError::Random)?;
-        out[5..HEADER_LEN].copy_from_slice(&nonce);
-        out.extend_from_slice(tag.as_ref());
-        Ok(out)
+        match key.aead.seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad.as_ref()),
+            &mut out[start + HEADER_LEN..],
+        ) {
+            Ok(tag) => {
+                out.extend_from_slice(tag.as_ref());
+                Ok(())
+            }
+            Err(_) => {
+                // Never leave plaintext behind in the caller's buffer.
+                out[start..].fill(0);
+                out.truncate(start);
+                Err(CryptoError::Random)
+            }
+        }
     }
 
     /// Opens a value sealed for `at`. Fails with [`CryptoError::Integrity`] if it was altered or
     /// sealed for another place.
     pub fn open(&self, at: &RecordRef<'_>, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut buf = Vec::new();
+        self.open_into(at, sealed, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// [`WorkspaceKeys::open`] into `buf` (cleared first), so that a caller opening many values
+    /// reuses one allocation. The caller owns zeroizing `buf`.
+    pub fn open_into<'b>(
+        &self,
+        at: &RecordRef<'_>,
+        sealed: &[u8],
+        buf: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], CryptoError> {
+        buf.clear();
         let version = sealed_key_version(sealed)?;
         let key = self
             .deks
@@ -264,14 +315,19 @@ impl WorkspaceKeys {
         }
         let nonce = Nonce::try_assume_unique_for_key(&sealed[5..HEADER_LEN])
             .map_err(|_| CryptoError::Malformed)?;
-        let mut buf = sealed[HEADER_LEN..].to_vec();
-        let len = key
+        buf.extend_from_slice(&sealed[HEADER_LEN..]);
+        let len = match key
             .aead
-            .open_in_place(nonce, Aad::from(at.aad(version).as_ref()), &mut buf)
-            .map_err(|_| CryptoError::Integrity)?
-            .len();
+            .open_in_place(nonce, Aad::from(at.aad(version).as_ref()), buf)
+        {
+            Ok(plain) => plain.len(),
+            Err(_) => {
+                buf.clear();
+                return Err(CryptoError::Integrity);
+            }
+        };
         buf.truncate(len);
-        Ok(buf)
+        Ok(&buf[..])
     }
 
     /// Re-seals a value under the newest DEK (for rotation); a value already there is returned
@@ -337,6 +393,29 @@ mod tests {
         assert_eq!(a[0], SEALED_V1);
         assert_eq!(a.len(), HEADER_LEN + 5 + TAG_LEN);
         assert_eq!(k.open(&at(ws, b"r1", "body"), &a).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn seal_into_appends_and_open_into_reuses() {
+        let ws = WorkspaceId::new();
+        let (k, _) = keys(ws, &[1]);
+        let mut out = b"prefix".to_vec();
+        k.seal_into(&at(ws, b"r1", "body"), b"hello", &mut out)
+            .unwrap();
+        assert_eq!(&out[..6], b"prefix");
+        let sealed = &out[6..];
+        assert_eq!(sealed.len(), HEADER_LEN + 5 + TAG_LEN);
+        let mut buf = b"stale plaintext".to_vec();
+        assert_eq!(
+            k.open_into(&at(ws, b"r1", "body"), sealed, &mut buf)
+                .unwrap(),
+            b"hello"
+        );
+        assert_eq!(
+            k.open_into(&at(ws, b"r2", "body"), sealed, &mut buf),
+            Err(CryptoError::Integrity)
+        );
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! keyed hashes (blind indexes of UID, email and phone; a keyed content hash), so matching and
 //! change detection never need plaintext.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sealsync_contact::normalize::normalize_uid;
@@ -17,6 +17,9 @@ use zeroize::Zeroizing;
 
 use crate::StoreError;
 use crate::db::{ContactRow, IndexEntries, KeyPurpose, Store, StoredKey, Workspace, now};
+
+/// Contacts per page read on export.
+const EXPORT_PAGE: u32 = 2_000;
 
 /// Table name bound into every contact body's AAD.
 const CONTACTS: &str = "contacts";
@@ -53,6 +56,52 @@ pub struct ReencryptReport {
     pub failed: Vec<RecordError>,
     /// Records still under an older key afterwards (failed ones included).
     pub remaining: u64,
+}
+
+/// An import in progress: decided and sealed rows not yet written, and what the database will
+/// hold once they are, so that many batches can go to the database in one transaction (far
+/// fewer pages written than one transaction a batch: the blind index takes random inserts).
+#[derive(Debug)]
+pub struct ImportSession {
+    workspace: WorkspaceId,
+    options: ImportOptions,
+    updated_at: i64,
+    rows: Vec<(ContactRow, IndexEntries)>,
+    row_at: HashMap<ContactId, usize>,
+    by_uid: HashMap<[u8; 32], ContactId>,
+    existing: HashMap<ContactId, (i64, [u8; 32])>,
+    /// Content hashes of the rows not yet written.
+    pending_content: HashSet<[u8; 32]>,
+}
+
+impl ImportSession {
+    pub fn new(workspace: WorkspaceId, options: ImportOptions) -> Self {
+        Self {
+            workspace,
+            options,
+            updated_at: now(),
+            rows: Vec::new(),
+            row_at: HashMap::new(),
+            by_uid: HashMap::new(),
+            existing: HashMap::new(),
+            pending_content: HashSet::new(),
+        }
+    }
+
+    /// Rows waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// After a write the database knows everything the session did.
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.row_at.clear();
+        self.by_uid.clear();
+        self.existing.clear();
+        self.pending_content.clear();
+        self.updated_at = now();
+    }
 }
 
 /// A record that could not be opened; the rest of the export goes on.
@@ -180,8 +229,29 @@ impl Hub {
         contacts: Vec<Contact>,
         options: &ImportOptions,
     ) -> Result<ImportCounts, StoreError> {
+        let mut session = ImportSession::new(keys.workspace(), options.clone());
+        let counts = self.import_into(keys, &mut session, contacts).await?;
+        self.flush_import(&mut session).await?;
+        Ok(counts)
+    }
+
+    /// Imports one batch into `session`: decided and sealed now, written by the next
+    /// [`Hub::flush_import`]. Later batches see earlier ones exactly as if each had been written
+    /// on its own (same outcome, versions and counts as [`Hub::import`] batch after batch).
+    pub async fn import_into(
+        &self,
+        keys: &WorkspaceKeys,
+        session: &mut ImportSession,
+        contacts: Vec<Contact>,
+    ) -> Result<ImportCounts, StoreError> {
         let ws = keys.workspace();
+        if ws != session.workspace {
+            return Err(StoreError::Other(
+                "import session belongs to another workspace".into(),
+            ));
+        }
         let blind = keys.blind_index();
+        let options = &session.options;
         let mut counts = ImportCounts::default();
         struct Prepared {
             contact: Contact,
@@ -223,9 +293,14 @@ impl Hub {
             })
             .collect();
 
-        // Existing contacts by UID and (for UID-less cards) by content.
-        let uid_macs: Vec<[u8; 32]> = prepared.iter().filter_map(|p| p.uid_mac).collect();
-        let mut by_uid: HashMap<[u8; 32], ContactId> = self
+        // Existing contacts by UID and (for UID-less cards) by content: what the session holds
+        // unwritten first, then the database.
+        let uid_macs: Vec<[u8; 32]> = prepared
+            .iter()
+            .filter_map(|p| p.uid_mac)
+            .filter(|m| !session.by_uid.contains_key(m))
+            .collect();
+        let found: HashMap<[u8; 32], ContactId> = self
             .store
             .lookup_index(ws, IndexKind::Uid, &uid_macs)
             .await?
@@ -235,36 +310,39 @@ impl Hub {
             .iter()
             .filter(|p| p.uid_mac.is_none())
             .map(|p| p.content_mac)
+            .filter(|m| !session.pending_content.contains(m))
             .collect();
-        let mut known_content: std::collections::HashSet<[u8; 32]> = self
+        // A stored contact with a row waiting to replace it no longer has its stored content.
+        let mut known_content: HashSet<[u8; 32]> = self
             .store
             .lookup_content(ws, &content_macs)
             .await?
             .into_iter()
+            .filter(|(_, id)| !session.row_at.contains_key(id))
             .map(|(m, _)| m)
             .collect();
-        let existing_ids: Vec<ContactId> = by_uid.values().copied().collect();
-        let mut existing: HashMap<ContactId, (i64, [u8; 32])> = self
-            .store
-            .contacts_by_id(ws, &existing_ids)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, (r.version, r.content_mac)))
+        known_content.extend(session.pending_content.iter().copied());
+        let existing_ids: Vec<ContactId> = found
+            .values()
+            .filter(|id| !session.existing.contains_key(id))
+            .copied()
             .collect();
+        session.by_uid.extend(found);
+        for r in self.store.contacts_by_id(ws, &existing_ids).await? {
+            session.existing.insert(r.id, (r.version, r.content_mac));
+        }
 
-        let mut rows: Vec<(ContactRow, IndexEntries)> = Vec::new();
-        let mut row_at: HashMap<ContactId, usize> = HashMap::new();
-        let updated_at = now();
+        // Which rows this batch wrote: a UID seen earlier in the same batch was counted then.
+        let mut written: HashSet<ContactId> = HashSet::new();
         for p in prepared {
-            let (id, version) = match p.uid_mac.and_then(|m| by_uid.get(&m).copied()) {
+            let (id, version) = match p.uid_mac.and_then(|m| session.by_uid.get(&m).copied()) {
                 Some(id) => {
-                    let (version, mac) = existing.get(&id).copied().unwrap_or((0, [0; 32]));
+                    let (version, mac) = session.existing.get(&id).copied().unwrap_or((0, [0; 32]));
                     if mac == p.content_mac {
                         counts.unchanged += 1;
                         continue;
                     }
-                    // A UID seen earlier in this same import was counted then; the later card wins.
-                    if !row_at.contains_key(&id) {
+                    if !written.contains(&id) {
                         counts.updated += 1;
                     }
                     (id, version + 1)
@@ -279,9 +357,10 @@ impl Hub {
                 }
             };
             if let Some(m) = p.uid_mac {
-                by_uid.insert(m, id);
+                session.by_uid.insert(m, id);
             }
-            existing.insert(id, (version, p.content_mac));
+            session.existing.insert(id, (version, p.content_mac));
+            written.insert(id);
             let body = Zeroizing::new(to_vcard(&p.contact, VcardVersion::V4));
             let sealed = keys
                 .seal(&body_ref(ws, &id), body.as_bytes())
@@ -295,18 +374,29 @@ impl Hub {
                 key_version: keys.current_version(),
                 body: Some(sealed),
                 content_mac: p.content_mac,
-                updated_at,
+                updated_at: session.updated_at,
             };
-            match row_at.get(&id) {
-                Some(&at) => rows[at] = (row, p.index),
+            // A row not yet written is replaced: the later card wins, as a later write would.
+            match session.row_at.get(&id) {
+                Some(&at) => session.rows[at] = (row, p.index),
                 None => {
-                    row_at.insert(id, rows.len());
-                    rows.push((row, p.index));
+                    session.row_at.insert(id, session.rows.len());
+                    session.rows.push((row, p.index));
                 }
             }
         }
-        self.store.write_contacts(ws, &rows).await?;
+        // What the next batch would find stored, had this one been written.
+        session.pending_content = session.rows.iter().map(|(r, _)| r.content_mac).collect();
         Ok(counts)
+    }
+
+    /// Writes what `session` holds, in one transaction.
+    pub async fn flush_import(&self, session: &mut ImportSession) -> Result<(), StoreError> {
+        self.store
+            .write_contacts(session.workspace, &session.rows)
+            .await?;
+        session.clear();
+        Ok(())
     }
 
     /// Calls `f` with every live contact's vCard 4.0 text, in id order, a page at a time.
@@ -321,24 +411,27 @@ impl Hub {
     {
         let ws = keys.workspace();
         let mut errors = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self.store.contacts_page(ws, after, 1000).await?;
+        // The next page is read while this one is opened and handed out.
+        let mut next = Some(self.spawn_page(ws, None));
+        let mut plain = Zeroizing::new(Vec::new());
+        while let Some(task) = next.take() {
+            let page = task
+                .await
+                .map_err(|e| StoreError::Other(format!("page read failed: {e}")))??;
             let Some(last) = page.last() else { break };
-            after = Some(last.id);
+            if page.len() >= EXPORT_PAGE as usize {
+                next = Some(self.spawn_page(ws, Some(last.id)));
+            }
             for row in page {
                 let Some(body) = row.body else { continue };
-                match keys.open(&body_ref(ws, &row.id), &body) {
-                    Ok(plain) => {
-                        let plain = Zeroizing::new(plain);
-                        match std::str::from_utf8(&plain) {
-                            Ok(text) => f(row.id, text)?,
-                            Err(_) => errors.push(RecordError {
-                                id: row.id,
-                                error: "body is not UTF-8".into(),
-                            }),
-                        }
-                    }
+                match keys.open_into(&body_ref(ws, &row.id), &body, &mut plain) {
+                    Ok(opened) => match std::str::from_utf8(opened) {
+                        Ok(text) => f(row.id, text)?,
+                        Err(_) => errors.push(RecordError {
+                            id: row.id,
+                            error: "body is not UTF-8".into(),
+                        }),
+                    },
                     Err(e) => errors.push(RecordError {
                         id: row.id,
                         error: e.to_string(),
@@ -347,6 +440,15 @@ impl Hub {
             }
         }
         Ok(errors)
+    }
+
+    fn spawn_page(
+        &self,
+        ws: WorkspaceId,
+        after: Option<ContactId>,
+    ) -> tokio::task::JoinHandle<Result<Vec<ContactRow>, StoreError>> {
+        let store = self.store.clone();
+        tokio::spawn(async move { store.contacts_page(ws, after, EXPORT_PAGE).await })
     }
 
     /// Calls `f` with every live contact, parsed.

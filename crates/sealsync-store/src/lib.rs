@@ -17,7 +17,9 @@ pub use db::{
     Backend, ContactRow, IndexEntries, KEYSTORE_SCHEMA, KeyPurpose, Store, StoreConfig, StoredKey,
     Workspace,
 };
-pub use hub::{Hub, ImportCounts, ImportOptions, PreparedContact, RecordError, ReencryptReport};
+pub use hub::{
+    Hub, ImportCounts, ImportOptions, ImportSession, PreparedContact, RecordError, ReencryptReport,
+};
 pub use sync::{
     ConflictRow, EndpointRow, EventRow, HubMeta, LinkRow, RunRow, StateRow, SyncBatch, config_ref,
     now_ms,
