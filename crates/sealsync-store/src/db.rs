@@ -348,78 +348,8 @@ impl Store {
         if rows.is_empty() {
             return Ok(());
         }
-        let wsb = ws.as_bytes().to_vec();
         let mut tx = self.data.begin().await.map_err(StoreError::db)?;
-        for chunk in rows.chunks(200) {
-            // Old index entries of these contacts go first. A first version has none.
-            let replaced: Vec<&ContactRow> = chunk
-                .iter()
-                .map(|(r, _)| r)
-                .filter(|r| r.version > 1)
-                .collect();
-            if !replaced.is_empty() {
-                let mut m = Marks::new(self.backend);
-                let sql = format!(
-                    "DELETE FROM contact_index WHERE workspace_id = {} AND contact_id IN ({})",
-                    m.next(),
-                    m.list(replaced.len())
-                );
-                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(wsb.clone());
-                for row in replaced {
-                    q = q.bind(row.id.as_bytes().to_vec());
-                }
-                q.execute(&mut *tx).await.map_err(StoreError::db)?;
-            }
-
-            let mut m = Marks::new(self.backend);
-            let values = (0..chunk.len())
-                .map(|_| m.tuple(8))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut q = sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO contacts (workspace_id, id, version, key_version, body, content_mac, deleted, updated_at) \
-                 VALUES {values} \
-                 ON CONFLICT (workspace_id, id) DO UPDATE SET version = excluded.version, \
-                 key_version = excluded.key_version, body = excluded.body, content_mac = excluded.content_mac, \
-                 deleted = excluded.deleted, updated_at = excluded.updated_at"
-            )));
-            for (row, _) in chunk {
-                q = q
-                    .bind(wsb.clone())
-                    .bind(row.id.as_bytes().to_vec())
-                    .bind(row.version)
-                    .bind(i64::from(row.key_version))
-                    .bind(row.body.clone())
-                    .bind(row.content_mac.to_vec())
-                    .bind(i64::from(row.body.is_none()))
-                    .bind(row.updated_at);
-            }
-            q.execute(&mut *tx).await.map_err(StoreError::db)?;
-
-            let entries: Vec<(&ContactRow, IndexKind, &[u8; 32])> = chunk
-                .iter()
-                .flat_map(|(row, index)| index.iter().map(move |(k, v)| (row, *k, v)))
-                .collect();
-            for part in entries.chunks(300) {
-                let mut m = Marks::new(self.backend);
-                let values = (0..part.len())
-                    .map(|_| m.tuple(4))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let mut q = sqlx::query(AssertSqlSafe(format!(
-                    "INSERT INTO contact_index (workspace_id, kind, value, contact_id) VALUES {values} \
-                     ON CONFLICT DO NOTHING"
-                )));
-                for (row, kind, value) in part {
-                    q = q
-                        .bind(wsb.clone())
-                        .bind(kind.as_str())
-                        .bind(value.to_vec())
-                        .bind(row.id.as_bytes().to_vec());
-                }
-                q.execute(&mut *tx).await.map_err(StoreError::db)?;
-            }
-        }
+        self.write_contacts_in(&mut tx, ws, rows).await?;
         tx.commit().await.map_err(StoreError::db)?;
         Ok(())
     }

@@ -56,7 +56,7 @@ enum Command {
     /// Key status and rotation: data-key versions, records per version, rotate, re-encrypt.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
-    /// External contact collections: vdir folders and CSV files.
+    /// External contact collections: vdir folders, CSV files and SQL tables.
     #[command(subcommand)]
     Endpoint(cmd::links::EndpointCommand),
     /// Links between endpoints and the hub: direction, conflict and deletion rules, transforms.
