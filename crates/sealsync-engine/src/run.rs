@@ -713,18 +713,8 @@ impl Engine {
                     ctx.unreadable(*contact);
                     return Ok(());
                 };
-                let out = outbound(spec, current);
-                match ctx.conn.create(&out).await {
-                    Ok(meta) => {
-                        ctx.step()?;
-                        let key = self.remote_key(ctx.link.id, &meta.id);
-                        let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
-                        let remote_mac = self.written_mac(spec, &out, hub_mac);
-                        ctx.bind_key(key, *contact, &meta.etag, remote_mac, hub_mac);
-                        ctx.counts.remote_created += 1;
-                        ctx.event(self, "remote-created", Some(*contact), Some(&meta.id), None);
-                    }
-                    Err(e) => ctx.item_error(None, Some(*contact), &e),
+                if let Some(id) = self.push_new(ctx, *contact, current).await? {
+                    ctx.event(self, "remote-created", Some(*contact), Some(&id), None);
                 }
             }
             Action::PushUpdate {
@@ -813,19 +803,8 @@ impl Engine {
                 ctx.counts.hub_created += 1;
                 ctx.counts.conflicts += 1;
                 // The hub version goes to the endpoint as a new item.
-                let out = outbound(spec, current);
                 ctx.step()?;
-                match ctx.conn.create(&out).await {
-                    Ok(meta) => {
-                        ctx.step()?;
-                        let key = self.remote_key(ctx.link.id, &meta.id);
-                        let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
-                        let remote_mac = self.written_mac(spec, &out, hub_mac);
-                        ctx.bind_key(key, *contact, &meta.etag, remote_mac, hub_mac);
-                        ctx.counts.remote_created += 1;
-                    }
-                    Err(e) => ctx.item_error(None, Some(*contact), &e),
-                }
+                self.push_new(ctx, *contact, current).await?;
                 ctx.event(self, "kept-both", Some(*contact), Some(&l.meta.id), None);
             }
             Action::Queue { contact, kind } => {
@@ -852,6 +831,33 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Writes a hub contact to the endpoint as a new item and binds it. `None` when the
+    /// endpoint refused it (recorded as an item error).
+    async fn push_new(
+        &self,
+        ctx: &mut Ctx<'_>,
+        contact: ContactId,
+        current: &Contact,
+    ) -> Result<Option<RemoteId>, RunError> {
+        let spec = &ctx.link.spec;
+        let out = outbound(spec, current);
+        match ctx.conn.create(&out).await {
+            Ok(meta) => {
+                ctx.step()?;
+                let key = self.remote_key(ctx.link.id, &meta.id);
+                let hub_mac = ctx.hub.get(&contact).map(|h| h.mac).unwrap_or_default();
+                let remote_mac = self.written_mac(spec, &out, hub_mac);
+                ctx.bind_key(key, contact, &meta.etag, remote_mac, hub_mac);
+                ctx.counts.remote_created += 1;
+                Ok(Some(meta.id))
+            }
+            Err(e) => {
+                ctx.item_error(None, Some(contact), &e);
+                Ok(None)
+            }
+        }
     }
 
     fn prepare(&self, contact: Contact) -> PreparedContact {
