@@ -70,11 +70,16 @@ pub struct StoredKey {
     pub created_at: i64,
 }
 
-/// What a workspace key is for.
+/// What a stored key is for. `Data` and `Index` belong to a workspace; `Audit` and `Signing`
+/// are installation keys, kept under [`INSTALLATION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyPurpose {
     Data,
     Index,
+    /// Keys the audit log's MAC chain.
+    Audit,
+    /// The seed of an Ed25519 key that signs access tokens.
+    Signing,
 }
 
 impl KeyPurpose {
@@ -82,9 +87,25 @@ impl KeyPurpose {
         match self {
             KeyPurpose::Data => "data",
             KeyPurpose::Index => "index",
+            KeyPurpose::Audit => "audit",
+            KeyPurpose::Signing => "signing",
         }
     }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "data" => KeyPurpose::Data,
+            "index" => KeyPurpose::Index,
+            "audit" => KeyPurpose::Audit,
+            "signing" => KeyPurpose::Signing,
+            _ => return None,
+        })
+    }
 }
+
+/// The keystore owner of installation-wide keys (audit chain, token signing): the nil id, which
+/// no workspace has, so deleting a workspace never touches them.
+pub const INSTALLATION: WorkspaceId = WorkspaceId::NIL;
 
 /// A contact as stored: sealed body, keyed hashes, version for optimistic concurrency.
 #[derive(Debug, Clone)]
@@ -318,11 +339,8 @@ impl Store {
         .map_err(StoreError::db)?;
         rows.iter()
             .map(|r| {
-                let purpose = match get::<String>(r, "purpose")?.as_str() {
-                    "data" => KeyPurpose::Data,
-                    "index" => KeyPurpose::Index,
-                    _ => return Err(StoreError::Corrupt("unknown key purpose in keystore")),
-                };
+                let purpose = KeyPurpose::parse(&get::<String>(r, "purpose")?)
+                    .ok_or(StoreError::Corrupt("unknown key purpose in keystore"))?;
                 Ok(StoredKey {
                     purpose,
                     version: u32::try_from(get::<i64>(r, "version")?)

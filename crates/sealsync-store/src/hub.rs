@@ -11,12 +11,14 @@ use std::sync::Arc;
 use sealsync_contact::normalize::normalize_uid;
 use sealsync_contact::vcard::{VcardVersion, read_all, to_vcard};
 use sealsync_contact::{Contact, ContentHash, Email, Phone};
-use sealsync_crypto::{IndexKind, KeyProvider, RecordRef, WorkspaceKeys};
+use sealsync_crypto::{IndexKind, KeyBytes, KeyProvider, RecordRef, WorkspaceKeys};
 use sealsync_types::{ContactId, WorkspaceId, WorkspaceName};
 use zeroize::Zeroizing;
 
 use crate::StoreError;
-use crate::db::{ContactRow, IndexEntries, KeyPurpose, Store, StoredKey, Workspace, now};
+use crate::db::{
+    ContactRow, INSTALLATION, IndexEntries, KeyPurpose, Store, StoredKey, Workspace, now,
+};
 
 /// Contacts per page read on export.
 const EXPORT_PAGE: u32 = 2_000;
@@ -209,6 +211,7 @@ impl Hub {
             match k.purpose {
                 KeyPurpose::Data => deks.push((k.version, key)),
                 KeyPurpose::Index => index = Some(key),
+                KeyPurpose::Audit | KeyPurpose::Signing => {}
             }
         }
         let index = index.ok_or_else(|| StoreError::NoKeys(ws.to_string()))?;
@@ -604,21 +607,95 @@ impl Hub {
         Ok(retired)
     }
 
-    /// Re-wraps every workspace key that the provider's current master key did not wrap.
-    /// Resumable: each key is replaced on its own.
+    /// Every version of an installation key (`Audit`, `Signing`), oldest first, unwrapped,
+    /// with its creation time (seconds).
+    pub async fn installation_keys(
+        &self,
+        purpose: KeyPurpose,
+    ) -> Result<Vec<(u32, KeyBytes, i64)>, StoreError> {
+        let mut out = Vec::new();
+        for k in self.store.keys_of(INSTALLATION).await? {
+            if k.purpose != purpose {
+                continue;
+            }
+            let key = self
+                .provider
+                .unwrap(&k.wrapped, &key_context(INSTALLATION, purpose, k.version))
+                .await?;
+            out.push((k.version, key, k.created_at));
+        }
+        Ok(out)
+    }
+
+    /// The newest version of an installation key, made on first use. Safe when several
+    /// processes ask at once: one makes it, the others read it.
+    pub async fn ensure_installation_key(
+        &self,
+        purpose: KeyPurpose,
+    ) -> Result<(u32, KeyBytes), StoreError> {
+        if let Some((v, key, _)) = self.installation_keys(purpose).await?.pop() {
+            return Ok((v, key));
+        }
+        // An error here is most likely another process making it first; a real failure shows
+        // up on the read below.
+        let _ = self.add_key(INSTALLATION, purpose, 1).await;
+        self.installation_keys(purpose)
+            .await?
+            .pop()
+            .map(|(v, key, _)| (v, key))
+            .ok_or_else(|| StoreError::NoKeys(format!("installation ({})", purpose.as_str())))
+    }
+
+    /// Adds the next version of an installation key and returns it.
+    pub async fn add_installation_key(
+        &self,
+        purpose: KeyPurpose,
+    ) -> Result<(u32, KeyBytes), StoreError> {
+        let next = self
+            .store
+            .keys_of(INSTALLATION)
+            .await?
+            .iter()
+            .filter(|k| k.purpose == purpose)
+            .map(|k| k.version)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        self.add_key(INSTALLATION, purpose, next).await?;
+        let key = self
+            .installation_keys(purpose)
+            .await?
+            .into_iter()
+            .find(|(v, _, _)| *v == next)
+            .map(|(_, key, _)| key)
+            .ok_or_else(|| StoreError::NoKeys(format!("installation ({})", purpose.as_str())))?;
+        Ok((next, key))
+    }
+
+    /// Destroys one version of an installation key.
+    pub async fn retire_installation_key(
+        &self,
+        purpose: KeyPurpose,
+        version: u32,
+    ) -> Result<(), StoreError> {
+        self.store.delete_key(INSTALLATION, purpose, version).await
+    }
+
+    /// Re-wraps every workspace and installation key that the provider's current master key
+    /// did not wrap. Resumable: each key is replaced on its own.
     pub async fn rewrap_keys(&self) -> Result<u64, StoreError> {
         let current = self.provider.current_kek();
         let mut n = 0;
-        for ws in self.store.workspaces().await? {
-            for k in self.store.keys_of(ws.id).await? {
+        for ws in self.key_owners().await? {
+            for k in self.store.keys_of(ws).await? {
                 if k.wrapped.kek == current {
                     continue;
                 }
-                let context = key_context(ws.id, k.purpose, k.version);
+                let context = key_context(ws, k.purpose, k.version);
                 let key = self.provider.unwrap(&k.wrapped, &context).await?;
                 let wrapped = self.provider.wrap(&key, &context).await?;
                 self.store
-                    .update_key(ws.id, &StoredKey { wrapped, ..k })
+                    .update_key(ws, &StoredKey { wrapped, ..k })
                     .await?;
                 n += 1;
             }
@@ -626,11 +703,24 @@ impl Hub {
         Ok(n)
     }
 
+    /// Every workspace that holds keys, and the installation.
+    async fn key_owners(&self) -> Result<Vec<WorkspaceId>, StoreError> {
+        let mut owners: Vec<WorkspaceId> = self
+            .store
+            .workspaces()
+            .await?
+            .iter()
+            .map(|w| w.id)
+            .collect();
+        owners.push(INSTALLATION);
+        Ok(owners)
+    }
+
     /// The master-key versions that wrap at least one stored key.
     pub async fn master_keys_in_use(&self) -> Result<Vec<String>, StoreError> {
         let mut used = Vec::new();
-        for ws in self.store.workspaces().await? {
-            for k in self.store.keys_of(ws.id).await? {
+        for ws in self.key_owners().await? {
+            for k in self.store.keys_of(ws).await? {
                 if !used.contains(&k.wrapped.kek) {
                     used.push(k.wrapped.kek);
                 }

@@ -14,8 +14,8 @@ mod sync;
 pub mod testing;
 
 pub use db::{
-    Backend, ContactRow, IndexEntries, KEYSTORE_SCHEMA, KeyPurpose, Store, StoreConfig, StoredKey,
-    Workspace,
+    Backend, ContactRow, INSTALLATION, IndexEntries, KEYSTORE_SCHEMA, KeyPurpose, Store,
+    StoreConfig, StoredKey, Workspace,
 };
 pub use hub::{
     Hub, ImportCounts, ImportOptions, ImportSession, PreparedContact, RecordError, ReencryptReport,

@@ -42,6 +42,9 @@ macro_rules! uuid_id {
                 Uuid::parse_str(s).map(Self).map_err(|_| ParseError::Id { what: $what })
             }
 
+            /// The all-zero id, never generated.
+            pub const NIL: Self = Self(Uuid::nil());
+
             pub fn from_bytes(bytes: [u8; 16]) -> Self {
                 Self(Uuid::from_bytes(bytes))
             }
