@@ -10,6 +10,7 @@
 
 mod db;
 mod hub;
+mod identity;
 mod sync;
 pub mod testing;
 
@@ -20,6 +21,7 @@ pub use db::{
 pub use hub::{
     Hub, ImportCounts, ImportOptions, ImportSession, PreparedContact, RecordError, ReencryptReport,
 };
+pub use identity::{ApiKeyRow, ClientRow, TokenRow, UserRow};
 pub use sync::{
     ConflictRow, EndpointRow, EventRow, HubMeta, LinkRow, RunRow, StateRow, SyncBatch, config_ref,
     now_ms,

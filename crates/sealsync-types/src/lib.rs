@@ -102,6 +102,11 @@ uuid_id!(
     "run id"
 );
 uuid_id!(
+    /// Identifies a user of the installation.
+    UserId,
+    "user id"
+);
+uuid_id!(
     /// Identifies one queued conflict.
     ConflictId,
     "conflict id"

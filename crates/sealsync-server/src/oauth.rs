@@ -1,0 +1,270 @@
+//! OAuth 2.0 for programs: client-credentials tokens (RFC 6749 §4.4), revocation (RFC 7009),
+//! introspection (RFC 7662), and the JWKS. Errors here use OAuth's own format.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Form, Json};
+use base64::Engine as _;
+use sealsync_auth::ClientId;
+use sealsync_auth::credential::sha256;
+use sealsync_auth::directory::{self, DirectoryError};
+use sealsync_store::ClientRow;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::state::AppState;
+
+/// The form of `POST /oauth/token`.
+#[derive(Debug, Deserialize)]
+pub struct TokenRequest {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<SecretString>,
+    scope: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: i64,
+    scope: String,
+}
+
+/// An OAuth error answer (`{"error": "invalid_client", "error_description": "…"}`).
+#[derive(Debug)]
+pub struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            description: description.into(),
+        }
+    }
+
+    fn invalid_client() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        )
+    }
+}
+
+impl From<DirectoryError> for OAuthError {
+    fn from(e: DirectoryError) -> Self {
+        match e {
+            DirectoryError::BadClient | DirectoryError::NotFound(_) => Self::invalid_client(),
+            DirectoryError::ScopeNotAllowed(s) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                format!("scope not allowed: {s}"),
+            ),
+            other => {
+                tracing::error!(error = %other, "A token request failed on the server side.");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "the server could not complete the request",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status,
+            Json(serde_json::json!({"error": self.error, "error_description": self.description})),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"sealsync\""),
+            );
+        }
+        resp
+    }
+}
+
+/// Client credentials from HTTP Basic (preferred by RFC 6749) or the form.
+fn client_credentials(
+    headers: &HeaderMap,
+    form_id: Option<String>,
+    form_secret: Option<SecretString>,
+) -> Result<(ClientId, SecretString), OAuthError> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok());
+    let (id, secret) = match (basic, form_id, form_secret) {
+        (Some(pair), None, None) => {
+            let (id, secret) = pair
+                .split_once(':')
+                .ok_or_else(OAuthError::invalid_client)?;
+            (id.to_owned(), SecretString::from(secret.to_owned()))
+        }
+        (None, Some(id), Some(secret)) => (id, secret),
+        _ => return Err(OAuthError::invalid_client()),
+    };
+    let id = ClientId::parse(&id).map_err(|_| OAuthError::invalid_client())?;
+    Ok((id, secret))
+}
+
+async fn authenticated_client(
+    state: &AppState,
+    id: &ClientId,
+    secret: &SecretString,
+) -> Result<ClientRow, OAuthError> {
+    // An unknown workspace still costs a verification (inside authenticate_client).
+    let keys = state.workspace_keys(id.workspace).await.ok();
+    Ok(directory::authenticate_client(state.hub(), keys.as_deref(), id, secret).await?)
+}
+
+/// `POST /oauth/token`: the client-credentials grant.
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(req): Form<TokenRequest>,
+) -> Result<Response, OAuthError> {
+    if req.grant_type.as_deref() != Some("client_credentials") {
+        return Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "only grant_type=client_credentials is supported",
+        ));
+    }
+    let (id, secret) = client_credentials(&headers, req.client_id, req.client_secret)?;
+    let client = authenticated_client(&state, &id, &secret).await?;
+    let tokens = state.tokens();
+    let (token, claims) =
+        directory::issue_token(state.hub(), &tokens, &id, &client, req.scope.as_deref()).await?;
+    let mut resp = Json(TokenResponse {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: claims.exp - claims.iat,
+        scope: claims.scope,
+    })
+    .into_response();
+    no_store(&mut resp);
+    Ok(resp)
+}
+
+/// The form of revocation and introspection requests.
+#[derive(Debug, Deserialize)]
+pub struct TokenForm {
+    token: Option<SecretString>,
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<SecretString>,
+}
+
+/// `POST /oauth/revoke` (RFC 7009): a client revokes one of its tokens. Answers 200 whether or
+/// not the token was known, so it tells nothing.
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(req): Form<TokenForm>,
+) -> Result<Response, OAuthError> {
+    let (id, secret) = client_credentials(&headers, req.client_id, req.client_secret)?;
+    authenticated_client(&state, &id, &secret).await?;
+    if let Some(token) = req.token
+        && let Ok(claims) = state
+            .tokens()
+            .verify(secrecy::ExposeSecret::expose_secret(&token))
+        && claims.sub == id.to_string()
+    {
+        state
+            .hub()
+            .store()
+            .revoke_token(
+                id.workspace,
+                &sha256(claims.jti.as_bytes()),
+                sealsync_auth::jwt::now_secs(),
+            )
+            .await
+            .map_err(|e| OAuthError::from(DirectoryError::Store(e)))?;
+    }
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `POST /oauth/introspect` (RFC 7662): a client asks whether a token of its workspace is
+/// active. Anything not active answers `{"active": false}` and nothing more.
+pub async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(req): Form<TokenForm>,
+) -> Result<Response, OAuthError> {
+    let (id, secret) = client_credentials(&headers, req.client_id, req.client_secret)?;
+    authenticated_client(&state, &id, &secret).await?;
+    let inactive = || Json(serde_json::json!({"active": false})).into_response();
+    let Some(token) = req.token else {
+        return Ok(inactive());
+    };
+    let Ok(claims) = state
+        .tokens()
+        .verify(secrecy::ExposeSecret::expose_secret(&token))
+    else {
+        return Ok(inactive());
+    };
+    if claims.ws != id.workspace.to_string() {
+        return Ok(inactive());
+    }
+    let row = state
+        .hub()
+        .store()
+        .token(id.workspace, &sha256(claims.jti.as_bytes()))
+        .await
+        .map_err(|e| OAuthError::from(DirectoryError::Store(e)))?;
+    if row.is_none_or(|r| r.revoked_at.is_some()) {
+        return Ok(inactive());
+    }
+    let mut resp = Json(serde_json::json!({
+        "active": true,
+        "scope": claims.scope,
+        "client_id": claims.sub,
+        "sub": claims.sub,
+        "token_type": "Bearer",
+        "exp": claims.exp,
+        "iat": claims.iat,
+        "iss": claims.iss,
+        "aud": claims.aud,
+        "jti": claims.jti,
+    }))
+    .into_response();
+    no_store(&mut resp);
+    Ok(resp)
+}
+
+/// `GET /.well-known/jwks.json`.
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let mut resp = Json(state.tokens().jwks()).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}
+
+fn no_store(resp: &mut Response) {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}

@@ -1,0 +1,121 @@
+//! The route table: every `/v1` route, its method and the scope it needs. The router is built
+//! from the same handlers, and the role × route matrix test is generated from this table.
+
+use axum::Router;
+use axum::routing::{get, post, put};
+use sealsync_auth::Scope;
+
+use crate::state::AppState;
+use crate::{oauth, v1};
+
+/// One API route and the scope it requires.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSpec {
+    pub method: &'static str,
+    /// Path template; `{ws}` is a workspace id, other `{…}` are resource ids.
+    pub path: &'static str,
+    pub scope: Scope,
+}
+
+const fn r(method: &'static str, path: &'static str, scope: Scope) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        scope,
+    }
+}
+
+/// Every workspace route. (`GET /v1/workspaces` lists what the caller can see and needs
+/// `workspaces:read` in each.)
+pub const ROUTES: &[RouteSpec] = &[
+    r("GET", "/v1/workspaces/{ws}/members", Scope::MembersRead),
+    r(
+        "PUT",
+        "/v1/workspaces/{ws}/members/{user}",
+        Scope::MembersWrite,
+    ),
+    r("GET", "/v1/workspaces/{ws}/apikeys", Scope::WorkspacesRead),
+    r("POST", "/v1/workspaces/{ws}/apikeys", Scope::ApiKeysWrite),
+    r(
+        "DELETE",
+        "/v1/workspaces/{ws}/apikeys/{id}",
+        Scope::ApiKeysWrite,
+    ),
+    r("GET", "/v1/workspaces/{ws}/clients", Scope::ClientsRead),
+    r("POST", "/v1/workspaces/{ws}/clients", Scope::ClientsWrite),
+    r(
+        "DELETE",
+        "/v1/workspaces/{ws}/clients/{id}",
+        Scope::ClientsWrite,
+    ),
+    r(
+        "POST",
+        "/v1/workspaces/{ws}/clients/{id}/secret",
+        Scope::ClientsWrite,
+    ),
+    r("GET", "/v1/workspaces/{ws}/contacts", Scope::ContactsRead),
+    r("POST", "/v1/workspaces/{ws}/contacts", Scope::ContactsWrite),
+    r(
+        "POST",
+        "/v1/workspaces/{ws}/contacts/find",
+        Scope::ContactsRead,
+    ),
+    r(
+        "GET",
+        "/v1/workspaces/{ws}/contacts/{id}",
+        Scope::ContactsRead,
+    ),
+    r(
+        "PUT",
+        "/v1/workspaces/{ws}/contacts/{id}",
+        Scope::ContactsWrite,
+    ),
+    r(
+        "DELETE",
+        "/v1/workspaces/{ws}/contacts/{id}",
+        Scope::ContactsWrite,
+    ),
+];
+
+/// The API routes (without the outer layers).
+pub fn api() -> Router<AppState> {
+    Router::new()
+        .route("/.well-known/jwks.json", get(oauth::jwks))
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/revoke", post(oauth::revoke))
+        .route("/oauth/introspect", post(oauth::introspect))
+        .route("/v1/workspaces", get(v1::list_workspaces))
+        .route("/v1/workspaces/{ws}/members", get(v1::list_members))
+        .route("/v1/workspaces/{ws}/members/{user}", put(v1::put_member))
+        .route(
+            "/v1/workspaces/{ws}/apikeys",
+            get(v1::list_api_keys).post(v1::create_api_key),
+        )
+        .route(
+            "/v1/workspaces/{ws}/apikeys/{id}",
+            axum::routing::delete(v1::revoke_api_key),
+        )
+        .route(
+            "/v1/workspaces/{ws}/clients",
+            get(v1::list_clients).post(v1::create_client),
+        )
+        .route(
+            "/v1/workspaces/{ws}/clients/{id}",
+            axum::routing::delete(v1::revoke_client),
+        )
+        .route(
+            "/v1/workspaces/{ws}/clients/{id}/secret",
+            post(v1::rotate_client_secret),
+        )
+        .route(
+            "/v1/workspaces/{ws}/contacts",
+            get(v1::list_contacts).post(v1::create_contact),
+        )
+        .route("/v1/workspaces/{ws}/contacts/find", post(v1::find_contacts))
+        .route(
+            "/v1/workspaces/{ws}/contacts/{id}",
+            get(v1::get_contact)
+                .put(v1::update_contact)
+                .delete(v1::delete_contact),
+        )
+}

@@ -1,0 +1,103 @@
+//! Shared server state: the hub, token keys, cached workspace keys, metrics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use sealsync_auth::TokenKeys;
+use sealsync_crypto::WorkspaceKeys;
+use sealsync_store::{Hub, KeyPurpose, StoreError};
+use sealsync_types::WorkspaceId;
+
+/// How long unwrapped workspace keys are reused before asking the key provider again (so a
+/// rotation or a deletion reaches a running server within this time).
+const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub hub: Hub,
+    pub tokens: RwLock<Arc<TokenKeys>>,
+    pub keys: Mutex<HashMap<WorkspaceId, (Instant, Arc<WorkspaceKeys>)>>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State for a server over `hub`, issuing tokens as `issuer` (its public base URL).
+    /// Makes the first signing key when there is none.
+    pub async fn new(hub: Hub, issuer: String) -> Result<Self, StoreError> {
+        let tokens = load_token_keys(&hub, &issuer).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                hub,
+                tokens: RwLock::new(Arc::new(tokens)),
+                keys: Mutex::new(HashMap::new()),
+                metrics: crate::metrics::handle(),
+            }),
+        })
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// The signing keys in use.
+    pub fn token_keys(&self) -> Arc<TokenKeys> {
+        self.tokens()
+    }
+
+    pub(crate) fn tokens(&self) -> Arc<TokenKeys> {
+        match self.inner.tokens.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reloads signing keys from the keystore (after a rotation by the CLI).
+    pub async fn reload_token_keys(&self) -> Result<(), StoreError> {
+        let issuer = self.tokens().issuer().to_owned();
+        let fresh = Arc::new(load_token_keys(&self.inner.hub, &issuer).await?);
+        match self.inner.tokens.write() {
+            Ok(mut t) => *t = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+
+    /// The workspace's unwrapped keys, from the cache when fresh.
+    pub(crate) async fn workspace_keys(
+        &self,
+        ws: WorkspaceId,
+    ) -> Result<Arc<WorkspaceKeys>, StoreError> {
+        if let Ok(cache) = self.inner.keys.lock()
+            && let Some((at, keys)) = cache.get(&ws)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(keys.clone());
+        }
+        let keys = Arc::new(self.inner.hub.workspace_keys(ws).await?);
+        if let Ok(mut cache) = self.inner.keys.lock() {
+            cache.insert(ws, (Instant::now(), keys.clone()));
+        }
+        Ok(keys)
+    }
+}
+
+/// The installation's signing keys; the first one is made on first use.
+pub async fn load_token_keys(hub: &Hub, issuer: &str) -> Result<TokenKeys, StoreError> {
+    hub.ensure_installation_key(KeyPurpose::Signing).await?;
+    let seeds = hub.installation_keys(KeyPurpose::Signing).await?;
+    TokenKeys::from_seeds(issuer, seeds)
+        .map_err(|e| StoreError::Other(format!("token signing keys: {e}")))
+}

@@ -1,0 +1,6 @@
+//! The API over real HTTPS: a server on port 0 with a fresh database, a real client.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod api;
+mod harness;
+mod matrix;
