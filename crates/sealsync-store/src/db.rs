@@ -150,6 +150,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     "sync",
                     include_str!("../migrations/sqlite/0002_sync.sql"),
                 ),
+                migration(
+                    3,
+                    "audit",
+                    include_str!("../migrations/sqlite/0003_audit.sql"),
+                ),
             ],
             vec![migration(
                 1,
@@ -168,6 +173,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     2,
                     "sync",
                     include_str!("../migrations/postgres/0002_sync.sql"),
+                ),
+                migration(
+                    3,
+                    "audit",
+                    include_str!("../migrations/postgres/0003_audit.sql"),
                 ),
             ],
             vec![migration(
