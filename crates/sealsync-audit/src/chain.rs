@@ -526,3 +526,51 @@ fn to_array(tag: hmac::Tag) -> [u8; 32] {
 fn to_i64(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn hides_content() {
+        let keys = AuditKeys::new([
+            (1, KeyBytes::from_slice(&[0x5a; 32]).unwrap()),
+            (3, KeyBytes::from_slice(&[0x5b; 32]).unwrap()),
+        ])
+        .unwrap();
+        let shown = format!("{keys:?}");
+        assert_eq!(shown, "AuditKeys { versions: [1, 3], .. }");
+        assert_eq!(keys.current_version(), 3);
+        assert!(matches!(AuditKeys::new([]), Err(AuditError::NoKeys)));
+    }
+
+    #[test]
+    fn every_field_is_bound_by_the_mac() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[1; 32]);
+        let (ws, prev) = (WorkspaceId::new(), [2u8; 32]);
+        let base = entry_mac(&key, ws, 5, 1000, 1, &prev, b"{}");
+        for other in [
+            entry_mac(&key, WorkspaceId::new(), 5, 1000, 1, &prev, b"{}"),
+            entry_mac(&key, ws, 6, 1000, 1, &prev, b"{}"),
+            entry_mac(&key, ws, 5, 1001, 1, &prev, b"{}"),
+            entry_mac(&key, ws, 5, 1000, 2, &prev, b"{}"),
+            entry_mac(&key, ws, 5, 1000, 1, &[3; 32], b"{}"),
+            entry_mac(&key, ws, 5, 1000, 1, &prev, b"{ }"),
+            entry_mac(
+                &hmac::Key::new(hmac::HMAC_SHA256, &[9; 32]),
+                ws,
+                5,
+                1000,
+                1,
+                &prev,
+                b"{}",
+            ),
+        ] {
+            assert_ne!(base, other);
+        }
+        // A head MAC is never a valid entry MAC for the same values, nor the reverse.
+        assert_ne!(head_mac(&key, ws, 5, 1, &prev), base);
+    }
+}
