@@ -151,6 +151,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     include_str!("../migrations/sqlite/0002_sync.sql"),
                 ),
                 migration(
+                    3,
+                    "audit",
+                    include_str!("../migrations/sqlite/0003_audit.sql"),
+                ),
+                migration(
                     4,
                     "identity",
                     include_str!("../migrations/sqlite/0004_identity.sql"),
@@ -173,6 +178,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     2,
                     "sync",
                     include_str!("../migrations/postgres/0002_sync.sql"),
+                ),
+                migration(
+                    3,
+                    "audit",
+                    include_str!("../migrations/postgres/0003_audit.sql"),
                 ),
                 migration(
                     4,

@@ -69,6 +69,9 @@ enum Command {
     /// Conflicts waiting for a decision, and deciding them.
     #[command(subcommand)]
     Conflicts(cmd::sync::ConflictsCommand),
+    /// The audit log: verify its hash chains, show the newest entries.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
 }
 
 /// Exit code when some input was rejected but the rest was processed.
@@ -127,6 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply(a) => cmd::links::apply(&ctx, a).await,
         Command::Sync(a) => cmd::sync::sync(&ctx, a).await,
         Command::Conflicts(c) => cmd::sync::conflicts(&ctx, c).await,
+        Command::Audit(c) => cmd::audit::run(&ctx, c).await,
     }
 }
 

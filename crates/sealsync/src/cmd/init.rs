@@ -4,9 +4,11 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use sealsync_store::Store;
+use sealsync_audit::{Action, ResourceKind};
+use sealsync_store::{KeyPurpose, Store};
 use sealsync_types::WorkspaceName;
 
+use crate::cmd::audit;
 use crate::context::Context;
 
 /// What `init` did.
@@ -70,6 +72,10 @@ pub async fn ensure(ctx: &Context) -> anyhow::Result<InitReport> {
         ));
     }
     let hub = sealsync_store::Hub::new(store, provider);
+    if hub.installation_keys(KeyPurpose::Audit).await?.is_empty() {
+        hub.ensure_installation_key(KeyPurpose::Audit).await?;
+        report.created.push("audit log key".to_owned());
+    }
     let (ws, created) = hub
         .ensure_workspace(&WorkspaceName::default_workspace())
         .await?;
@@ -78,6 +84,16 @@ pub async fn ensure(ctx: &Context) -> anyhow::Result<InitReport> {
             "workspace {} with its data and index keys",
             ws.name
         ));
+        audit::record(
+            &hub,
+            audit::cli_event(
+                None,
+                Action::WorkspaceCreated,
+                ResourceKind::Workspace,
+                &ws.id.to_string(),
+            )?,
+        )
+        .await?;
     }
     hub.store().close().await;
     Ok(report)

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use anyhow::bail;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
+use sealsync_audit::{Action, ResourceKind};
 use sealsync_crypto::LocalKeyfile;
 use sealsync_store::{Hub, KeyPurpose, Workspace};
 
+use crate::cmd::audit;
 use crate::config::KeyProviderKind;
 use crate::context::{Context, workspace_name};
 
@@ -56,6 +58,16 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<ExitCode
             let targets = targets(&hub, workspace.as_deref()).await?;
             for ws in &targets {
                 let v = hub.rotate_data_key(ws.id).await?;
+                audit::record(
+                    &hub,
+                    audit::cli_event(
+                        Some(ws.id),
+                        Action::KeysRotated,
+                        ResourceKind::Keys,
+                        &format!("data.v{v}"),
+                    )?,
+                )
+                .await?;
                 println!(
                     "Workspace {}: new data key v{v}; new writes use it from now on.",
                     ws.name
@@ -147,8 +159,9 @@ async fn rotate_master_key(ctx: &Context) -> anyhow::Result<ExitCode> {
     if ctx.config.keys.provider == KeyProviderKind::Env {
         // The key lives outside sealsync: the operator adds the new `vN` line, sealsync re-wraps.
         let n = hub.rewrap_keys().await?;
+        record_master_rotation(&hub).await?;
         println!(
-            "Re-wrapped {n} workspace keys under {}.",
+            "Re-wrapped {n} keys (workspace and installation keys) under {}.",
             hub.provider().current_kek()
         );
         println!(
@@ -170,8 +183,9 @@ async fn rotate_master_key(ctx: &Context) -> anyhow::Result<ExitCode> {
     }
     let hub = Hub::new(hub.store().clone(), Arc::new(LocalKeyfile::open(&path)?));
     let n = hub.rewrap_keys().await?;
+    record_master_rotation(&hub).await?;
     println!(
-        "Re-wrapped {n} workspace keys under {}.",
+        "Re-wrapped {n} keys (workspace and installation keys) under {}.",
         hub.provider().current_kek()
     );
     let retired = keyfile.retire_versions(&hub.master_keys_in_use().await?)?;
@@ -185,6 +199,16 @@ async fn rotate_master_key(ctx: &Context) -> anyhow::Result<ExitCode> {
     println!("Back up the keyfile again: older backups of it no longer open current data.");
     hub.store().close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records a master-key rotation in the installation chain, naming the new master key version
+/// (`local:2`, `env:v3`): a version label, never key material.
+async fn record_master_rotation(hub: &Hub) -> anyhow::Result<()> {
+    let kek = hub.provider().current_kek();
+    let id = format!("master.{kek}");
+    let event = audit::cli_event(None, Action::KeysRotated, ResourceKind::Keys, &id)
+        .or_else(|_| audit::cli_event(None, Action::KeysRotated, ResourceKind::Keys, "master"))?;
+    audit::record(hub, event).await
 }
 
 async fn status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Subcommand;
+use sealsync_audit::{Action, ResourceKind};
 
+use crate::cmd::audit;
 use crate::context::{Context, workspace_name};
 
 #[derive(Debug, Subcommand)]
@@ -36,6 +38,16 @@ pub async fn run(ctx: &Context, command: WorkspaceCommand) -> anyhow::Result<Exi
             let name = workspace_name(Some(&name))?;
             let (ws, created) = hub.ensure_workspace(&name).await?;
             if created {
+                audit::record(
+                    &hub,
+                    audit::cli_event(
+                        None,
+                        Action::WorkspaceCreated,
+                        ResourceKind::Workspace,
+                        &ws.id.to_string(),
+                    )?,
+                )
+                .await?;
                 println!("Created workspace {} ({}).", ws.name, ws.id);
             } else {
                 println!("Workspace {} already exists; nothing changed.", ws.name);
@@ -59,6 +71,16 @@ pub async fn run(ctx: &Context, command: WorkspaceCommand) -> anyhow::Result<Exi
                 }
             }
             hub.store().delete_workspace(ws.id).await?;
+            audit::record(
+                &hub,
+                audit::cli_event(
+                    None,
+                    Action::WorkspaceDeleted,
+                    ResourceKind::Workspace,
+                    &ws.id.to_string(),
+                )?,
+            )
+            .await?;
             println!("Deleted workspace {name}: its keys are destroyed and its data removed.");
         }
     }

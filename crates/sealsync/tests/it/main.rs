@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 
+mod audit;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -331,8 +333,9 @@ fn keys_rotate_then_everything_still_opens() {
     );
     let o = sealsync(&dd, &["keys", "rotate", "--kek"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // The default workspace's data and index keys, and the installation's audit key.
     assert!(
-        stdout(&o).contains("Re-wrapped 2 workspace keys under local:2"),
+        stdout(&o).contains("Re-wrapped 3 keys (workspace and installation keys) under local:2"),
         "{}",
         stdout(&o)
     );
