@@ -3,9 +3,14 @@
 //! Every failure to authenticate answers the same 401, whatever the reason (expired, revoked,
 //! forged, unknown); the reason goes to the log as a code only.
 
-use axum::extract::FromRequestParts;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
+use sealsync_audit::{
+    Action, Actor, ActorKind, AuditEvent, Outcome, ReasonCode, Resource, ResourceKind,
+};
 use sealsync_auth::credential::{hashes_equal, sha256};
 use sealsync_auth::jwt::now_secs;
 use sealsync_auth::{
@@ -16,14 +21,23 @@ use sealsync_types::{Role, UserId, WorkspaceId};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// An authenticated request's principal.
+/// An authenticated request's principal, and the address it came from.
 #[derive(Debug, Clone)]
-pub struct Authed(pub Principal);
+pub struct Authed(pub Principal, pub Option<IpAddr>);
+
+/// The peer address of a request, when the listener recorded it.
+pub fn source_of(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
 
 impl FromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let source = source_of(parts);
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -34,16 +48,28 @@ impl FromRequestParts<AppState> for Authed {
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or_else(ApiError::unauthorized)?
             .trim();
-        let result = if token.starts_with(ApiKeySecret::PREFIX) {
-            api_key(state, token).await
+        let is_key = token.starts_with(ApiKeySecret::PREFIX);
+        let result = if is_key {
+            api_key(state, token, source).await
         } else {
             access_token(state, token).await
         };
         match result {
-            Ok(p) => Ok(Authed(p)),
+            Ok(p) => Ok(Authed(p, source)),
             Err(Reject::Invalid(reason)) => {
                 tracing::info!(reason, "A request was refused: invalid credential.");
                 metrics::counter!("sealsync_auth_rejected_total", "reason" => reason).increment(1);
+                let action = if is_key {
+                    Action::ApiKeyRejected
+                } else {
+                    Action::TokenRejected
+                };
+                let mut event = AuditEvent::new(None, Actor::anonymous(), action)
+                    .with_outcome(Outcome::Denied, ReasonCode::parse(reason).ok());
+                if let Some(ip) = source {
+                    event = event.with_source(ip);
+                }
+                state.audit(event).await;
                 Err(ApiError::unauthorized())
             }
             Err(Reject::Server(e)) => Err(e),
@@ -62,7 +88,11 @@ impl From<sealsync_store::StoreError> for Reject {
     }
 }
 
-async fn api_key(state: &AppState, token: &str) -> Result<Principal, Reject> {
+async fn api_key(
+    state: &AppState,
+    token: &str,
+    source: Option<IpAddr>,
+) -> Result<Principal, Reject> {
     let (id, hash) = ApiKeySecret::parse(token).map_err(|_| Reject::Invalid("malformed_key"))?;
     let store = state.hub().store();
     let row = store
@@ -79,15 +109,21 @@ async fn api_key(state: &AppState, token: &str) -> Result<Principal, Reject> {
     if row.expires_at.is_some_and(|e| e <= now) {
         return Err(Reject::Invalid("expired_key"));
     }
-    store.touch_api_key(id.as_bytes(), now).await?;
     let scopes = ScopeSet::parse(&row.scopes).map_err(|_| Reject::Invalid("bad_scopes"))?;
-    Ok(Principal {
+    let p = Principal {
         kind: PrincipalKind::ApiKey,
         id: id.to_string(),
         user: Some(uuid::Uuid::from_bytes(*row.user_id.as_bytes())),
         workspace: Some(row.workspace_id),
         scopes,
-    })
+    };
+    // A key's use is recorded (and audited) at most once a minute, so reads stay cheap.
+    if store.touch_api_key(id.as_bytes(), now).await? {
+        state
+            .audit(event(&p, row.workspace_id, Action::ApiKeyUsed, source))
+            .await;
+    }
+    Ok(p)
 }
 
 async fn access_token(state: &AppState, token: &str) -> Result<Principal, Reject> {
@@ -124,6 +160,7 @@ pub fn user_of(p: &Principal) -> Option<UserId> {
 }
 
 /// Checks `scope` in workspace `ws` for `p`; gives the user's role there when it has one.
+/// A refusal is audited in the principal's own workspace.
 pub async fn require(
     state: &AppState,
     p: &Principal,
@@ -134,10 +171,72 @@ pub async fn require(
         Some(u) => state.hub().store().member_role(ws, u).await?,
         None => None,
     };
-    authorize(p, ws, role, scope).map_err(|d| match d {
-        Denial::NotFound => ApiError::not_found(),
-        Denial::Role => ApiError::forbidden(),
-        Denial::Scope => ApiError::insufficient_scope(),
-    })?;
+    if let Err(d) = authorize(p, ws, role, scope) {
+        let reason = match d {
+            Denial::NotFound => "not_visible",
+            Denial::Role => "role",
+            Denial::Scope => "scope",
+        };
+        let home = p.workspace.unwrap_or(WorkspaceId::NIL);
+        let mut e = event(p, home, Action::AccessDenied, None)
+            .with_outcome(Outcome::Denied, ReasonCode::parse(reason).ok());
+        if let Ok(r) = Resource::new(ResourceKind::Workspace, &ws.to_string()) {
+            e = e.with_resource(r);
+        }
+        state.audit(e).await;
+        return Err(match d {
+            Denial::NotFound => ApiError::not_found(),
+            Denial::Role => ApiError::forbidden(),
+            Denial::Scope => ApiError::insufficient_scope(),
+        });
+    }
     Ok(role)
+}
+
+/// The audit actor for a principal.
+pub fn actor(p: &Principal) -> Actor {
+    let kind = match p.kind {
+        PrincipalKind::ApiKey => ActorKind::ApiKey,
+        PrincipalKind::OAuthClient => ActorKind::OAuthClient,
+        PrincipalKind::Session => ActorKind::User,
+    };
+    Actor::new(kind, &p.id).unwrap_or_else(|_| Actor::anonymous())
+}
+
+/// A successful action by `p` in `ws`, from `source`.
+pub fn event(p: &Principal, ws: WorkspaceId, action: Action, source: Option<IpAddr>) -> AuditEvent {
+    let chain = (ws != WorkspaceId::NIL).then_some(ws);
+    let e = AuditEvent::new(chain, actor(p), action);
+    match source {
+        Some(ip) => e.with_source(ip),
+        None => e,
+    }
+}
+
+/// `event` on a resource.
+pub fn event_on(
+    p: &Principal,
+    ws: WorkspaceId,
+    action: Action,
+    source: Option<IpAddr>,
+    kind: ResourceKind,
+    id: &str,
+) -> AuditEvent {
+    let e = event(p, ws, action, source);
+    match Resource::new(kind, id) {
+        Ok(r) => e.with_resource(r),
+        Err(_) => e,
+    }
+}
+
+/// The peer address of a request, for handlers without a principal (OAuth endpoints).
+#[derive(Debug, Clone, Copy)]
+pub struct Source(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Source(source_of(parts)))
+    }
 }

@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
 use base64::Engine as _;
+use sealsync_audit::{Action, Actor, ActorKind, AuditEvent, Outcome, ReasonCode};
 use sealsync_auth::ClientId;
 use sealsync_auth::credential::sha256;
 use sealsync_auth::directory::{self, DirectoryError};
@@ -13,7 +14,25 @@ use sealsync_store::ClientRow;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Source;
 use crate::state::AppState;
+
+/// An OAuth event: the client acts on its own workspace's chain; an unauthenticated attempt is
+/// recorded in the installation chain.
+fn oauth_event(
+    client: Option<&ClientId>,
+    action: Action,
+    source: Option<std::net::IpAddr>,
+) -> AuditEvent {
+    let actor = client
+        .and_then(|c| Actor::new(ActorKind::OAuthClient, &c.to_string()).ok())
+        .unwrap_or_else(Actor::anonymous);
+    let e = AuditEvent::new(client.map(|c| c.workspace), actor, action);
+    match source {
+        Some(ip) => e.with_source(ip),
+        None => e,
+    }
+}
 
 /// The form of `POST /oauth/token`.
 #[derive(Debug, Deserialize)]
@@ -130,15 +149,34 @@ async fn authenticated_client(
     state: &AppState,
     id: &ClientId,
     secret: &SecretString,
+    source: Option<std::net::IpAddr>,
 ) -> Result<ClientRow, OAuthError> {
     // An unknown workspace still costs a verification (inside authenticate_client).
     let keys = state.workspace_keys(id.workspace).await.ok();
-    Ok(directory::authenticate_client(state.hub(), keys.as_deref(), id, secret).await?)
+    match directory::authenticate_client(state.hub(), keys.as_deref(), id, secret).await {
+        Ok(row) => Ok(row),
+        Err(e) => {
+            if matches!(e, DirectoryError::BadClient) {
+                // Recorded where the client would live only if that workspace exists.
+                let known = keys.is_some().then_some(id);
+                state
+                    .audit(
+                        oauth_event(known, Action::TokenRejected, source).with_outcome(
+                            Outcome::Denied,
+                            ReasonCode::parse("invalid_client").ok(),
+                        ),
+                    )
+                    .await;
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// `POST /oauth/token`: the client-credentials grant.
 pub async fn token(
     State(state): State<AppState>,
+    Source(source): Source,
     headers: HeaderMap,
     Form(req): Form<TokenRequest>,
 ) -> Result<Response, OAuthError> {
@@ -150,10 +188,13 @@ pub async fn token(
         ));
     }
     let (id, secret) = client_credentials(&headers, req.client_id, req.client_secret)?;
-    let client = authenticated_client(&state, &id, &secret).await?;
+    let client = authenticated_client(&state, &id, &secret, source).await?;
     let tokens = state.tokens();
     let (token, claims) =
         directory::issue_token(state.hub(), &tokens, &id, &client, req.scope.as_deref()).await?;
+    state
+        .audit(oauth_event(Some(&id), Action::TokenIssued, source))
+        .await;
     let mut resp = Json(TokenResponse {
         access_token: token,
         token_type: "Bearer",
@@ -179,11 +220,12 @@ pub struct TokenForm {
 /// not the token was known, so it tells nothing.
 pub async fn revoke(
     State(state): State<AppState>,
+    Source(source): Source,
     headers: HeaderMap,
     Form(req): Form<TokenForm>,
 ) -> Result<Response, OAuthError> {
     let (id, secret) = client_credentials(&headers, req.client_id, req.client_secret)?;
-    authenticated_client(&state, &id, &secret).await?;
+    authenticated_client(&state, &id, &secret, source).await?;
     if let Some(token) = req.token
         && let Ok(claims) = state
             .tokens()
@@ -200,6 +242,9 @@ pub async fn revoke(
             )
             .await
             .map_err(|e| OAuthError::from(DirectoryError::Store(e)))?;
+        state
+            .audit(oauth_event(Some(&id), Action::TokenRevoked, source))
+            .await;
     }
     Ok(StatusCode::OK.into_response())
 }
@@ -208,11 +253,15 @@ pub async fn revoke(
 /// active. Anything not active answers `{"active": false}` and nothing more.
 pub async fn introspect(
     State(state): State<AppState>,
+    Source(source): Source,
     headers: HeaderMap,
     Form(req): Form<TokenForm>,
 ) -> Result<Response, OAuthError> {
     let (id, secret) = client_credentials(&headers, req.client_id, req.client_secret)?;
-    authenticated_client(&state, &id, &secret).await?;
+    authenticated_client(&state, &id, &secret, source).await?;
+    state
+        .audit(oauth_event(Some(&id), Action::TokenIntrospected, source))
+        .await;
     let inactive = || Json(serde_json::json!({"active": false})).into_response();
     let Some(token) = req.token else {
         return Ok(inactive());

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use sealsync_audit::{AuditEvent, AuditKeys, AuditLog};
 use sealsync_auth::TokenKeys;
 use sealsync_crypto::WorkspaceKeys;
 use sealsync_store::{Hub, KeyPurpose, StoreError};
@@ -25,6 +26,7 @@ pub(crate) struct Inner {
     pub tokens: RwLock<Arc<TokenKeys>>,
     pub keys: Mutex<HashMap<WorkspaceId, (Instant, Arc<WorkspaceKeys>)>>,
     pub metrics: Option<PrometheusHandle>,
+    pub audit: AuditLog,
 }
 
 impl std::fmt::Debug for AppState {
@@ -38,8 +40,14 @@ impl AppState {
     /// Makes the first signing key when there is none.
     pub async fn new(hub: Hub, issuer: String) -> Result<Self, StoreError> {
         let tokens = load_token_keys(&hub, &issuer).await?;
+        hub.ensure_installation_key(KeyPurpose::Audit).await?;
+        let audit_keys = hub.installation_keys(KeyPurpose::Audit).await?;
+        let audit_keys = AuditKeys::new(audit_keys.into_iter().map(|(v, k, _)| (v, k)))
+            .map_err(|e| StoreError::Other(format!("audit keys: {e}")))?;
+        let audit = AuditLog::new(hub.store().clone(), audit_keys);
         Ok(Self {
             inner: Arc::new(Inner {
+                audit,
                 hub,
                 tokens: RwLock::new(Arc::new(tokens)),
                 keys: Mutex::new(HashMap::new()),
@@ -50,6 +58,15 @@ impl AppState {
 
     pub fn hub(&self) -> &Hub {
         &self.inner.hub
+    }
+
+    /// Appends an audit entry. The action it records has already happened, so a failure is
+    /// logged and counted (and alerts should watch that counter) rather than undoing it.
+    pub async fn audit(&self, event: AuditEvent) {
+        if let Err(e) = self.inner.audit.append(event).await {
+            tracing::error!(error = %e, "An audit entry could not be written.");
+            metrics::counter!("sealsync_audit_failures_total").increment(1);
+        }
     }
 
     /// The signing keys in use.

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use sealsync_audit::{Action, ResourceKind};
 use sealsync_auth::directory::{self, DirectoryError};
 use sealsync_auth::jwt::now_secs;
 use sealsync_auth::{ClientId, Scope, ScopeSet};
@@ -20,7 +21,7 @@ use sealsync_store::Hub;
 use sealsync_types::{ContactId, Role, UserId, WorkspaceId};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Authed, require, user_of};
+use crate::auth::{Authed, event, event_on, require, user_of};
 use crate::error::ApiError;
 use crate::json::ApiJson;
 use crate::state::AppState;
@@ -67,7 +68,7 @@ pub struct WorkspaceOut {
 /// `GET /v1/workspaces`: the workspaces the caller can see.
 pub async fn list_workspaces(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    Authed(p, _): Authed,
 ) -> Result<Json<Vec<WorkspaceOut>>, ApiError> {
     let store = state.hub().store();
     let mut out = Vec::new();
@@ -97,7 +98,7 @@ pub struct MemberOut {
 /// `GET /v1/workspaces/{ws}/members`.
 pub async fn list_members(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    Authed(p, _): Authed,
     Path(ws): Path<String>,
 ) -> Result<Json<Vec<MemberOut>>, ApiError> {
     let ws = ws_id(&ws)?;
@@ -124,7 +125,7 @@ pub struct RoleIn {
 /// grants or takes away `owner`; the last owner cannot be demoted.
 pub async fn put_member(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    Authed(p, src): Authed,
     Path((ws, user)): Path<(String, String)>,
     body: ApiJson<RoleIn>,
 ) -> Result<StatusCode, ApiError> {
@@ -152,6 +153,21 @@ pub async fn put_member(
         }
     }
     store.put_member(ws, user, body.0.role, now_secs()).await?;
+    let action = if current.is_some() {
+        Action::RoleChanged
+    } else {
+        Action::MemberAdded
+    };
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            action,
+            src,
+            ResourceKind::Member,
+            &user.to_string(),
+        ))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -205,7 +221,7 @@ fn acting_user(p: &sealsync_auth::Principal) -> Result<UserId, ApiError> {
 /// `POST /v1/workspaces/{ws}/apikeys`: a key for the caller, shown once.
 pub async fn create_api_key(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    Authed(p, src): Authed,
     Path(ws): Path<String>,
     body: ApiJson<ApiKeyIn>,
 ) -> Result<Response, ApiError> {
@@ -231,6 +247,16 @@ pub async fn create_api_key(
         directory::create_api_key(state.hub(), ws, user, &body.0.name, &scopes, expires_at)
             .await
             .map_err(dir_err)?;
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            Action::ApiKeyCreated,
+            src,
+            ResourceKind::ApiKey,
+            &secret.id.to_string(),
+        ))
+        .await;
     let key = secrecy::ExposeSecret::expose_secret(&secret.token).to_owned();
     Ok(no_store(
         (StatusCode::CREATED, Json(key_out(row, Some(key)))).into_response(),
@@ -240,7 +266,7 @@ pub async fn create_api_key(
 /// `GET /v1/workspaces/{ws}/apikeys`: the caller's keys (never the keys themselves).
 pub async fn list_api_keys(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    Authed(p, _): Authed,
     Path(ws): Path<String>,
 ) -> Result<Json<Vec<ApiKeyOut>>, ApiError> {
     let ws = ws_id(&ws)?;
@@ -253,7 +279,7 @@ pub async fn list_api_keys(
 /// `DELETE /v1/workspaces/{ws}/apikeys/{id}`: revoke one of the caller's keys.
 pub async fn revoke_api_key(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    Authed(p, src): Authed,
     Path((ws, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let ws = ws_id(&ws)?;
@@ -268,6 +294,16 @@ pub async fn revoke_api_key(
     store
         .revoke_api_key(user, id.as_bytes(), now_secs())
         .await?;
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            Action::ApiKeyRevoked,
+            src,
+            ResourceKind::ApiKey,
+            &id.to_string(),
+        ))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -318,7 +354,7 @@ fn client_in_ws(ws: WorkspaceId, id: &str) -> Result<ClientId, ApiError> {
 /// `POST /v1/workspaces/{ws}/clients`: a client; its secret is shown once.
 pub async fn create_client(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    Authed(p, src): Authed,
     Path(ws): Path<String>,
     body: ApiJson<ClientIn>,
 ) -> Result<Response, ApiError> {
@@ -330,6 +366,16 @@ pub async fn create_client(
     let (row, creds) = directory::create_client(state.hub(), &keys, &body.0.name, &scopes)
         .await
         .map_err(dir_err)?;
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            Action::ClientCreated,
+            src,
+            ResourceKind::Client,
+            &creds.client_id.to_string(),
+        ))
+        .await;
     let secret = secrecy::ExposeSecret::expose_secret(&creds.secret).to_owned();
     Ok(no_store(
         (StatusCode::CREATED, Json(client_out(ws, row, Some(secret)))).into_response(),
@@ -339,7 +385,7 @@ pub async fn create_client(
 /// `GET /v1/workspaces/{ws}/clients`.
 pub async fn list_clients(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    Authed(p, _): Authed,
     Path(ws): Path<String>,
 ) -> Result<Json<Vec<ClientOut>>, ApiError> {
     let ws = ws_id(&ws)?;
@@ -353,7 +399,7 @@ pub async fn list_clients(
 /// `DELETE /v1/workspaces/{ws}/clients/{client_id}`: revoke the client and its tokens.
 pub async fn revoke_client(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    Authed(p, src): Authed,
     Path((ws, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let ws = ws_id(&ws)?;
@@ -367,13 +413,23 @@ pub async fn revoke_client(
     {
         return Err(ApiError::not_found());
     }
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            Action::ClientRevoked,
+            src,
+            ResourceKind::Client,
+            &c.to_string(),
+        ))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /v1/workspaces/{ws}/clients/{client_id}/secret`: a new secret, shown once.
 pub async fn rotate_client_secret(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    Authed(p, src): Authed,
     Path((ws, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let ws = ws_id(&ws)?;
@@ -383,6 +439,16 @@ pub async fn rotate_client_secret(
     let secret = directory::rotate_client_secret(state.hub(), &keys, &c)
         .await
         .map_err(dir_err)?;
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            Action::ClientSecretRotated,
+            src,
+            ResourceKind::Client,
+            &c.to_string(),
+        ))
+        .await;
     Ok(no_store(
         Json(serde_json::json!({
             "client_id": c.to_string(),
@@ -466,7 +532,7 @@ pub struct ContactPage {
 /// `GET /v1/workspaces/{ws}/contacts?after=&limit=`: a page of contacts in id order.
 pub async fn list_contacts(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    Authed(p, src): Authed,
     Path(ws): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<ContactPage>, ApiError> {
@@ -507,6 +573,9 @@ pub async fn list_contacts(
             })
         })
         .collect();
+    state
+        .audit(event(&p, ws, Action::ContactsExported, src))
+        .await;
     Ok(Json(ContactPage { contacts, next }))
 }
 
@@ -544,7 +613,7 @@ fn contact_id(s: &str) -> Result<ContactId, ApiError> {
 /// `GET /v1/workspaces/{ws}/contacts/{id}`.
 pub async fn get_contact(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    Authed(p, _): Authed,
     Path((ws, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let ws = ws_id(&ws)?;
@@ -578,7 +647,7 @@ async fn write_contact(
 /// `POST /v1/workspaces/{ws}/contacts`.
 pub async fn create_contact(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    Authed(p, src): Authed,
     Path(ws): Path<String>,
     body: ApiJson<ContactIn>,
 ) -> Result<Response, ApiError> {
@@ -587,6 +656,16 @@ pub async fn create_contact(
     let contact = parse_contact(body.0)?;
     let id = ContactId::new();
     let (at, c) = write_contact(&state, ws, id, 1, contact).await?;
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            Action::ContactCreated,
+            src,
+            ResourceKind::Contact,
+            &id.to_string(),
+        ))
+        .await;
     Ok(contact_response(StatusCode::CREATED, id, 1, at, &c))
 }
 
@@ -612,7 +691,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 /// required, so no update is based on a version the caller did not see.
 pub async fn update_contact(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    Authed(p, src): Authed,
     Path((ws, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: ApiJson<ContactIn>,
@@ -634,13 +713,23 @@ pub async fn update_contact(
     }
     let version = row.version + 1;
     let (at, c) = write_contact(&state, ws, id, version, contact).await?;
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            Action::ContactUpdated,
+            src,
+            ResourceKind::Contact,
+            &id.to_string(),
+        ))
+        .await;
     Ok(contact_response(StatusCode::OK, id, version, at, &c))
 }
 
 /// `DELETE /v1/workspaces/{ws}/contacts/{id}` (`If-Match` optional).
 pub async fn delete_contact(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    Authed(p, src): Authed,
     Path((ws, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
@@ -663,6 +752,16 @@ pub async fn delete_contact(
     }
     let tomb = Hub::tombstone(id, row.version + 1, now_secs());
     state.hub().store().write_contacts(ws, &[tomb]).await?;
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            Action::ContactDeleted,
+            src,
+            ResourceKind::Contact,
+            &id.to_string(),
+        ))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -676,7 +775,7 @@ pub struct FindIn {
 /// A POST, so the address never appears in a URL or an access log.
 pub async fn find_contacts(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    Authed(p, src): Authed,
     Path(ws): Path<String>,
     body: ApiJson<FindIn>,
 ) -> Result<Response, ApiError> {
@@ -728,6 +827,7 @@ pub async fn find_contacts(
             })
         })
         .collect();
+    state.audit(event(&p, ws, Action::ContactRead, src)).await;
     Ok(no_store(
         Json(serde_json::json!({ "contacts": contacts })).into_response(),
     ))

@@ -326,9 +326,10 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Records a key's use (at most once a minute per key, to keep reads cheap).
-    pub async fn touch_api_key(&self, id: &[u8; 16], at: i64) -> Result<(), StoreError> {
-        sqlx::query(
+    /// Records a key's use, at most once a minute per key to keep reads cheap; `true` when
+    /// this use was recorded.
+    pub async fn touch_api_key(&self, id: &[u8; 16], at: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
             "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
         )
         .bind(at)
@@ -337,7 +338,7 @@ impl Store {
         .execute(&self.data)
         .await
         .map_err(StoreError::db)?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     // ---- OAuth clients and tokens -----------------------------------------------------------

@@ -168,6 +168,31 @@ impl TestApp {
         self.state.token_keys()
     }
 
+    /// The audit log, opened as an auditor would.
+    pub async fn audit_log(&self) -> sealsync_audit::AuditLog {
+        let keys = self
+            .hub
+            .installation_keys(sealsync_store::KeyPurpose::Audit)
+            .await
+            .unwrap();
+        let keys =
+            sealsync_audit::AuditKeys::new(keys.into_iter().map(|(v, k, _)| (v, k))).unwrap();
+        sealsync_audit::AuditLog::new(self.hub.store().clone(), keys)
+    }
+
+    /// Every entry of a chain, as JSON, after checking the chain is intact.
+    pub async fn audit_entries(&self, chain: WorkspaceId) -> Vec<Value> {
+        let log = self.audit_log().await;
+        let report = log.verify(chain).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+        log.page(chain, None, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| serde_json::to_value(&e.event).unwrap())
+            .collect()
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown(Duration::from_secs(5)).await;
