@@ -155,34 +155,48 @@ pub async fn serve(
     transport: Transport,
     app: Router,
 ) -> Result<Running, ServeError> {
+    let listener = bind(addr, &transport)?;
+    serve_on(listener, transport, app)
+}
+
+/// Binds the listening socket (so the caller learns the port before building the app).
+/// Refuses plain HTTP off loopback.
+pub fn bind(addr: SocketAddr, transport: &Transport) -> Result<std::net::TcpListener, ServeError> {
     if matches!(transport, Transport::InsecureHttpLoopback) && !addr.ip().is_loopback() {
         return Err(ServeError::NotLoopback(addr));
     }
-    let std_listener =
-        std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
-    let bound = std_listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind { addr, source })?;
+    std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Serves on a bound listener.
+pub fn serve_on(
+    listener: std::net::TcpListener,
+    transport: Transport,
+    app: Router,
+) -> Result<Running, ServeError> {
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
+    if matches!(transport, Transport::InsecureHttpLoopback) && !addr.ip().is_loopback() {
+        return Err(ServeError::NotLoopback(addr));
+    }
     let handle = axum_server::Handle::new();
     let make = app.into_make_service_with_connect_info::<SocketAddr>();
     let task = match transport {
         Transport::Tls(config) => {
             let tls = axum_server::tls_rustls::RustlsConfig::from_config(config);
-            let server = axum_server::tls_rustls::from_tcp_rustls(std_listener, tls)
+            let server = axum_server::tls_rustls::from_tcp_rustls(listener, tls)
                 .map_err(|source| ServeError::Bind { addr, source })?
                 .handle(handle.clone());
             tokio::spawn(server.serve(make))
         }
         Transport::InsecureHttpLoopback => {
-            let server = axum_server::from_tcp(std_listener)
+            let server = axum_server::from_tcp(listener)
                 .map_err(|source| ServeError::Bind { addr, source })?
                 .handle(handle.clone());
             tokio::spawn(server.serve(make))
         }
     };
-    Ok(Running {
-        addr: bound,
-        handle,
-        task,
-    })
+    Ok(Running { addr, handle, task })
 }

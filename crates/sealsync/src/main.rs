@@ -69,6 +69,18 @@ enum Command {
     /// Conflicts waiting for a decision, and deciding them.
     #[command(subcommand)]
     Conflicts(cmd::sync::ConflictsCommand),
+    /// Serve the HTTPS API (TLS 1.2+; plain HTTP only on loopback when asked).
+    Serve(cmd::serve::ServeArgs),
+    /// Users: add one (with a role in a workspace), list a workspace's members.
+    #[command(subcommand)]
+    User(cmd::identity::UserCommand),
+    /// Users' API keys: create (shown once), list, revoke.
+    #[command(subcommand)]
+    Apikey(cmd::identity::ApiKeyCommand),
+    /// OAuth clients for programs (client-credentials grant): create, list, revoke,
+    /// rotate-secret.
+    #[command(subcommand)]
+    Client(cmd::identity::ClientCommand),
     /// The audit log: verify its hash chains, show the newest entries.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
@@ -131,6 +143,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync(a) => cmd::sync::sync(&ctx, a).await,
         Command::Conflicts(c) => cmd::sync::conflicts(&ctx, c).await,
         Command::Audit(c) => cmd::audit::run(&ctx, c).await,
+        Command::Serve(a) => cmd::serve::run(&ctx, a).await,
+        Command::User(c) => cmd::identity::user(&ctx, c).await,
+        Command::Apikey(c) => cmd::identity::apikey(&ctx, c).await,
+        Command::Client(c) => cmd::identity::client(&ctx, c).await,
     }
 }
 

@@ -257,6 +257,28 @@ async fn client_credentials_flow_revocation_and_introspection() {
         app.token(&id, new_secret, None).await.status(),
         StatusCode::UNAUTHORIZED
     );
+
+    // Every step is in the workspace's audit chain, which verifies; no secret is in it.
+    let entries = app.audit_entries(app.ws).await;
+    let installation = app.audit_entries(sealsync_types::WorkspaceId::NIL).await;
+    let text = serde_json::to_string(&(entries, installation)).unwrap();
+    for action in [
+        "client.created",
+        "token.issued",
+        "token.introspected",
+        "token.revoked",
+        "client.secret_rotated",
+        "client.revoked",
+        "token.rejected",
+        "access.denied",
+        "api_key.used",
+    ] {
+        assert!(text.contains(action), "{action} missing from the audit log");
+    }
+    for secret in [secret.as_str(), new_secret, token.as_str()] {
+        assert!(!text.contains(secret));
+    }
+    assert!(text.contains("127.0.0.1"), "source address recorded");
     app.stop().await;
 }
 

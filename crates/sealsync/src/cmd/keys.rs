@@ -36,6 +36,8 @@ pub enum KeysCommand {
         #[arg(long, default_value_t = 500)]
         batch: u32,
     },
+    /// Add a new token signing key; the previous one stays published until its tokens expire.
+    RotateSigning,
     /// Finish moving records to the newest data key (after an interrupted rotation).
     Reencrypt {
         #[arg(long, value_name = "W")]
@@ -49,6 +51,7 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<ExitCode
     match command {
         KeysCommand::Status { json } => status(ctx, json).await,
         KeysCommand::Rotate { kek: true, .. } => rotate_master_key(ctx).await,
+        KeysCommand::RotateSigning => crate::cmd::identity::rotate_signing(ctx).await,
         KeysCommand::Rotate {
             kek: false,
             workspace,

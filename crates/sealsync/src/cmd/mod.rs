@@ -9,11 +9,13 @@ use sealsync_contact::csv::{CsvLayout, CsvPreset};
 pub mod audit;
 pub mod contacts;
 pub mod export;
+pub mod identity;
 pub mod import;
 pub mod init;
 pub mod keys;
 pub mod links;
 pub mod quickstart;
+pub mod serve;
 pub mod sync;
 pub mod workspace;
 

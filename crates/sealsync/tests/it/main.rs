@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 
 mod audit;
+mod serve;
 
 use std::path::Path;
 use std::process::{Command, Output};
