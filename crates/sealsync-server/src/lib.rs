@@ -15,6 +15,7 @@ pub mod error;
 mod json;
 pub mod metrics;
 pub mod oauth;
+pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod tls;
@@ -48,6 +49,7 @@ pub fn router(state: AppState, tls: bool) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi_json))
         .fallback(error::fallback)
         .with_state(state)
         .layer(axum::middleware::from_fn(metrics::track))
@@ -84,6 +86,10 @@ pub fn router(state: AppState, tls: bool) -> Router {
         ));
     }
     app
+}
+
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(openapi::document())
 }
 
 async fn healthz() -> &'static str {

@@ -1,10 +1,11 @@
 //! OAuth 2.0 for programs: client-credentials tokens (RFC 6749 §4.4), revocation (RFC 7009),
 //! introspection (RFC 7662), and the JWKS. Errors here use OAuth's own format.
 
+use axum::Json;
 use axum::extract::State;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Form, Json};
 use base64::Engine as _;
 use sealsync_audit::{Action, Actor, ActorKind, AuditEvent, Outcome, ReasonCode};
 use sealsync_auth::ClientId;
@@ -43,8 +44,8 @@ pub struct TokenRequest {
     scope: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct TokenResponse {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
     access_token: String,
     token_type: &'static str,
     expires_in: i64,
@@ -174,11 +175,12 @@ async fn authenticated_client(
 }
 
 /// `POST /oauth/token`: the client-credentials grant.
+#[utoipa::path(post, path = "/oauth/token", tag = "oauth", request_body(content = TokenRequestDoc, content_type = "application/x-www-form-urlencoded"), responses((status = 200, body = TokenResponse), crate::openapi::OAuthErrors), security((), ("client" = [])))]
 pub async fn token(
     State(state): State<AppState>,
     Source(source): Source,
     headers: HeaderMap,
-    Form(req): Form<TokenRequest>,
+    OAuthForm(req): OAuthForm<TokenRequest>,
 ) -> Result<Response, OAuthError> {
     if req.grant_type.as_deref() != Some("client_credentials") {
         return Err(OAuthError::new(
@@ -218,11 +220,12 @@ pub struct TokenForm {
 
 /// `POST /oauth/revoke` (RFC 7009): a client revokes one of its tokens. Answers 200 whether or
 /// not the token was known, so it tells nothing.
+#[utoipa::path(post, path = "/oauth/revoke", tag = "oauth", request_body(content = TokenFormDoc, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "Revoked, or unknown"), crate::openapi::OAuthErrors), security((), ("client" = [])))]
 pub async fn revoke(
     State(state): State<AppState>,
     Source(source): Source,
     headers: HeaderMap,
-    Form(req): Form<TokenForm>,
+    OAuthForm(req): OAuthForm<TokenForm>,
 ) -> Result<Response, OAuthError> {
     let (id, secret) = client_credentials(&headers, req.client_id, req.client_secret)?;
     authenticated_client(&state, &id, &secret, source).await?;
@@ -251,11 +254,12 @@ pub async fn revoke(
 
 /// `POST /oauth/introspect` (RFC 7662): a client asks whether a token of its workspace is
 /// active. Anything not active answers `{"active": false}` and nothing more.
+#[utoipa::path(post, path = "/oauth/introspect", tag = "oauth", request_body(content = TokenFormDoc, content_type = "application/x-www-form-urlencoded"), responses((status = 200, body = Object, description = "`{\"active\": false}`, or the active token's claims"), crate::openapi::OAuthErrors), security((), ("client" = [])))]
 pub async fn introspect(
     State(state): State<AppState>,
     Source(source): Source,
     headers: HeaderMap,
-    Form(req): Form<TokenForm>,
+    OAuthForm(req): OAuthForm<TokenForm>,
 ) -> Result<Response, OAuthError> {
     let (id, secret) = client_credentials(&headers, req.client_id, req.client_secret)?;
     authenticated_client(&state, &id, &secret, source).await?;
@@ -302,6 +306,7 @@ pub async fn introspect(
 }
 
 /// `GET /.well-known/jwks.json`.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "oauth", responses((status = 200, body = Object, description = "The public keys that verify access tokens")), security(()))]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let mut resp = Json(state.tokens().jwks()).into_response();
     resp.headers_mut().insert(
@@ -316,4 +321,48 @@ fn no_store(resp: &mut Response) {
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp.headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// The form of `POST /oauth/token` (as documented).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenRequestDoc {
+    /// Always `client_credentials`.
+    grant_type: String,
+    /// Or send the client id and secret with HTTP Basic.
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    /// Space-separated scopes; all of the client's when absent.
+    scope: Option<String>,
+}
+
+/// The form of `POST /oauth/revoke` and `POST /oauth/introspect` (as documented).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenFormDoc {
+    token: String,
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// A form body; anything else is an OAuth `invalid_request`.
+#[derive(Debug)]
+pub struct OAuthForm<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for OAuthForm<T> {
+    type Rejection = OAuthError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, OAuthError> {
+        axum::Form::<T>::from_request(req, state)
+            .await
+            .map(|f| OAuthForm(f.0))
+            .map_err(|_| {
+                OAuthError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "send an application/x-www-form-urlencoded body with the documented fields",
+                )
+            })
+    }
 }

@@ -5,7 +5,7 @@
 //! is not in the workspace named by the path.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sealsync_audit::{Action, ResourceKind};
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{Authed, event, event_on, require, user_of};
 use crate::error::ApiError;
-use crate::json::ApiJson;
+use crate::json::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
 fn ws_id(s: &str) -> Result<WorkspaceId, ApiError> {
@@ -58,14 +58,16 @@ fn no_store(mut resp: Response) -> Response {
 
 // ---- workspaces and members -------------------------------------------------------------------
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WorkspaceOut {
     id: String,
     name: String,
+    #[schema(value_type = Option<String>, example = "admin")]
     role: Option<Role>,
 }
 
 /// `GET /v1/workspaces`: the workspaces the caller can see.
+#[utoipa::path(get, path = "/v1/workspaces", tag = "workspaces", responses((status = 200, body = Vec<WorkspaceOut>), crate::openapi::ApiErrors))]
 pub async fn list_workspaces(
     State(state): State<AppState>,
     Authed(p, _): Authed,
@@ -88,18 +90,20 @@ pub async fn list_workspaces(
     Ok(Json(out))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MemberOut {
     user_id: String,
     email: String,
+    #[schema(value_type = String, example = "member")]
     role: Role,
 }
 
 /// `GET /v1/workspaces/{ws}/members`.
+#[utoipa::path(get, path = "/v1/workspaces/{ws}/members", tag = "members", params(("ws" = String, Path, description = "Workspace id")), responses((status = 200, body = Vec<MemberOut>), crate::openapi::ApiErrors))]
 pub async fn list_members(
     State(state): State<AppState>,
     Authed(p, _): Authed,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
 ) -> Result<Json<Vec<MemberOut>>, ApiError> {
     let ws = ws_id(&ws)?;
     require(&state, &p, ws, Scope::MembersRead).await?;
@@ -116,17 +120,20 @@ pub async fn list_members(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RoleIn {
+    /// owner, admin, member or viewer.
+    #[schema(value_type = String, example = "member")]
     role: Role,
 }
 
 /// `PUT /v1/workspaces/{ws}/members/{user}`: add a member or change a role. Only an owner
 /// grants or takes away `owner`; the last owner cannot be demoted.
+#[utoipa::path(put, path = "/v1/workspaces/{ws}/members/{user}", tag = "members", params(("ws" = String, Path, description = "Workspace id"), ("user" = String, Path, description = "User id")), request_body = RoleIn, responses((status = 204, description = "Role set"), (status = 409, body = crate::openapi::ErrorEnvelope), crate::openapi::ApiErrors))]
 pub async fn put_member(
     State(state): State<AppState>,
     Authed(p, src): Authed,
-    Path((ws, user)): Path<(String, String)>,
+    ApiPath((ws, user)): ApiPath<(String, String)>,
     body: ApiJson<RoleIn>,
 ) -> Result<StatusCode, ApiError> {
     let ws = ws_id(&ws)?;
@@ -173,7 +180,7 @@ pub async fn put_member(
 
 // ---- API keys ---------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ApiKeyIn {
     name: String,
     scopes: Vec<String>,
@@ -181,7 +188,7 @@ pub struct ApiKeyIn {
     expires_in_days: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyOut {
     id: String,
     name: String,
@@ -219,10 +226,11 @@ fn acting_user(p: &sealsync_auth::Principal) -> Result<UserId, ApiError> {
 }
 
 /// `POST /v1/workspaces/{ws}/apikeys`: a key for the caller, shown once.
+#[utoipa::path(post, path = "/v1/workspaces/{ws}/apikeys", tag = "apikeys", params(("ws" = String, Path, description = "Workspace id")), request_body = ApiKeyIn, responses((status = 201, body = ApiKeyOut, description = "The key, shown this once"), crate::openapi::ApiErrors))]
 pub async fn create_api_key(
     State(state): State<AppState>,
     Authed(p, src): Authed,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
     body: ApiJson<ApiKeyIn>,
 ) -> Result<Response, ApiError> {
     let ws = ws_id(&ws)?;
@@ -264,10 +272,11 @@ pub async fn create_api_key(
 }
 
 /// `GET /v1/workspaces/{ws}/apikeys`: the caller's keys (never the keys themselves).
+#[utoipa::path(get, path = "/v1/workspaces/{ws}/apikeys", tag = "apikeys", params(("ws" = String, Path, description = "Workspace id")), responses((status = 200, body = Vec<ApiKeyOut>), crate::openapi::ApiErrors))]
 pub async fn list_api_keys(
     State(state): State<AppState>,
     Authed(p, _): Authed,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
 ) -> Result<Json<Vec<ApiKeyOut>>, ApiError> {
     let ws = ws_id(&ws)?;
     require(&state, &p, ws, Scope::WorkspacesRead).await?;
@@ -277,10 +286,11 @@ pub async fn list_api_keys(
 }
 
 /// `DELETE /v1/workspaces/{ws}/apikeys/{id}`: revoke one of the caller's keys.
+#[utoipa::path(delete, path = "/v1/workspaces/{ws}/apikeys/{id}", tag = "apikeys", params(("ws" = String, Path, description = "Workspace id"), ("id" = String, Path, description = "API key id")), responses((status = 204, description = "Revoked"), crate::openapi::ApiErrors))]
 pub async fn revoke_api_key(
     State(state): State<AppState>,
     Authed(p, src): Authed,
-    Path((ws, id)): Path<(String, String)>,
+    ApiPath((ws, id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let ws = ws_id(&ws)?;
     require(&state, &p, ws, Scope::ApiKeysWrite).await?;
@@ -309,13 +319,13 @@ pub async fn revoke_api_key(
 
 // ---- OAuth clients ----------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ClientIn {
     name: String,
     scopes: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClientOut {
     client_id: String,
     name: String,
@@ -352,10 +362,11 @@ fn client_in_ws(ws: WorkspaceId, id: &str) -> Result<ClientId, ApiError> {
 }
 
 /// `POST /v1/workspaces/{ws}/clients`: a client; its secret is shown once.
+#[utoipa::path(post, path = "/v1/workspaces/{ws}/clients", tag = "clients", params(("ws" = String, Path, description = "Workspace id")), request_body = ClientIn, responses((status = 201, body = ClientOut, description = "The client and its secret, shown this once"), crate::openapi::ApiErrors))]
 pub async fn create_client(
     State(state): State<AppState>,
     Authed(p, src): Authed,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
     body: ApiJson<ClientIn>,
 ) -> Result<Response, ApiError> {
     let ws = ws_id(&ws)?;
@@ -383,10 +394,11 @@ pub async fn create_client(
 }
 
 /// `GET /v1/workspaces/{ws}/clients`.
+#[utoipa::path(get, path = "/v1/workspaces/{ws}/clients", tag = "clients", params(("ws" = String, Path, description = "Workspace id")), responses((status = 200, body = Vec<ClientOut>), crate::openapi::ApiErrors))]
 pub async fn list_clients(
     State(state): State<AppState>,
     Authed(p, _): Authed,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
 ) -> Result<Json<Vec<ClientOut>>, ApiError> {
     let ws = ws_id(&ws)?;
     require(&state, &p, ws, Scope::ClientsRead).await?;
@@ -397,10 +409,11 @@ pub async fn list_clients(
 }
 
 /// `DELETE /v1/workspaces/{ws}/clients/{client_id}`: revoke the client and its tokens.
+#[utoipa::path(delete, path = "/v1/workspaces/{ws}/clients/{id}", tag = "clients", params(("ws" = String, Path, description = "Workspace id"), ("id" = String, Path, description = "Client id (ssc_…)")), responses((status = 204, description = "Revoked with its tokens"), crate::openapi::ApiErrors))]
 pub async fn revoke_client(
     State(state): State<AppState>,
     Authed(p, src): Authed,
-    Path((ws, id)): Path<(String, String)>,
+    ApiPath((ws, id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let ws = ws_id(&ws)?;
     require(&state, &p, ws, Scope::ClientsWrite).await?;
@@ -427,10 +440,11 @@ pub async fn revoke_client(
 }
 
 /// `POST /v1/workspaces/{ws}/clients/{client_id}/secret`: a new secret, shown once.
+#[utoipa::path(post, path = "/v1/workspaces/{ws}/clients/{id}/secret", tag = "clients", params(("ws" = String, Path, description = "Workspace id"), ("id" = String, Path, description = "Client id (ssc_…)")), responses((status = 200, body = SecretOut, description = "The new secret, shown this once"), crate::openapi::ApiErrors))]
 pub async fn rotate_client_secret(
     State(state): State<AppState>,
     Authed(p, src): Authed,
-    Path((ws, id)): Path<(String, String)>,
+    ApiPath((ws, id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let ws = ws_id(&ws)?;
     require(&state, &p, ws, Scope::ClientsWrite).await?;
@@ -450,10 +464,10 @@ pub async fn rotate_client_secret(
         ))
         .await;
     Ok(no_store(
-        Json(serde_json::json!({
-            "client_id": c.to_string(),
-            "client_secret": secrecy::ExposeSecret::expose_secret(&secret),
-        }))
+        Json(SecretOut {
+            client_id: c.to_string(),
+            client_secret: secrecy::ExposeSecret::expose_secret(&secret).to_owned(),
+        })
         .into_response(),
     ))
 }
@@ -461,7 +475,7 @@ pub async fn rotate_client_secret(
 // ---- contacts ---------------------------------------------------------------------------------
 
 /// A contact as the API shows it: jCard (RFC 7095) plus its id and version (the ETag).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ContactOut {
     id: String,
     version: i64,
@@ -470,7 +484,7 @@ pub struct ContactOut {
 }
 
 /// A contact as sent: jCard, or vCard text.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ContactIn {
     jcard: Option<serde_json::Value>,
     vcard: Option<String>,
@@ -516,13 +530,14 @@ fn contact_response(
     no_store(resp)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     after: Option<String>,
     limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ContactPage {
     contacts: Vec<ContactOut>,
     /// Pass as `after` for the next page; absent on the last page.
@@ -530,11 +545,12 @@ pub struct ContactPage {
 }
 
 /// `GET /v1/workspaces/{ws}/contacts?after=&limit=`: a page of contacts in id order.
+#[utoipa::path(get, path = "/v1/workspaces/{ws}/contacts", tag = "contacts", params(("ws" = String, Path, description = "Workspace id"), PageQuery), responses((status = 200, body = ContactPage), crate::openapi::ApiErrors))]
 pub async fn list_contacts(
     State(state): State<AppState>,
     Authed(p, src): Authed,
-    Path(ws): Path<String>,
-    Query(q): Query<PageQuery>,
+    ApiPath(ws): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<ContactPage>, ApiError> {
     let ws = ws_id(&ws)?;
     require(&state, &p, ws, Scope::ContactsRead).await?;
@@ -611,10 +627,11 @@ fn contact_id(s: &str) -> Result<ContactId, ApiError> {
 }
 
 /// `GET /v1/workspaces/{ws}/contacts/{id}`.
+#[utoipa::path(get, path = "/v1/workspaces/{ws}/contacts/{id}", tag = "contacts", params(("ws" = String, Path, description = "Workspace id"), ("id" = String, Path, description = "Contact id")), responses((status = 200, body = ContactOut, headers(("etag" = String, description = "The contact version, for If-Match"))), (status = 500, body = crate::openapi::ErrorEnvelope, description = "The stored contact failed its integrity check"), crate::openapi::ApiErrors))]
 pub async fn get_contact(
     State(state): State<AppState>,
     Authed(p, _): Authed,
-    Path((ws, id)): Path<(String, String)>,
+    ApiPath((ws, id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let ws = ws_id(&ws)?;
     require(&state, &p, ws, Scope::ContactsRead).await?;
@@ -645,10 +662,11 @@ async fn write_contact(
 }
 
 /// `POST /v1/workspaces/{ws}/contacts`.
+#[utoipa::path(post, path = "/v1/workspaces/{ws}/contacts", tag = "contacts", params(("ws" = String, Path, description = "Workspace id")), request_body = ContactIn, responses((status = 201, body = ContactOut), crate::openapi::ApiErrors))]
 pub async fn create_contact(
     State(state): State<AppState>,
     Authed(p, src): Authed,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
     body: ApiJson<ContactIn>,
 ) -> Result<Response, ApiError> {
     let ws = ws_id(&ws)?;
@@ -689,10 +707,11 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 
 /// `PUT /v1/workspaces/{ws}/contacts/{id}`: replace a contact. `If-Match` with the ETag is
 /// required, so no update is based on a version the caller did not see.
+#[utoipa::path(put, path = "/v1/workspaces/{ws}/contacts/{id}", tag = "contacts", params(("ws" = String, Path, description = "Workspace id"), ("id" = String, Path, description = "Contact id"), ("If-Match" = String, Header, description = "The ETag the update is based on")), request_body = ContactIn, responses((status = 200, body = ContactOut), (status = 412, body = crate::openapi::ErrorEnvelope, description = "Changed since that version"), (status = 428, body = crate::openapi::ErrorEnvelope, description = "If-Match missing"), (status = 500, body = crate::openapi::ErrorEnvelope, description = "The stored contact failed its integrity check"), crate::openapi::ApiErrors))]
 pub async fn update_contact(
     State(state): State<AppState>,
     Authed(p, src): Authed,
-    Path((ws, id)): Path<(String, String)>,
+    ApiPath((ws, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: ApiJson<ContactIn>,
 ) -> Result<Response, ApiError> {
@@ -727,10 +746,11 @@ pub async fn update_contact(
 }
 
 /// `DELETE /v1/workspaces/{ws}/contacts/{id}` (`If-Match` optional).
+#[utoipa::path(delete, path = "/v1/workspaces/{ws}/contacts/{id}", tag = "contacts", params(("ws" = String, Path, description = "Workspace id"), ("id" = String, Path, description = "Contact id")), responses((status = 204, description = "Deleted"), (status = 412, body = crate::openapi::ErrorEnvelope), crate::openapi::ApiErrors))]
 pub async fn delete_contact(
     State(state): State<AppState>,
     Authed(p, src): Authed,
-    Path((ws, id)): Path<(String, String)>,
+    ApiPath((ws, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let ws = ws_id(&ws)?;
@@ -765,7 +785,7 @@ pub async fn delete_contact(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct FindIn {
     email: Option<String>,
     uid: Option<String>,
@@ -773,10 +793,11 @@ pub struct FindIn {
 
 /// `POST /v1/workspaces/{ws}/contacts/find`: look up by email or UID through the blind index.
 /// A POST, so the address never appears in a URL or an access log.
+#[utoipa::path(post, path = "/v1/workspaces/{ws}/contacts/find", tag = "contacts", params(("ws" = String, Path, description = "Workspace id")), request_body = FindIn, responses((status = 200, body = FoundContacts), crate::openapi::ApiErrors))]
 pub async fn find_contacts(
     State(state): State<AppState>,
     Authed(p, src): Authed,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
     body: ApiJson<FindIn>,
 ) -> Result<Response, ApiError> {
     let ws = ws_id(&ws)?;
@@ -828,7 +849,18 @@ pub async fn find_contacts(
         })
         .collect();
     state.audit(event(&p, ws, Action::ContactRead, src)).await;
-    Ok(no_store(
-        Json(serde_json::json!({ "contacts": contacts })).into_response(),
-    ))
+    Ok(no_store(Json(FoundContacts { contacts }).into_response()))
+}
+
+/// A new client secret.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SecretOut {
+    client_id: String,
+    client_secret: String,
+}
+
+/// Contacts found through the blind index.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FoundContacts {
+    contacts: Vec<ContactOut>,
 }
