@@ -16,6 +16,7 @@ mod json;
 pub mod metrics;
 pub mod oauth;
 pub mod openapi;
+pub mod ops;
 pub mod routes;
 pub mod state;
 pub mod tls;

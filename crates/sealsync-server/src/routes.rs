@@ -6,7 +6,7 @@ use axum::routing::{get, post, put};
 use sealsync_auth::Scope;
 
 use crate::state::AppState;
-use crate::{oauth, v1};
+use crate::{oauth, ops, v1};
 
 /// One API route and the scope it requires.
 #[derive(Debug, Clone, Copy)]
@@ -118,4 +118,13 @@ pub fn api() -> Router<AppState> {
                 .put(v1::update_contact)
                 .delete(v1::delete_contact),
         )
+        .route("/v1/workspaces/{ws}/endpoints", get(ops::list_endpoints))
+        .route("/v1/workspaces/{ws}/links", get(ops::list_links))
+        .route("/v1/workspaces/{ws}/runs", get(ops::list_runs))
+        .route("/v1/workspaces/{ws}/runs/{id}", get(ops::get_run))
+        .route("/v1/workspaces/{ws}/runs/{id}/events", get(ops::run_events))
+        .route("/v1/workspaces/{ws}/conflicts", get(ops::list_conflicts))
+        .route("/v1/workspaces/{ws}/keys", get(ops::keys_status))
+        .route("/v1/workspaces/{ws}/audit", get(ops::audit_page))
+        .route("/v1/workspaces/{ws}/audit/verify", get(ops::audit_verify))
 }

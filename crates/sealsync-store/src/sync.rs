@@ -128,6 +128,17 @@ fn b(id: &[u8; 16]) -> Vec<u8> {
     id.to_vec()
 }
 
+fn run_row(r: &AnyRow) -> Result<RunRow, StoreError> {
+    Ok(RunRow {
+        id: RunId::from_bytes(id16(&get::<Vec<u8>>(r, "id")?)?),
+        link: LinkId::from_bytes(id16(&get::<Vec<u8>>(r, "link_id")?)?),
+        started_at: get(r, "started_at")?,
+        ended_at: get(r, "ended_at")?,
+        status: get(r, "status")?,
+        counts: get(r, "counts")?,
+    })
+}
+
 fn id16(bytes: &[u8]) -> Result<[u8; 16], StoreError> {
     bytes
         .try_into()
@@ -630,18 +641,20 @@ impl Store {
         .fetch_all(&self.data)
         .await
         .map_err(StoreError::db)?;
-        rows.iter()
-            .map(|r| {
-                Ok(RunRow {
-                    id: RunId::from_bytes(id16(&get::<Vec<u8>>(r, "id")?)?),
-                    link: LinkId::from_bytes(id16(&get::<Vec<u8>>(r, "link_id")?)?),
-                    started_at: get(r, "started_at")?,
-                    ended_at: get(r, "ended_at")?,
-                    status: get(r, "status")?,
-                    counts: get(r, "counts")?,
-                })
-            })
-            .collect()
+        rows.iter().map(run_row).collect()
+    }
+
+    /// One run, if it is in the workspace.
+    pub async fn run(&self, ws: WorkspaceId, id: RunId) -> Result<Option<RunRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, link_id, started_at, ended_at, status, counts FROM runs WHERE workspace_id = $1 AND id = $2",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(b(id.as_bytes()))
+        .fetch_optional(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        row.as_ref().map(run_row).transpose()
     }
 
     pub async fn run_events(

@@ -846,3 +846,74 @@ async fn openapi_documents_every_route() {
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     app.stop().await;
 }
+
+/// Admins read the workspace's audit chain and its verification, and key status, over the API.
+#[tokio::test]
+async fn audit_and_keys_for_admins() {
+    let app = spawn_app().await;
+    let key = app.owner_key(app.ws).await;
+    // Something to audit.
+    let made = app
+        .http
+        .post(app.ws_url(app.ws, "/contacts"))
+        .bearer_auth(&key)
+        .json(&json!({"vcard": "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Audited\r\nEND:VCARD\r\n"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let page: Value = app
+        .http
+        .get(app.ws_url(app.ws, "/audit?limit=50"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = page.to_string();
+    assert!(text.contains("contact.created"), "{text}");
+    assert!(
+        !text.contains("Audited"),
+        "no contact field in the audit log"
+    );
+    let verify: Value = app
+        .http
+        .get(app.ws_url(app.ws, "/audit/verify"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verify["ok"], true, "{verify}");
+    assert!(verify["entries_checked"].as_u64().unwrap() >= 1);
+    let keys: Value = app
+        .http
+        .get(app.ws_url(app.ws, "/keys"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["current"], 1);
+    assert_eq!(keys["versions"][0]["records"], 1);
+    for path in ["/endpoints", "/links", "/runs", "/conflicts"] {
+        let v: Value = app
+            .http
+            .get(app.ws_url(app.ws, path))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v, json!([]), "{path}");
+    }
+    app.stop().await;
+}
