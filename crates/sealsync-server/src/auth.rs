@@ -57,6 +57,10 @@ impl FromRequestParts<AppState> for Authed {
         match result {
             Ok(p) => Ok(Authed(p, source)),
             Err(Reject::Invalid(reason)) => {
+                if !state.failure_allowed(source) {
+                    // Past its failure budget the address gets 429, without more audit entries.
+                    return Err(ApiError::rate_limited());
+                }
                 tracing::info!(reason, "A request was refused: invalid credential.");
                 metrics::counter!("sealsync_auth_rejected_total", "reason" => reason).increment(1);
                 let action = if is_key {

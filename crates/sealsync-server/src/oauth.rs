@@ -99,6 +99,25 @@ impl From<DirectoryError> for OAuthError {
     }
 }
 
+impl OAuthError {
+    fn rate_limited() -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow_down",
+            "too many requests from this address; wait and retry",
+        )
+    }
+}
+
+/// Refuses an address over its OAuth request rate.
+fn limit(state: &AppState, source: Option<std::net::IpAddr>) -> Result<(), OAuthError> {
+    if state.oauth_allowed(source) {
+        Ok(())
+    } else {
+        Err(OAuthError::rate_limited())
+    }
+}
+
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let mut resp = (
@@ -111,6 +130,10 @@ impl IntoResponse for OAuthError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"sealsync\""),
             );
+        }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }
@@ -182,6 +205,7 @@ pub async fn token(
     headers: HeaderMap,
     OAuthForm(req): OAuthForm<TokenRequest>,
 ) -> Result<Response, OAuthError> {
+    limit(&state, source)?;
     if req.grant_type.as_deref() != Some("client_credentials") {
         return Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
@@ -227,6 +251,7 @@ pub async fn revoke(
     headers: HeaderMap,
     OAuthForm(req): OAuthForm<TokenForm>,
 ) -> Result<Response, OAuthError> {
+    limit(&state, source)?;
     let (id, secret) = client_credentials(&headers, req.client_id, req.client_secret)?;
     authenticated_client(&state, &id, &secret, source).await?;
     if let Some(token) = req.token
@@ -261,6 +286,7 @@ pub async fn introspect(
     headers: HeaderMap,
     OAuthForm(req): OAuthForm<TokenForm>,
 ) -> Result<Response, OAuthError> {
+    limit(&state, source)?;
     let (id, secret) = client_credentials(&headers, req.client_id, req.client_secret)?;
     authenticated_client(&state, &id, &secret, source).await?;
     state

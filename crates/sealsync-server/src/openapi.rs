@@ -53,6 +53,9 @@ pub enum ApiErrors {
     /// Body of the wrong shape or with invalid values.
     #[response(status = 422)]
     Invalid(ErrorEnvelope),
+    /// Too many failed authentications from this address.
+    #[response(status = 429)]
+    RateLimited(ErrorEnvelope),
 }
 
 /// The errors of the OAuth endpoints.
@@ -63,6 +66,8 @@ pub enum OAuthErrors {
     BadRequest(OAuthErrorBody),
     #[response(status = 401)]
     InvalidClient(OAuthErrorBody),
+    #[response(status = 429)]
+    SlowDown(OAuthErrorBody),
 }
 
 struct BearerAuth;

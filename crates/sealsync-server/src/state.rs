@@ -15,6 +15,16 @@ use sealsync_types::WorkspaceId;
 /// rotation or a deletion reaches a running server within this time).
 const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
 
+/// Requests per second, per client address, on the OAuth endpoints (each may cost an argon2id
+/// verification), with this burst.
+const OAUTH_PER_SECOND: u32 = 5;
+const OAUTH_BURST: u32 = 20;
+/// Failed authentications per minute, per client address, before further attempts from it are
+/// answered 429 without being checked.
+const FAILURES_PER_MINUTE: u32 = 30;
+
+type IpLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
+
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -27,6 +37,8 @@ pub(crate) struct Inner {
     pub keys: Mutex<HashMap<WorkspaceId, (Instant, Arc<WorkspaceKeys>)>>,
     pub metrics: Option<PrometheusHandle>,
     pub audit: AuditLog,
+    pub oauth_limit: IpLimiter,
+    pub failure_limit: IpLimiter,
 }
 
 impl std::fmt::Debug for AppState {
@@ -47,6 +59,13 @@ impl AppState {
         let audit = AuditLog::new(hub.store().clone(), audit_keys);
         Ok(Self {
             inner: Arc::new(Inner {
+                oauth_limit: governor::RateLimiter::keyed(
+                    governor::Quota::per_second(nonzero(OAUTH_PER_SECOND))
+                        .allow_burst(nonzero(OAUTH_BURST)),
+                ),
+                failure_limit: governor::RateLimiter::keyed(governor::Quota::per_minute(nonzero(
+                    FAILURES_PER_MINUTE,
+                ))),
                 audit,
                 hub,
                 tokens: RwLock::new(Arc::new(tokens)),
@@ -67,6 +86,16 @@ impl AppState {
             tracing::error!(error = %e, "An audit entry could not be written.");
             metrics::counter!("sealsync_audit_failures_total").increment(1);
         }
+    }
+
+    /// Whether `ip` may make another OAuth request now.
+    pub(crate) fn oauth_allowed(&self, ip: Option<std::net::IpAddr>) -> bool {
+        ip.is_none_or(|ip| self.inner.oauth_limit.check_key(&ip).is_ok())
+    }
+
+    /// Counts a failed authentication from `ip`; `false` once it has failed too often.
+    pub(crate) fn failure_allowed(&self, ip: Option<std::net::IpAddr>) -> bool {
+        ip.is_none_or(|ip| self.inner.failure_limit.check_key(&ip).is_ok())
     }
 
     /// The signing keys in use.
@@ -117,4 +146,8 @@ pub async fn load_token_keys(hub: &Hub, issuer: &str) -> Result<TokenKeys, Store
     let seeds = hub.installation_keys(KeyPurpose::Signing).await?;
     TokenKeys::from_seeds(issuer, seeds)
         .map_err(|e| StoreError::Other(format!("token signing keys: {e}")))
+}
+
+fn nonzero(n: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN)
 }

@@ -917,3 +917,53 @@ async fn audit_and_keys_for_admins() {
     }
     app.stop().await;
 }
+
+/// Guessing credentials from one address is cut off with 429; good credentials still work
+/// from it meanwhile, and the token endpoint is rate limited too.
+#[tokio::test]
+async fn guessing_is_rate_limited() {
+    let app = spawn_app().await;
+    let good = app.owner_key(app.ws).await;
+    let url = app.ws_url(app.ws, "/contacts");
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let guess = format!("ssk_{:032x}_{}", i, "a".repeat(43));
+        statuses.push(
+            app.http
+                .get(&url)
+                .bearer_auth(guess)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+        );
+    }
+    assert!(
+        statuses[..30]
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED)
+    );
+    let last = app
+        .http
+        .get(&url)
+        .bearer_auth("ssk_nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(last.headers()["retry-after"], "2");
+    assert_error(last, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let ok = app.http.get(&url).bearer_auth(&good).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+
+    let mut limited = false;
+    for _ in 0..60 {
+        let r = app.token("ssc_x", "sss_y", None).await;
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(r.json::<Value>().await.unwrap()["error"], "slow_down");
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the token endpoint is rate limited");
+    app.stop().await;
+}

@@ -476,7 +476,7 @@ pub async fn rotate_signing(ctx: &Context) -> anyhow::Result<ExitCode> {
     )
     .await?;
     println!(
-        "New token signing key v{v}. Running servers pick it up on restart; older keys stay published until their tokens expire."
+        "New token signing key v{v}. Running servers sign with it within a minute; older keys stay published until their tokens expire."
     );
     if !retired.is_empty() {
         println!("Destroyed signing keys no longer needed: {retired:?}");

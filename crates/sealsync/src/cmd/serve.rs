@@ -78,6 +78,20 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("cannot prepare the server")?;
     let tls_on = matches!(transport, Transport::Tls(_));
+    // A signing key added by `sealsync keys rotate-signing` is picked up within a minute.
+    let reloader = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                if let Err(e) = state.reload_token_keys().await {
+                    tracing::warn!(error = %e, "Could not reload the token signing keys.");
+                }
+            }
+        })
+    };
     let app = sealsync_server::router(state, tls_on);
     let running = sealsync_server::serve_on(listener, transport, app)?;
     eprintln!(
@@ -87,6 +101,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     shutdown_signal().await;
     eprintln!("Stopping: finishing requests in flight (up to 10 s).");
     running.shutdown(Duration::from_secs(10)).await;
+    reloader.abort();
     hub.store().close().await;
     Ok(ExitCode::SUCCESS)
 }
