@@ -107,6 +107,8 @@ pub async fn create_user(
         password_hash,
         created_at: now,
         disabled_at: None,
+        failed_logins: 0,
+        locked_until: None,
     };
     hub.store()
         .insert_user(&user)
@@ -322,4 +324,86 @@ pub fn scopes_of_role(role: Role) -> ScopeSet {
         .into_iter()
         .filter(|s| role.at_least(s.min_role()))
         .collect()
+}
+
+/// Failed logins in a row that lock a user out.
+pub const MAX_FAILED_LOGINS: i64 = 5;
+/// How long a lockout lasts.
+pub const LOCKOUT_SECS: i64 = 15 * 60;
+/// How long a web-console session lives.
+pub const SESSION_SECS: i64 = 12 * 3600;
+
+/// Why a login was refused. The caller answers all of them the same way.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LoginError {
+    #[error("wrong email or password")]
+    Invalid { user: Option<UserId> },
+    #[error("too many failed logins: locked")]
+    Locked { user: UserId, just_now: bool },
+}
+
+/// Checks a password login. Every path costs one argon2id verification, whether or not the
+/// user exists, is disabled or is locked, so timing tells nothing.
+pub async fn login(
+    hub: &Hub,
+    email: &str,
+    password: &SecretString,
+) -> Result<Result<UserRow, LoginError>, DirectoryError> {
+    let user = match normalize_login(email) {
+        Ok(e) => hub.store().user_by_email(&e).await?,
+        Err(_) => None,
+    };
+    let now = now_secs();
+    let usable = user
+        .as_ref()
+        .filter(|u| u.disabled_at.is_none())
+        .and_then(|u| u.password_hash.clone());
+    let pw = password.clone();
+    let ok = blocking(move || verify_password(usable.as_deref(), &pw)).await?;
+    let Some(user) = user else {
+        return Ok(Err(LoginError::Invalid { user: None }));
+    };
+    if user.locked_until.is_some_and(|t| t > now) {
+        return Ok(Err(LoginError::Locked {
+            user: user.id,
+            just_now: false,
+        }));
+    }
+    if !ok {
+        let failures = hub
+            .store()
+            .login_failed(user.id, MAX_FAILED_LOGINS, now + LOCKOUT_SECS)
+            .await?;
+        if failures >= MAX_FAILED_LOGINS {
+            return Ok(Err(LoginError::Locked {
+                user: user.id,
+                just_now: failures == MAX_FAILED_LOGINS,
+            }));
+        }
+        return Ok(Err(LoginError::Invalid {
+            user: Some(user.id),
+        }));
+    }
+    hub.store().login_succeeded(user.id).await?;
+    Ok(Ok(user))
+}
+
+/// Starts a session for `user`: the cookie value (shown to the browser only) and its row.
+pub async fn create_session(
+    hub: &Hub,
+    user: UserId,
+) -> Result<(SecretString, sealsync_store::SessionRow), DirectoryError> {
+    let mut raw = [0u8; 32];
+    sealsync_crypto::random_bytes(&mut raw).map_err(|_| DirectoryError::Crypto)?;
+    let token = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
+    let now = now_secs();
+    let row = sealsync_store::SessionRow {
+        id_hash: sha256(token.as_bytes()),
+        user_id: user,
+        created_at: now,
+        expires_at: now + SESSION_SECS,
+        revoked_at: None,
+    };
+    hub.store().insert_session(&row).await?;
+    Ok((SecretString::from(token), row))
 }

@@ -38,11 +38,27 @@ impl FromRequestParts<AppState> for Authed {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let source = source_of(parts);
-        let value = parts
+        let Some(value) = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(ApiError::unauthorized)?;
+        else {
+            // No bearer credential: a web-console session cookie, if any.
+            return match crate::session::cookie_value(&parts.headers) {
+                Some(c) => match session(state, &c).await {
+                    Ok(p) => Ok(Authed(p, source)),
+                    Err(Reject::Invalid(reason)) => {
+                        tracing::info!(reason, "A request was refused: invalid session.");
+                        if !state.failure_allowed(source) {
+                            return Err(ApiError::rate_limited());
+                        }
+                        Err(ApiError::unauthorized())
+                    }
+                    Err(Reject::Server(e)) => Err(e),
+                },
+                None => Err(ApiError::unauthorized()),
+            };
+        };
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
@@ -128,6 +144,31 @@ async fn api_key(
             .await;
     }
     Ok(p)
+}
+
+async fn session(state: &AppState, cookie: &str) -> Result<Principal, Reject> {
+    if cookie.len() != 43 {
+        return Err(Reject::Invalid("malformed_session"));
+    }
+    let row = state
+        .hub()
+        .store()
+        .session(&sha256(cookie.as_bytes()))
+        .await?
+        .ok_or(Reject::Invalid("unknown_session"))?;
+    if row.revoked_at.is_some() {
+        return Err(Reject::Invalid("ended_session"));
+    }
+    if row.expires_at <= now_secs() {
+        return Err(Reject::Invalid("expired_session"));
+    }
+    Ok(Principal {
+        kind: PrincipalKind::Session,
+        id: row.user_id.to_string(),
+        user: Some(uuid::Uuid::from_bytes(*row.user_id.as_bytes())),
+        workspace: None,
+        scopes: ScopeSet::all(),
+    })
 }
 
 async fn access_token(state: &AppState, token: &str) -> Result<Principal, Reject> {

@@ -18,6 +18,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod ops;
 pub mod routes;
+pub mod session;
 pub mod state;
 pub mod tls;
 pub mod v1;

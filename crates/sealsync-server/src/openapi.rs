@@ -101,6 +101,8 @@ impl Modify for BearerAuth {
         crate::oauth::revoke,
         crate::oauth::introspect,
         crate::oauth::jwks,
+        crate::session::login,
+        crate::session::logout,
         crate::v1::list_workspaces,
         crate::v1::list_members,
         crate::v1::put_member,

@@ -6,7 +6,7 @@ use axum::routing::{get, post, put};
 use sealsync_auth::Scope;
 
 use crate::state::AppState;
-use crate::{oauth, ops, v1};
+use crate::{oauth, ops, session, v1};
 
 /// One API route and the scope it requires.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +84,7 @@ pub fn api() -> Router<AppState> {
         .route("/oauth/token", post(oauth::token))
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/introspect", post(oauth::introspect))
+        .route("/v1/session", post(session::login).delete(session::logout))
         .route("/v1/workspaces", get(v1::list_workspaces))
         .route("/v1/workspaces/{ws}/members", get(v1::list_members))
         .route("/v1/workspaces/{ws}/members/{user}", put(v1::put_member))

@@ -23,6 +23,9 @@ const OAUTH_BURST: u32 = 20;
 /// answered 429 without being checked.
 const FAILURES_PER_MINUTE: u32 = 30;
 
+/// Password logins per minute, per client address (each costs an argon2id verification).
+const LOGINS_PER_MINUTE: u32 = 20;
+
 type IpLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
 
 /// Everything a handler needs; cheap to clone.
@@ -39,6 +42,7 @@ pub(crate) struct Inner {
     pub audit: AuditLog,
     pub oauth_limit: IpLimiter,
     pub failure_limit: IpLimiter,
+    pub login_limit: IpLimiter,
 }
 
 impl std::fmt::Debug for AppState {
@@ -65,6 +69,9 @@ impl AppState {
                 ),
                 failure_limit: governor::RateLimiter::keyed(governor::Quota::per_minute(nonzero(
                     FAILURES_PER_MINUTE,
+                ))),
+                login_limit: governor::RateLimiter::keyed(governor::Quota::per_minute(nonzero(
+                    LOGINS_PER_MINUTE,
                 ))),
                 audit,
                 hub,
@@ -96,6 +103,11 @@ impl AppState {
     /// Counts a failed authentication from `ip`; `false` once it has failed too often.
     pub(crate) fn failure_allowed(&self, ip: Option<std::net::IpAddr>) -> bool {
         ip.is_none_or(|ip| self.inner.failure_limit.check_key(&ip).is_ok())
+    }
+
+    /// Whether `ip` may try another password login now.
+    pub(crate) fn login_allowed(&self, ip: Option<std::net::IpAddr>) -> bool {
+        ip.is_none_or(|ip| self.inner.login_limit.check_key(&ip).is_ok())
     }
 
     /// The signing keys in use.

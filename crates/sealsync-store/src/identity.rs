@@ -19,6 +19,20 @@ pub struct UserRow {
     pub password_hash: Option<String>,
     pub created_at: i64,
     pub disabled_at: Option<i64>,
+    /// Failed logins since the last success.
+    pub failed_logins: i64,
+    /// No login is accepted before this time.
+    pub locked_until: Option<i64>,
+}
+
+/// A web-console session: the hash of its cookie value.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id_hash: [u8; 32],
+    pub user_id: UserId,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
 }
 
 /// A user API key as stored: its SHA-256, never the key.
@@ -71,6 +85,8 @@ fn user_row(r: &AnyRow) -> Result<UserRow, StoreError> {
         password_hash: get(r, "password_hash")?,
         created_at: get(r, "created_at")?,
         disabled_at: get(r, "disabled_at")?,
+        failed_logins: get(r, "failed_logins")?,
+        locked_until: get(r, "locked_until")?,
     })
 }
 
@@ -106,7 +122,8 @@ fn role(s: &str) -> Result<Role, StoreError> {
         .map_err(|_| StoreError::Corrupt("unknown role in memberships"))
 }
 
-const USER_COLS: &str = "id, email, password_hash, created_at, disabled_at";
+const USER_COLS: &str =
+    "id, email, password_hash, created_at, disabled_at, failed_logins, locked_until";
 const KEY_COLS: &str = "id, workspace_id, user_id, name, key_hash, scopes, created_at, expires_at, last_used_at, revoked_at";
 const CLIENT_COLS: &str = "id, name, scopes, secret, created_at, secret_rotated_at, revoked_at";
 
@@ -251,6 +268,92 @@ impl Store {
             .execute(&self.data)
             .await
             .map_err(StoreError::db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records a failed login; locks the user until `lock_until` once `max` failures are
+    /// reached. Returns the failure count.
+    pub async fn login_failed(
+        &self,
+        id: UserId,
+        max: i64,
+        lock_until: i64,
+    ) -> Result<i64, StoreError> {
+        sqlx::query(
+            "UPDATE users SET failed_logins = failed_logins + 1, \
+             locked_until = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_until END \
+             WHERE id = $3",
+        )
+        .bind(max)
+        .bind(lock_until)
+        .bind(id.as_bytes().to_vec())
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(self
+            .user_by_id(id)
+            .await?
+            .map(|u| u.failed_logins)
+            .unwrap_or(0))
+    }
+
+    /// Clears failures and lockout after a successful login.
+    pub async fn login_succeeded(&self, id: UserId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1")
+            .bind(id.as_bytes().to_vec())
+            .execute(&self.data)
+            .await
+            .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    // ---- sessions ---------------------------------------------------------------------------
+
+    pub async fn insert_session(&self, s: &SessionRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_id, created_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(s.id_hash.to_vec())
+        .bind(s.user_id.as_bytes().to_vec())
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .bind(s.revoked_at)
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    pub async fn session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id_hash, user_id, created_at, expires_at, revoked_at FROM sessions WHERE id_hash = $1",
+        )
+        .bind(id_hash.to_vec())
+        .fetch_optional(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        row.map(|r| {
+            Ok(SessionRow {
+                id_hash: to32(&get::<Vec<u8>>(&r, "id_hash")?)?,
+                user_id: UserId::from_bytes(id16(&get::<Vec<u8>>(&r, "user_id")?)?),
+                created_at: get(&r, "created_at")?,
+                expires_at: get(&r, "expires_at")?,
+                revoked_at: get(&r, "revoked_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Ends one session; `false` when it was unknown or already ended.
+    pub async fn revoke_session(&self, id_hash: &[u8; 32], at: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 WHERE id_hash = $2 AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(id_hash.to_vec())
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
         Ok(done.rows_affected() > 0)
     }
 

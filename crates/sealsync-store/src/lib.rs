@@ -21,7 +21,7 @@ pub use db::{
 pub use hub::{
     Hub, ImportCounts, ImportOptions, ImportSession, PreparedContact, RecordError, ReencryptReport,
 };
-pub use identity::{ApiKeyRow, ClientRow, TokenRow, UserRow};
+pub use identity::{ApiKeyRow, ClientRow, SessionRow, TokenRow, UserRow};
 pub use sync::{
     ConflictRow, EndpointRow, EventRow, HubMeta, LinkRow, RunRow, StateRow, SyncBatch, config_ref,
     now_ms,

@@ -967,3 +967,123 @@ async fn guessing_is_rate_limited() {
     assert!(limited, "the token endpoint is rate limited");
     app.stop().await;
 }
+
+/// Password login gives a strict session cookie that works, rotates on the next login, ends on
+/// logout; five wrong passwords lock the account (the right one then fails too), and every
+/// refusal looks the same.
+#[tokio::test]
+async fn sessions_and_lockout() {
+    let app = spawn_app().await;
+    let pw = "correct horse battery staple";
+    sealsync_auth::directory::create_user(
+        &app.hub,
+        "Ann@Example.test",
+        Some(secrecy::SecretString::from(pw)),
+        Some((app.ws, sealsync_types::Role::Member)),
+    )
+    .await
+    .unwrap();
+    let login = |email: &'static str, password: &'static str, cookie: Option<String>| {
+        let mut req = app
+            .http
+            .post(app.url("/v1/session"))
+            .json(&json!({"email": email, "password": password}));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        req.send()
+    };
+    let resp = login("ann@example.test", pw, None).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let set = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attr), "{attr} in {set}");
+    }
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let contacts = app.ws_url(app.ws, "/contacts");
+    let ok = app
+        .http
+        .get(&contacts)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    // Another workspace stays invisible to a session too.
+    let other = app
+        .http
+        .get(app.ws_url(app.other_ws, "/contacts"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+
+    // Logging in again (with the old cookie) rotates: the old session ends.
+    let again = login("ann@example.test", pw, Some(cookie.clone()))
+        .await
+        .unwrap();
+    let new_cookie = again.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_cookie, cookie);
+    let old = app
+        .http
+        .get(&contacts)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
+    // Logout ends the new one on the server.
+    let out = app
+        .http
+        .delete(app.url("/v1/session"))
+        .header("cookie", &new_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    let after = app
+        .http
+        .get(&contacts)
+        .header("cookie", &new_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+
+    // Unknown user and wrong password: the same answer.
+    let unknown = login("nobody@example.test", pw, None).await.unwrap();
+    let unknown_body = unknown.text().await.unwrap();
+    let mut bodies = Vec::new();
+    for _ in 0..5 {
+        let r = login("ann@example.test", "wrong password!!", None)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        bodies.push(r.text().await.unwrap());
+    }
+    assert!(bodies.iter().all(|b| *b == unknown_body));
+    // Locked: even the right password is refused, with the same answer.
+    let locked = login("ann@example.test", pw, None).await.unwrap();
+    assert_eq!(locked.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(locked.text().await.unwrap(), unknown_body);
+
+    let log =
+        serde_json::to_string(&app.audit_entries(sealsync_types::WorkspaceId::NIL).await).unwrap();
+    for action in [
+        "login.succeeded",
+        "login.failed",
+        "login.locked_out",
+        "session.logout",
+    ] {
+        assert!(log.contains(action), "{action} missing");
+    }
+    assert!(!log.contains(pw) && !log.contains("ann@example.test"));
+    app.stop().await;
+}

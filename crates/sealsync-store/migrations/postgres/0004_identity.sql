@@ -6,9 +6,21 @@ CREATE TABLE users (
     email TEXT NOT NULL,
     password_hash TEXT,
     created_at BIGINT NOT NULL,
-    disabled_at BIGINT
+    disabled_at BIGINT,
+    failed_logins BIGINT NOT NULL DEFAULT 0,
+    locked_until BIGINT
 );
 CREATE UNIQUE INDEX users_by_email ON users (email);
+
+-- Web-console sessions: only the SHA-256 of the cookie value is stored.
+CREATE TABLE sessions (
+    id_hash BYTEA NOT NULL PRIMARY KEY,
+    user_id BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE INDEX sessions_by_user ON sessions (user_id);
 
 CREATE TABLE memberships (
     workspace_id BYTEA NOT NULL,

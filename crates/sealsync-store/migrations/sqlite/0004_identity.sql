@@ -6,9 +6,21 @@ CREATE TABLE users (
     email TEXT NOT NULL,
     password_hash TEXT,
     created_at INTEGER NOT NULL,
-    disabled_at INTEGER
+    disabled_at INTEGER,
+    failed_logins INTEGER NOT NULL DEFAULT 0,
+    locked_until INTEGER
 );
 CREATE UNIQUE INDEX users_by_email ON users (email);
+
+-- Web-console sessions: only the SHA-256 of the cookie value is stored.
+CREATE TABLE sessions (
+    id_hash BLOB NOT NULL PRIMARY KEY,
+    user_id BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX sessions_by_user ON sessions (user_id);
 
 CREATE TABLE memberships (
     workspace_id BLOB NOT NULL,

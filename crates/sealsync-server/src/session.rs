@@ -1,0 +1,162 @@
+//! Web-console sessions: password login (with lockout) and logout.
+//!
+//! The session cookie is `HttpOnly; Secure; SameSite=Strict`, a fresh random value on every
+//! login (a presented old session is ended), and only its SHA-256 is stored, so revocation is
+//! server-side. A wrong password, an unknown user and a locked account get the same answer.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sealsync_audit::{Action, Actor, ActorKind, AuditEvent, Outcome, ReasonCode};
+use sealsync_auth::credential::sha256;
+use sealsync_auth::directory::{self, LoginError, SESSION_SECS};
+use sealsync_auth::jwt::now_secs;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Source;
+use crate::error::ApiError;
+use crate::json::ApiJson;
+use crate::state::AppState;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "ss_session";
+
+/// A login.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct LoginIn {
+    email: String,
+    #[schema(value_type = String, format = Password)]
+    password: SecretString,
+}
+
+/// Who is now signed in.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionOut {
+    user_id: String,
+    expires_at: i64,
+}
+
+/// The session cookie's value in a request, if any.
+pub fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+fn user_event(
+    user: Option<sealsync_types::UserId>,
+    action: Action,
+    src: Option<std::net::IpAddr>,
+) -> AuditEvent {
+    let actor = user
+        .and_then(|u| Actor::new(ActorKind::User, &u.to_string()).ok())
+        .unwrap_or_else(Actor::anonymous);
+    let e = AuditEvent::new(None, actor, action);
+    match src {
+        Some(ip) => e.with_source(ip),
+        None => e,
+    }
+}
+
+/// `POST /v1/session`: sign in with email and password.
+#[utoipa::path(post, path = "/v1/session", tag = "session", request_body = LoginIn, responses((status = 200, body = SessionOut, headers(("set-cookie" = String, description = "The session cookie"))), crate::openapi::ApiErrors), security(()))]
+pub async fn login(
+    State(state): State<AppState>,
+    Source(src): Source,
+    headers: HeaderMap,
+    body: ApiJson<LoginIn>,
+) -> Result<Response, ApiError> {
+    if !state.login_allowed(src) {
+        return Err(ApiError::rate_limited());
+    }
+    let outcome = directory::login(state.hub(), &body.0.email, &body.0.password)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let user = match outcome {
+        Ok(u) => u,
+        Err(e) => {
+            let (user, action, reason) = match e {
+                LoginError::Invalid { user } => (user, Action::LoginFailed, "bad_credentials"),
+                LoginError::Locked {
+                    user,
+                    just_now: true,
+                } => (Some(user), Action::LoginLockedOut, "too_many_failures"),
+                LoginError::Locked { user, .. } => (Some(user), Action::LoginFailed, "locked"),
+            };
+            state
+                .audit(
+                    user_event(user, action, src)
+                        .with_outcome(Outcome::Denied, ReasonCode::parse(reason).ok()),
+                )
+                .await;
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "wrong email or password, or the account is locked for a while",
+            ));
+        }
+    };
+    // Rotation: whatever session the browser held ends now.
+    if let Some(old) = cookie_value(&headers) {
+        state
+            .hub()
+            .store()
+            .revoke_session(&sha256(old.as_bytes()), now_secs())
+            .await?;
+    }
+    let (token, row) = directory::create_session(state.hub(), user.id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    state
+        .audit(user_event(Some(user.id), Action::LoginSucceeded, src))
+        .await;
+    let cookie = format!(
+        "{COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={SESSION_SECS}",
+        token.expose_secret()
+    );
+    let mut resp = Json(SessionOut {
+        user_id: user.id.to_string(),
+        expires_at: row.expires_at,
+    })
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+/// `DELETE /v1/session`: sign out; the session ends on the server too.
+#[utoipa::path(delete, path = "/v1/session", tag = "session", responses((status = 204, description = "Signed out")), security(()))]
+pub async fn logout(
+    State(state): State<AppState>,
+    Source(src): Source,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(value) = cookie_value(&headers) {
+        let hash = sha256(value.as_bytes());
+        let user = state.hub().store().session(&hash).await?.map(|s| s.user_id);
+        if state
+            .hub()
+            .store()
+            .revoke_session(&hash, now_secs())
+            .await?
+        {
+            state.audit(user_event(user, Action::Logout, src)).await;
+        }
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "ss_session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    Ok(resp)
+}
