@@ -109,6 +109,10 @@ pub async fn create_user(
         disabled_at: None,
         failed_logins: 0,
         locked_until: None,
+        totp_secret: None,
+        totp_enabled_at: None,
+        totp_last_step: None,
+        recovery_codes: None,
     };
     hub.store()
         .insert_user(&user)
@@ -340,6 +344,12 @@ pub enum LoginError {
     Invalid { user: Option<UserId> },
     #[error("too many failed logins: locked")]
     Locked { user: UserId, just_now: bool },
+    /// The password was right; the account wants its second factor.
+    #[error("a TOTP code or recovery code is required")]
+    SecondFactorRequired { user: UserId },
+    /// The password was right; the TOTP or recovery code was not (or was used before).
+    #[error("wrong second factor")]
+    SecondFactorWrong { user: UserId },
 }
 
 /// Checks a password login. Every path costs one argon2id verification, whether or not the
@@ -348,6 +358,7 @@ pub async fn login(
     hub: &Hub,
     email: &str,
     password: &SecretString,
+    second_factor: Option<&str>,
 ) -> Result<Result<UserRow, LoginError>, DirectoryError> {
     let user = match normalize_login(email) {
         Ok(e) => hub.store().user_by_email(&e).await?,
@@ -384,8 +395,142 @@ pub async fn login(
             user: Some(user.id),
         }));
     }
+    if user.totp_enabled_at.is_some() {
+        let Some(code) = second_factor.map(str::trim).filter(|c| !c.is_empty()) else {
+            return Ok(Err(LoginError::SecondFactorRequired { user: user.id }));
+        };
+        if !second_factor_ok(hub, &user, code, now).await? {
+            let failures = hub
+                .store()
+                .login_failed(user.id, MAX_FAILED_LOGINS, now + LOCKOUT_SECS)
+                .await?;
+            if failures >= MAX_FAILED_LOGINS {
+                return Ok(Err(LoginError::Locked {
+                    user: user.id,
+                    just_now: failures == MAX_FAILED_LOGINS,
+                }));
+            }
+            return Ok(Err(LoginError::SecondFactorWrong { user: user.id }));
+        }
+    }
     hub.store().login_succeeded(user.id).await?;
     Ok(Ok(user))
+}
+
+/// A TOTP code (accepted once per time step) or an unused recovery code (then spent).
+async fn second_factor_ok(
+    hub: &Hub,
+    user: &UserRow,
+    code: &str,
+    now: i64,
+) -> Result<bool, DirectoryError> {
+    if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
+        let Some(secret) = open_totp_secret(hub, user).await? else {
+            return Ok(false);
+        };
+        let Some(step) = crate::totp::check(&secret, code, now.max(0) as u64) else {
+            return Ok(false);
+        };
+        return Ok(hub
+            .store()
+            .use_totp_step(user.id, i64::try_from(step).unwrap_or(i64::MAX))
+            .await?);
+    }
+    let Some(stored) = &user.recovery_codes else {
+        return Ok(false);
+    };
+    match crate::totp::use_recovery_code(stored, code) {
+        Some(rest) => Ok(hub
+            .store()
+            .replace_recovery_codes(user.id, stored, &rest)
+            .await?),
+        None => Ok(false),
+    }
+}
+
+fn totp_ref(user: &UserId) -> RecordRef<'_> {
+    RecordRef {
+        table: "users",
+        workspace: WorkspaceId::NIL,
+        record: user.as_bytes(),
+        field: "totp_secret",
+    }
+}
+
+/// Keys that seal installation-level secrets, made on first use.
+async fn installation_sealer(hub: &Hub) -> Result<WorkspaceKeys, DirectoryError> {
+    use sealsync_store::KeyPurpose;
+    hub.ensure_installation_key(KeyPurpose::Secrets).await?;
+    let keys = hub.installation_keys(KeyPurpose::Secrets).await?;
+    let index = keys
+        .first()
+        .and_then(|(_, k, _)| sealsync_crypto::KeyBytes::from_slice(k.expose()).ok())
+        .ok_or(DirectoryError::Crypto)?;
+    WorkspaceKeys::new(
+        WorkspaceId::NIL,
+        keys.into_iter().map(|(v, k, _)| (v, k)).collect(),
+        &index,
+    )
+    .map_err(|_| DirectoryError::Crypto)
+}
+
+async fn open_totp_secret(
+    hub: &Hub,
+    user: &UserRow,
+) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, DirectoryError> {
+    let Some(sealed) = &user.totp_secret else {
+        return Ok(None);
+    };
+    let keys = installation_sealer(hub).await?;
+    Ok(keys
+        .open(&totp_ref(&user.id), sealed)
+        .ok()
+        .map(zeroize::Zeroizing::new))
+}
+
+/// Starts TOTP enrolment: a new secret (pending until [`confirm_totp`]) and its otpauth URI,
+/// shown once. Refused while TOTP is on.
+pub async fn begin_totp(hub: &Hub, user: &UserRow) -> Result<SecretString, DirectoryError> {
+    if user.totp_enabled_at.is_some() {
+        return Err(DirectoryError::BadName("TOTP is already on".into()));
+    }
+    let secret = crate::totp::new_secret().map_err(|_| DirectoryError::Crypto)?;
+    let keys = installation_sealer(hub).await?;
+    let sealed = keys
+        .seal(&totp_ref(&user.id), &secret)
+        .map_err(|_| DirectoryError::Crypto)?;
+    if !hub.store().set_totp_pending(user.id, sealed).await? {
+        return Err(DirectoryError::BadName("TOTP is already on".into()));
+    }
+    let uri = crate::totp::otpauth_uri(&secret, &user.email).map_err(|_| DirectoryError::Crypto)?;
+    Ok(SecretString::from(uri))
+}
+
+/// Finishes enrolment with a code from the app; gives the recovery codes, shown once.
+pub async fn confirm_totp(
+    hub: &Hub,
+    user_id: UserId,
+    code: &str,
+) -> Result<Option<Vec<String>>, DirectoryError> {
+    let Some(user) = hub.store().user_by_id(user_id).await? else {
+        return Err(DirectoryError::NotFound("user"));
+    };
+    if user.totp_enabled_at.is_some() {
+        return Ok(None);
+    }
+    let Some(secret) = open_totp_secret(hub, &user).await? else {
+        return Ok(None);
+    };
+    let now = now_secs();
+    let Some(step) = crate::totp::check(&secret, code.trim(), now.max(0) as u64) else {
+        return Ok(None);
+    };
+    let (shown, stored) = crate::totp::recovery_codes().map_err(|_| DirectoryError::Crypto)?;
+    let step = i64::try_from(step).unwrap_or(i64::MAX);
+    if !hub.store().enable_totp(user.id, &stored, step, now).await? {
+        return Ok(None);
+    }
+    Ok(Some(shown))
 }
 
 /// Starts a session for `user`: the cookie value (shown to the browser only) and its row.

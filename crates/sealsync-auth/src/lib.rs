@@ -16,6 +16,7 @@ pub mod directory;
 pub mod jwt;
 pub mod password;
 pub mod policy;
+pub mod totp;
 
 pub use credential::{ApiKeySecret, ClientCredentials, ClientId, CredentialError, KeyId};
 pub use jwt::{AccessClaims, TOKEN_LIFETIME_SECS, TokenError, TokenKeys};

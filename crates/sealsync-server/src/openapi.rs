@@ -103,6 +103,8 @@ impl Modify for BearerAuth {
         crate::oauth::jwks,
         crate::session::login,
         crate::session::logout,
+        crate::session::totp_begin,
+        crate::session::totp_confirm,
         crate::v1::list_workspaces,
         crate::v1::list_members,
         crate::v1::put_member,

@@ -85,6 +85,8 @@ pub fn api() -> Router<AppState> {
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/v1/session", post(session::login).delete(session::logout))
+        .route("/v1/me/totp", post(session::totp_begin))
+        .route("/v1/me/totp/confirm", post(session::totp_confirm))
         .route("/v1/workspaces", get(v1::list_workspaces))
         .route("/v1/workspaces/{ws}/members", get(v1::list_members))
         .route("/v1/workspaces/{ws}/members/{user}", put(v1::put_member))

@@ -29,6 +29,8 @@ pub struct LoginIn {
     email: String,
     #[schema(value_type = String, format = Password)]
     password: SecretString,
+    /// The TOTP code (or a recovery code) when the account has a second factor.
+    totp: Option<String>,
 }
 
 /// Who is now signed in.
@@ -76,9 +78,14 @@ pub async fn login(
     if !state.login_allowed(src) {
         return Err(ApiError::rate_limited());
     }
-    let outcome = directory::login(state.hub(), &body.0.email, &body.0.password)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let outcome = directory::login(
+        state.hub(),
+        &body.0.email,
+        &body.0.password,
+        body.0.totp.as_deref(),
+    )
+    .await
+    .map_err(|e| ApiError::internal(&e))?;
     let user = match outcome {
         Ok(u) => u,
         Err(e) => {
@@ -89,6 +96,16 @@ pub async fn login(
                     just_now: true,
                 } => (Some(user), Action::LoginLockedOut, "too_many_failures"),
                 LoginError::Locked { user, .. } => (Some(user), Action::LoginFailed, "locked"),
+                LoginError::SecondFactorWrong { user } => {
+                    (Some(user), Action::TotpFailed, "bad_second_factor")
+                }
+                LoginError::SecondFactorRequired { .. } => {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "totp_required",
+                        "send the code from your authenticator app (or a recovery code) as totp",
+                    ));
+                }
             };
             state
                 .audit(
@@ -158,5 +175,92 @@ pub async fn logout(
             "ss_session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
         ),
     );
+    Ok(resp)
+}
+
+/// An enrolment started: add this to an authenticator app, then confirm with a code.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TotpStart {
+    /// `otpauth://totp/…` (render it as a QR code); shown once.
+    otpauth_uri: String,
+}
+
+/// A code from the authenticator app.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct TotpConfirm {
+    code: String,
+}
+
+/// TOTP is on; keep these somewhere safe: each signs in once in place of a code.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecoveryCodes {
+    recovery_codes: Vec<String>,
+}
+
+fn me(p: &sealsync_auth::Principal) -> Result<sealsync_types::UserId, ApiError> {
+    crate::auth::user_of(p).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only users have a second factor",
+        )
+    })
+}
+
+/// `POST /v1/me/totp`: start TOTP enrolment for the signed-in user.
+#[utoipa::path(post, path = "/v1/me/totp", tag = "session", responses((status = 200, body = TotpStart), (status = 409, body = crate::openapi::ErrorEnvelope, description = "TOTP is already on"), crate::openapi::ApiErrors))]
+pub async fn totp_begin(
+    State(state): State<AppState>,
+    crate::auth::Authed(p, _): crate::auth::Authed,
+) -> Result<Response, ApiError> {
+    let user = me(&p)?;
+    let row = state
+        .hub()
+        .store()
+        .user_by_id(user)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let uri = directory::begin_totp(state.hub(), &row)
+        .await
+        .map_err(|e| match e {
+            directory::DirectoryError::BadName(m) => ApiError::conflict(m),
+            other => ApiError::internal(&other),
+        })?;
+    let mut resp = Json(TotpStart {
+        otpauth_uri: uri.expose_secret().to_owned(),
+    })
+    .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// `POST /v1/me/totp/confirm`: finish enrolment with a current code.
+#[utoipa::path(post, path = "/v1/me/totp/confirm", tag = "session", request_body = TotpConfirm, responses((status = 200, body = RecoveryCodes), crate::openapi::ApiErrors))]
+pub async fn totp_confirm(
+    State(state): State<AppState>,
+    crate::auth::Authed(p, src): crate::auth::Authed,
+    body: ApiJson<TotpConfirm>,
+) -> Result<Response, ApiError> {
+    let user = me(&p)?;
+    let codes = directory::confirm_totp(state.hub(), user, &body.0.code)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_code",
+                "that code is not valid for the pending enrolment",
+            )
+        })?;
+    state
+        .audit(user_event(Some(user), Action::TotpEnrolled, src))
+        .await;
+    let mut resp = Json(RecoveryCodes {
+        recovery_codes: codes,
+    })
+    .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }

@@ -80,6 +80,8 @@ pub enum KeyPurpose {
     Audit,
     /// The seed of an Ed25519 key that signs access tokens.
     Signing,
+    /// Seals installation-level secrets (users' TOTP secrets).
+    Secrets,
 }
 
 impl KeyPurpose {
@@ -89,6 +91,7 @@ impl KeyPurpose {
             KeyPurpose::Index => "index",
             KeyPurpose::Audit => "audit",
             KeyPurpose::Signing => "signing",
+            KeyPurpose::Secrets => "secrets",
         }
     }
 
@@ -98,6 +101,7 @@ impl KeyPurpose {
             "index" => KeyPurpose::Index,
             "audit" => KeyPurpose::Audit,
             "signing" => KeyPurpose::Signing,
+            "secrets" => KeyPurpose::Secrets,
             _ => return None,
         })
     }

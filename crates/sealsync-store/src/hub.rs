@@ -211,7 +211,7 @@ impl Hub {
             match k.purpose {
                 KeyPurpose::Data => deks.push((k.version, key)),
                 KeyPurpose::Index => index = Some(key),
-                KeyPurpose::Audit | KeyPurpose::Signing => {}
+                KeyPurpose::Audit | KeyPurpose::Signing | KeyPurpose::Secrets => {}
             }
         }
         let index = index.ok_or_else(|| StoreError::NoKeys(ws.to_string()))?;

@@ -23,6 +23,12 @@ pub struct UserRow {
     pub failed_logins: i64,
     /// No login is accepted before this time.
     pub locked_until: Option<i64>,
+    /// Sealed TOTP secret (pending until `totp_enabled_at` is set).
+    pub totp_secret: Option<Vec<u8>>,
+    pub totp_enabled_at: Option<i64>,
+    pub totp_last_step: Option<i64>,
+    /// Hex SHA-256 of each unused recovery code, space-separated.
+    pub recovery_codes: Option<String>,
 }
 
 /// A web-console session: the hash of its cookie value.
@@ -87,6 +93,10 @@ fn user_row(r: &AnyRow) -> Result<UserRow, StoreError> {
         disabled_at: get(r, "disabled_at")?,
         failed_logins: get(r, "failed_logins")?,
         locked_until: get(r, "locked_until")?,
+        totp_secret: get(r, "totp_secret")?,
+        totp_enabled_at: get(r, "totp_enabled_at")?,
+        totp_last_step: get(r, "totp_last_step")?,
+        recovery_codes: get(r, "recovery_codes")?,
     })
 }
 
@@ -122,8 +132,8 @@ fn role(s: &str) -> Result<Role, StoreError> {
         .map_err(|_| StoreError::Corrupt("unknown role in memberships"))
 }
 
-const USER_COLS: &str =
-    "id, email, password_hash, created_at, disabled_at, failed_logins, locked_until";
+const USER_COLS: &str = "id, email, password_hash, created_at, disabled_at, failed_logins, locked_until, \
+     totp_secret, totp_enabled_at, totp_last_step, recovery_codes";
 const KEY_COLS: &str = "id, workspace_id, user_id, name, key_hash, scopes, created_at, expires_at, last_used_at, revoked_at";
 const CLIENT_COLS: &str = "id, name, scopes, secret, created_at, secret_rotated_at, revoked_at";
 
@@ -305,6 +315,75 @@ impl Store {
             .await
             .map_err(StoreError::db)?;
         Ok(())
+    }
+
+    /// Stores a new TOTP secret, pending until verified (an enabled one is not replaced).
+    pub async fn set_totp_pending(&self, id: UserId, sealed: Vec<u8>) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE users SET totp_secret = $1 WHERE id = $2 AND totp_enabled_at IS NULL",
+        )
+        .bind(sealed)
+        .bind(id.as_bytes().to_vec())
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Turns TOTP on, with the recovery codes' hashes and the step just used.
+    pub async fn enable_totp(
+        &self,
+        id: UserId,
+        recovery: &str,
+        step: i64,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE users SET totp_enabled_at = $1, recovery_codes = $2, totp_last_step = $3 \
+             WHERE id = $4 AND totp_enabled_at IS NULL AND totp_secret IS NOT NULL",
+        )
+        .bind(at)
+        .bind(recovery.to_owned())
+        .bind(step)
+        .bind(id.as_bytes().to_vec())
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Accepts a TOTP time step once: `false` if it (or a later one) was used before.
+    pub async fn use_totp_step(&self, id: UserId, step: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE users SET totp_last_step = $1 WHERE id = $2 \
+             AND (totp_last_step IS NULL OR totp_last_step < $3)",
+        )
+        .bind(step)
+        .bind(id.as_bytes().to_vec())
+        .bind(step)
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Replaces the recovery-code list if it is still `expected` (so a code is used once).
+    pub async fn replace_recovery_codes(
+        &self,
+        id: UserId,
+        expected: &str,
+        remaining: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE users SET recovery_codes = $1 WHERE id = $2 AND recovery_codes = $3",
+        )
+        .bind(remaining.to_owned())
+        .bind(id.as_bytes().to_vec())
+        .bind(expected.to_owned())
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(done.rows_affected() > 0)
     }
 
     // ---- sessions ---------------------------------------------------------------------------

@@ -1087,3 +1087,103 @@ async fn sessions_and_lockout() {
     assert!(!log.contains(pw) && !log.contains("ann@example.test"));
     app.stop().await;
 }
+
+/// TOTP: enrol from a session, then a login needs a code; a code works once per step; a
+/// recovery code works once.
+#[tokio::test]
+async fn totp_second_factor() {
+    let app = spawn_app().await;
+    let pw = "correct horse battery staple";
+    sealsync_auth::directory::create_user(
+        &app.hub,
+        "bo@example.test",
+        Some(secrecy::SecretString::from(pw)),
+        Some((app.ws, sealsync_types::Role::Viewer)),
+    )
+    .await
+    .unwrap();
+    let login = |totp: Option<String>| {
+        let mut body = json!({"email": "bo@example.test", "password": pw});
+        if let Some(t) = totp {
+            body["totp"] = json!(t);
+        }
+        app.http.post(app.url("/v1/session")).json(&body).send()
+    };
+    let first = login(None).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let cookie = first.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let start: Value = app
+        .http
+        .post(app.url("/v1/me/totp"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uri = start["otpauth_uri"].as_str().unwrap();
+    assert!(
+        uri.starts_with("otpauth://totp/sealsync:bo%40example.test?"),
+        "{uri}"
+    );
+    let authenticator = totp_rs::Totp::from_url(uri).unwrap();
+    let wrong = app
+        .http
+        .post(app.url("/v1/me/totp/confirm"))
+        .header("cookie", &cookie)
+        .json(&json!({"code": "000000"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(wrong, StatusCode::UNPROCESSABLE_ENTITY, "invalid_code").await;
+    let now = now_secs() as u64;
+    // Confirm with the previous step's code (within the skew), so the current one is fresh.
+    let confirm = app
+        .http
+        .post(app.url("/v1/me/totp/confirm"))
+        .header("cookie", &cookie)
+        .json(&json!({"code": authenticator.generate(now - 30).to_string()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirm.status(), StatusCode::OK);
+    let codes: Value = confirm.json().await.unwrap();
+    let recovery: Vec<String> = codes["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(recovery.len(), 10);
+
+    let needs = login(None).await.unwrap();
+    assert_error(needs, StatusCode::UNAUTHORIZED, "totp_required").await;
+    let bad = login(Some("123456".into())).await.unwrap();
+    assert_error(bad, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let code = authenticator.generate(now).to_string();
+    assert_eq!(
+        login(Some(code.clone())).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let replay = login(Some(code)).await.unwrap();
+    assert_error(replay, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    assert_eq!(
+        login(Some(recovery[3].clone())).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let again = login(Some(recovery[3].clone())).await.unwrap();
+    assert_error(again, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+
+    let log =
+        serde_json::to_string(&app.audit_entries(sealsync_types::WorkspaceId::NIL).await).unwrap();
+    assert!(log.contains("totp.enrolled") && log.contains("totp.failed"));
+    assert!(!log.contains(&recovery[0]));
+    app.stop().await;
+}

@@ -8,7 +8,14 @@ CREATE TABLE users (
     created_at BIGINT NOT NULL,
     disabled_at BIGINT,
     failed_logins BIGINT NOT NULL DEFAULT 0,
-    locked_until BIGINT
+    locked_until BIGINT,
+    -- TOTP secret, sealed under the installation's secrets key; enabled once verified.
+    totp_secret BYTEA,
+    totp_enabled_at BIGINT,
+    -- The last accepted time step: a code is accepted once.
+    totp_last_step BIGINT,
+    -- SHA-256 (hex, space-separated) of the unused recovery codes.
+    recovery_codes TEXT
 );
 CREATE UNIQUE INDEX users_by_email ON users (email);
 

@@ -8,7 +8,14 @@ CREATE TABLE users (
     created_at INTEGER NOT NULL,
     disabled_at INTEGER,
     failed_logins INTEGER NOT NULL DEFAULT 0,
-    locked_until INTEGER
+    locked_until INTEGER,
+    -- TOTP secret, sealed under the installation's secrets key; enabled once verified.
+    totp_secret BLOB,
+    totp_enabled_at INTEGER,
+    -- The last accepted time step: a code is accepted once.
+    totp_last_step INTEGER,
+    -- SHA-256 (hex, space-separated) of the unused recovery codes.
+    recovery_codes TEXT
 );
 CREATE UNIQUE INDEX users_by_email ON users (email);
 
