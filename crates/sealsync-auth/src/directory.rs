@@ -381,40 +381,42 @@ pub async fn login(
         }));
     }
     if !ok {
-        let failures = hub
-            .store()
-            .login_failed(user.id, MAX_FAILED_LOGINS, now + LOCKOUT_SECS)
-            .await?;
-        if failures >= MAX_FAILED_LOGINS {
-            return Ok(Err(LoginError::Locked {
-                user: user.id,
-                just_now: failures == MAX_FAILED_LOGINS,
-            }));
-        }
-        return Ok(Err(LoginError::Invalid {
+        let wrong = LoginError::Invalid {
             user: Some(user.id),
-        }));
+        };
+        return Ok(Err(failed(hub, user.id, now, wrong).await?));
     }
     if user.totp_enabled_at.is_some() {
         let Some(code) = second_factor.map(str::trim).filter(|c| !c.is_empty()) else {
             return Ok(Err(LoginError::SecondFactorRequired { user: user.id }));
         };
         if !second_factor_ok(hub, &user, code, now).await? {
-            let failures = hub
-                .store()
-                .login_failed(user.id, MAX_FAILED_LOGINS, now + LOCKOUT_SECS)
-                .await?;
-            if failures >= MAX_FAILED_LOGINS {
-                return Ok(Err(LoginError::Locked {
-                    user: user.id,
-                    just_now: failures == MAX_FAILED_LOGINS,
-                }));
-            }
-            return Ok(Err(LoginError::SecondFactorWrong { user: user.id }));
+            let wrong = LoginError::SecondFactorWrong { user: user.id };
+            return Ok(Err(failed(hub, user.id, now, wrong).await?));
         }
     }
     hub.store().login_succeeded(user.id).await?;
     Ok(Ok(user))
+}
+
+/// Counts a failed login: `wrong`, or `Locked` once the failures reach the limit.
+async fn failed(
+    hub: &Hub,
+    user: UserId,
+    now: i64,
+    wrong: LoginError,
+) -> Result<LoginError, DirectoryError> {
+    let failures = hub
+        .store()
+        .login_failed(user, MAX_FAILED_LOGINS, now + LOCKOUT_SECS)
+        .await?;
+    if failures >= MAX_FAILED_LOGINS {
+        return Ok(LoginError::Locked {
+            user,
+            just_now: failures == MAX_FAILED_LOGINS,
+        });
+    }
+    Ok(wrong)
 }
 
 /// A TOTP code (accepted once per time step) or an unused recovery code (then spent).

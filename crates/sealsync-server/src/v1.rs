@@ -646,18 +646,29 @@ pub async fn get_contact(
     ))
 }
 
+/// Seals and writes a contact at `version`; an update (`expected` = the version it replaces)
+/// only succeeds if nobody changed the contact in between.
 async fn write_contact(
     state: &AppState,
     ws: WorkspaceId,
     id: ContactId,
     version: i64,
+    expected: Option<i64>,
     contact: Contact,
 ) -> Result<(i64, Contact), ApiError> {
     let keys = state.workspace_keys(ws).await?;
     let prepared = Hub::prepare(&keys, contact, None);
     let at = now_secs();
     let row = Hub::seal_row(&keys, id, version, &prepared, at)?;
-    state.hub().store().write_contacts(ws, &[row]).await?;
+    let store = state.hub().store();
+    match expected {
+        None => store.write_contacts(ws, &[row]).await?,
+        Some(v) => {
+            if !store.write_contact_if_version(ws, &row, v).await? {
+                return Err(ApiError::precondition_failed());
+            }
+        }
+    }
     Ok((at, prepared.contact))
 }
 
@@ -673,7 +684,7 @@ pub async fn create_contact(
     require(&state, &p, ws, Scope::ContactsWrite).await?;
     let contact = parse_contact(body.0)?;
     let id = ContactId::new();
-    let (at, c) = write_contact(&state, ws, id, 1, contact).await?;
+    let (at, c) = write_contact(&state, ws, id, 1, None, contact).await?;
     state
         .audit(event_on(
             &p,
@@ -731,7 +742,7 @@ pub async fn update_contact(
         return Err(ApiError::precondition_failed());
     }
     let version = row.version + 1;
-    let (at, c) = write_contact(&state, ws, id, version, contact).await?;
+    let (at, c) = write_contact(&state, ws, id, version, Some(row.version), contact).await?;
     state
         .audit(event_on(
             &p,

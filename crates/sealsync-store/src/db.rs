@@ -396,6 +396,35 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces one live contact only if its stored version is still `expected` (optimistic
+    /// concurrency: the check and the write are one transaction, the row locked first).
+    /// `false` when the contact changed, went away or never existed.
+    pub async fn write_contact_if_version(
+        &self,
+        ws: WorkspaceId,
+        row: &(ContactRow, IndexEntries),
+        expected: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.data.begin().await.map_err(StoreError::db)?;
+        let locked = sqlx::query(
+            "UPDATE contacts SET version = version WHERE workspace_id = $1 AND id = $2 \
+             AND version = $3 AND deleted = 0",
+        )
+        .bind(ws.as_bytes().to_vec())
+        .bind(row.0.id.as_bytes().to_vec())
+        .bind(expected)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db)?;
+        if locked.rows_affected() != 1 {
+            return Ok(false);
+        }
+        self.write_contacts_in(&mut tx, ws, std::slice::from_ref(row))
+            .await?;
+        tx.commit().await.map_err(StoreError::db)?;
+        Ok(true)
+    }
+
     /// Contacts after `after` in id order, at most `limit`, tombstones included.
     pub async fn contacts_page(
         &self,

@@ -510,6 +510,20 @@ async fn contacts_crud(app: &TestApp) {
     assert_eq!(updated.status(), StatusCode::OK);
     assert_eq!(updated.headers()["etag"], "\"2\"");
 
+    // Two updates based on the same version: exactly one wins, the other gets 412.
+    let race = |name: &'static str| {
+        app.http
+            .put(format!("{url}/{id}"))
+            .bearer_auth(&key)
+            .header("if-match", "\"2\"")
+            .json(&json!({"vcard": format!("BEGIN:VCARD\r\nVERSION:4.0\r\nFN:{name}\r\nEND:VCARD\r\n")}))
+            .send()
+    };
+    let (a, b) = tokio::join!(race("A"), race("B"));
+    let mut statuses = [a.unwrap().status(), b.unwrap().status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::PRECONDITION_FAILED]);
+
     // Pagination over more contacts.
     for i in 0..5 {
         let r = app
