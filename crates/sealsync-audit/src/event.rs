@@ -198,6 +198,8 @@ actions! {
     LinkChanged => "link.changed",
     RunStarted => "run.started",
     ConflictResolved => "conflict.resolved",
+    InviteCreated => "invite.created",
+    InviteAccepted => "invite.accepted",
     AccessDenied => "access.denied",
 }
 

@@ -554,3 +554,64 @@ pub async fn create_session(
     hub.store().insert_session(&row).await?;
     Ok((SecretString::from(token), row))
 }
+
+/// How long an invitation stays valid.
+pub const INVITE_SECS: i64 = 7 * 86_400;
+
+/// Invites `email` into `ws` as `role`; the invitation (`ssi_…`) is returned once.
+pub async fn create_invite(
+    hub: &Hub,
+    ws: WorkspaceId,
+    email: &str,
+    role: Role,
+) -> Result<(SecretString, i64), DirectoryError> {
+    let email = normalize_login(email)?;
+    let mut raw = [0u8; 32];
+    sealsync_crypto::random_bytes(&mut raw).map_err(|_| DirectoryError::Crypto)?;
+    let secret = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
+    let token = format!(
+        "ssi_{}_{secret}",
+        uuid::Uuid::from_bytes(*ws.as_bytes()).simple()
+    );
+    let now = now_secs();
+    let expires = now + INVITE_SECS;
+    hub.store()
+        .insert_invite(ws, &sha256(token.as_bytes()), &email, role, now, expires)
+        .await?;
+    Ok((SecretString::from(token), expires))
+}
+
+/// Accepts an invitation: the invited user joins (made first, with `password`, if new).
+/// `None` when the invitation is unknown, used or expired.
+pub async fn accept_invite(
+    hub: &Hub,
+    token: &str,
+    password: Option<SecretString>,
+) -> Result<Option<(UserRow, WorkspaceId, Role)>, DirectoryError> {
+    let Some(rest) = token.strip_prefix("ssi_") else {
+        return Ok(None);
+    };
+    let Some(ws) = rest
+        .get(..32)
+        .and_then(|h| uuid::Uuid::try_parse(h).ok())
+        .map(|u| WorkspaceId::from_bytes(*u.as_bytes()))
+    else {
+        return Ok(None);
+    };
+    let now = now_secs();
+    let Some((email, role)) = hub
+        .store()
+        .take_invite(ws, &sha256(token.as_bytes()), now)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let user = match hub.store().user_by_email(&email).await? {
+        Some(u) => {
+            hub.store().put_member(ws, u.id, role, now).await?;
+            u
+        }
+        None => create_user(hub, &email, password, Some((ws, role))).await?,
+    };
+    Ok(Some((user, ws, role)))
+}

@@ -87,9 +87,17 @@ pub fn api() -> Router<AppState> {
         .route("/v1/session", post(session::login).delete(session::logout))
         .route("/v1/me/totp", post(session::totp_begin))
         .route("/v1/me/totp/confirm", post(session::totp_confirm))
-        .route("/v1/workspaces", get(v1::list_workspaces))
+        .route(
+            "/v1/workspaces",
+            get(v1::list_workspaces).post(v1::create_workspace),
+        )
         .route("/v1/workspaces/{ws}/members", get(v1::list_members))
-        .route("/v1/workspaces/{ws}/members/{user}", put(v1::put_member))
+        .route(
+            "/v1/workspaces/{ws}/members/{user}",
+            put(v1::put_member).delete(v1::remove_member),
+        )
+        .route("/v1/workspaces/{ws}/invites", post(v1::create_invite))
+        .route("/v1/invites/accept", post(session::accept_invite))
         .route(
             "/v1/workspaces/{ws}/apikeys",
             get(v1::list_api_keys).post(v1::create_api_key),

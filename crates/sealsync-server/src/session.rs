@@ -264,3 +264,63 @@ pub async fn totp_confirm(
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }
+
+/// An invitation being accepted.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct AcceptIn {
+    invite_token: String,
+    /// The new user's password (at least 12 characters); ignored for an existing user.
+    #[schema(value_type = Option<String>, format = Password)]
+    password: Option<SecretString>,
+}
+
+/// The membership the invitation gave.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AcceptOut {
+    user_id: String,
+    workspace_id: String,
+    #[schema(value_type = String)]
+    role: sealsync_types::Role,
+}
+
+/// `POST /v1/invites/accept`: join a workspace by invitation (once, before it expires).
+#[utoipa::path(post, path = "/v1/invites/accept", tag = "members", request_body = AcceptIn, responses((status = 200, body = AcceptOut), crate::openapi::ApiErrors), security(()))]
+pub async fn accept_invite(
+    State(state): State<AppState>,
+    Source(src): Source,
+    body: ApiJson<AcceptIn>,
+) -> Result<Json<AcceptOut>, ApiError> {
+    if !state.login_allowed(src) {
+        return Err(ApiError::rate_limited());
+    }
+    if body
+        .0
+        .password
+        .as_ref()
+        .is_some_and(|p| p.expose_secret().chars().count() < 12)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "weak_password",
+            "a password has at least 12 characters",
+        ));
+    }
+    let accepted = directory::accept_invite(state.hub(), &body.0.invite_token, body.0.password)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let Some((user, ws, role)) = accepted else {
+        return Err(ApiError::not_found());
+    };
+    let actor =
+        Actor::new(ActorKind::User, &user.id.to_string()).unwrap_or_else(|_| Actor::anonymous());
+    let mut e = AuditEvent::new(Some(ws), actor, Action::InviteAccepted);
+    if let Some(ip) = src {
+        e = e.with_source(ip);
+    }
+    state.audit(e).await;
+    Ok(Json(AcceptOut {
+        user_id: user.id.to_string(),
+        workspace_id: ws.to_string(),
+        role,
+    }))
+}

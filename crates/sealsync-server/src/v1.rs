@@ -875,3 +875,161 @@ pub struct SecretOut {
 pub struct FoundContacts {
     contacts: Vec<ContactOut>,
 }
+
+/// `DELETE /v1/workspaces/{ws}/members/{user}`: remove a member. Only an owner removes an
+/// owner; the last owner stays.
+#[utoipa::path(delete, path = "/v1/workspaces/{ws}/members/{user}", tag = "members", params(("ws" = String, Path, description = "Workspace id"), ("user" = String, Path, description = "User id")), responses((status = 204, description = "Removed"), (status = 409, body = crate::openapi::ErrorEnvelope), crate::openapi::ApiErrors))]
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Authed(p, src): Authed,
+    ApiPath((ws, user)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let ws = ws_id(&ws)?;
+    let my_role = require(&state, &p, ws, Scope::MembersWrite).await?;
+    let user = UserId::parse(&user).map_err(|_| ApiError::not_found())?;
+    let store = state.hub().store();
+    let current = store
+        .member_role(ws, user)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if current == Role::Owner {
+        if my_role != Some(Role::Owner) {
+            return Err(ApiError::forbidden());
+        }
+        let owners = store
+            .members(ws)
+            .await?
+            .iter()
+            .filter(|m| m.1 == Role::Owner)
+            .count();
+        if owners <= 1 {
+            return Err(ApiError::conflict("a workspace keeps at least one owner"));
+        }
+    }
+    store.remove_member(ws, user).await?;
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            Action::MemberRemoved,
+            src,
+            ResourceKind::Member,
+            &user.to_string(),
+        ))
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An invitation to make.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct InviteIn {
+    email: String,
+    /// owner, admin, member or viewer.
+    #[schema(value_type = String, example = "member")]
+    role: Role,
+}
+
+/// A new invitation: send the token to the person; it is shown only now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InviteOut {
+    invite_token: String,
+    expires_at: i64,
+}
+
+/// `POST /v1/workspaces/{ws}/invites`: invite someone by email with a role (only an owner
+/// invites an owner).
+#[utoipa::path(post, path = "/v1/workspaces/{ws}/invites", tag = "members", params(("ws" = String, Path, description = "Workspace id")), request_body = InviteIn, responses((status = 201, body = InviteOut), crate::openapi::ApiErrors))]
+pub async fn create_invite(
+    State(state): State<AppState>,
+    Authed(p, src): Authed,
+    ApiPath(ws): ApiPath<String>,
+    body: ApiJson<InviteIn>,
+) -> Result<Response, ApiError> {
+    let ws = ws_id(&ws)?;
+    let my_role = require(&state, &p, ws, Scope::MembersWrite).await?;
+    if body.0.role == Role::Owner && my_role != Some(Role::Owner) {
+        return Err(ApiError::forbidden());
+    }
+    let (token, expires_at) = directory::create_invite(state.hub(), ws, &body.0.email, body.0.role)
+        .await
+        .map_err(dir_err)?;
+    state.audit(event(&p, ws, Action::InviteCreated, src)).await;
+    Ok(no_store(
+        (
+            StatusCode::CREATED,
+            Json(InviteOut {
+                invite_token: secrecy::ExposeSecret::expose_secret(&token).to_owned(),
+                expires_at,
+            }),
+        )
+            .into_response(),
+    ))
+}
+
+/// A workspace to create.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct WorkspaceIn {
+    /// A slug: lower-case letters, digits, `-` and `_`.
+    name: String,
+}
+
+/// `POST /v1/workspaces`: a signed-in user creates a workspace and becomes its owner.
+#[utoipa::path(post, path = "/v1/workspaces", tag = "workspaces", request_body = WorkspaceIn, responses((status = 201, body = WorkspaceOut), (status = 409, body = crate::openapi::ErrorEnvelope), crate::openapi::ApiErrors))]
+pub async fn create_workspace(
+    State(state): State<AppState>,
+    Authed(p, src): Authed,
+    body: ApiJson<WorkspaceIn>,
+) -> Result<Response, ApiError> {
+    if p.kind != sealsync_auth::PrincipalKind::Session {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "workspaces are created by a signed-in user",
+        ));
+    }
+    let user = acting_user(&p)?;
+    let name = sealsync_types::WorkspaceName::parse(&body.0.name).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_name",
+            "a workspace name is 1 to 63 lower-case letters, digits, - or _",
+        )
+    })?;
+    if state
+        .hub()
+        .store()
+        .workspace_by_name(&name)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::conflict("a workspace with that name exists"));
+    }
+    let (ws, created) = state.hub().ensure_workspace(&name).await?;
+    if !created {
+        return Err(ApiError::conflict("a workspace with that name exists"));
+    }
+    state
+        .hub()
+        .store()
+        .put_member(ws.id, user, Role::Owner, now_secs())
+        .await?;
+    state
+        .audit(event_on(
+            &p,
+            ws.id,
+            Action::WorkspaceCreated,
+            src,
+            ResourceKind::Workspace,
+            &ws.id.to_string(),
+        ))
+        .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(WorkspaceOut {
+            id: ws.id.to_string(),
+            name: ws.name.to_string(),
+            role: Some(Role::Owner),
+        }),
+    )
+        .into_response())
+}

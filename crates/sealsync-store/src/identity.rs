@@ -386,6 +386,70 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Records an invitation.
+    pub async fn insert_invite(
+        &self,
+        ws: WorkspaceId,
+        secret_hash: &[u8; 32],
+        email: &str,
+        r: Role,
+        created_at: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO invites (workspace_id, secret_hash, email, role, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(ws.as_bytes().to_vec())
+        .bind(secret_hash.to_vec())
+        .bind(email.to_owned())
+        .bind(r.as_str())
+        .bind(created_at)
+        .bind(expires_at)
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    /// Takes an unexpired, unused invitation: its email and role. Taken once, atomically.
+    pub async fn take_invite(
+        &self,
+        ws: WorkspaceId,
+        secret_hash: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<(String, Role)>, StoreError> {
+        let mut tx = self.data.begin().await.map_err(StoreError::db)?;
+        let done = sqlx::query(
+            "UPDATE invites SET accepted_at = $1 WHERE workspace_id = $2 AND secret_hash = $3 \
+             AND accepted_at IS NULL AND expires_at > $4",
+        )
+        .bind(now)
+        .bind(ws.as_bytes().to_vec())
+        .bind(secret_hash.to_vec())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db)?;
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT email, role FROM invites WHERE workspace_id = $1 AND secret_hash = $2",
+        )
+        .bind(ws.as_bytes().to_vec())
+        .bind(secret_hash.to_vec())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::db)?;
+        let out = (
+            get::<String>(&row, "email")?,
+            role(&get::<String>(&row, "role")?)?,
+        );
+        tx.commit().await.map_err(StoreError::db)?;
+        Ok(Some(out))
+    }
+
     // ---- sessions ---------------------------------------------------------------------------
 
     pub async fn insert_session(&self, s: &SessionRow) -> Result<(), StoreError> {

@@ -1201,3 +1201,133 @@ async fn totp_second_factor() {
     assert!(!log.contains(&recovery[0]));
     app.stop().await;
 }
+
+/// An owner invites by email; the invitation works once; members are removed (never the last
+/// owner); a signed-in user creates a workspace and owns it.
+#[tokio::test]
+async fn invites_members_and_new_workspaces() {
+    let app = spawn_app().await;
+    let (owner_id, owner) = app
+        .user_key(
+            app.ws,
+            sealsync_types::Role::Owner,
+            sealsync_auth::ScopeSet::all(),
+        )
+        .await;
+    let (_, admin) = app
+        .user_key(
+            app.ws,
+            sealsync_types::Role::Admin,
+            sealsync_auth::ScopeSet::all(),
+        )
+        .await;
+    let invite = |key: &str, role: &str| {
+        app.http
+            .post(app.ws_url(app.ws, "/invites"))
+            .bearer_auth(key.to_owned())
+            .json(&json!({"email": "Cleo@Example.test", "role": role}))
+            .send()
+    };
+    let denied = invite(&admin, "owner").await.unwrap();
+    assert_error(denied, StatusCode::FORBIDDEN, "forbidden").await;
+    let made = invite(&admin, "member").await.unwrap();
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let token = made.json::<Value>().await.unwrap()["invite_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(token.starts_with("ssi_"));
+    let accept = |pw: &str| {
+        app.http
+            .post(app.url("/v1/invites/accept"))
+            .json(&json!({"invite_token": token, "password": pw}))
+            .send()
+    };
+    let weak = accept("short").await.unwrap();
+    assert_error(weak, StatusCode::UNPROCESSABLE_ENTITY, "weak_password").await;
+    let ok = accept("a long enough password").await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let joined: Value = ok.json().await.unwrap();
+    assert_eq!(joined["role"], "member");
+    let cleo = joined["user_id"].as_str().unwrap().to_owned();
+    let reused = accept("a long enough password").await.unwrap();
+    assert_error(reused, StatusCode::NOT_FOUND, "not_found").await;
+
+    // Cleo signs in and reads contacts.
+    let login = app
+        .http
+        .post(app.url("/v1/session"))
+        .json(&json!({"email": "cleo@example.test", "password": "a long enough password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let read = app
+        .http
+        .get(app.ws_url(app.ws, "/contacts"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+
+    // She makes a workspace of her own and owns it; an API key cannot.
+    let made = app
+        .http
+        .post(app.url("/v1/workspaces"))
+        .header("cookie", &cookie)
+        .json(&json!({"name": "cleo-lab"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), StatusCode::CREATED);
+    assert_eq!(made.json::<Value>().await.unwrap()["role"], "owner");
+    let by_key = app
+        .http
+        .post(app.url("/v1/workspaces"))
+        .bearer_auth(&owner)
+        .json(&json!({"name": "other-lab"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_key.status(), StatusCode::FORBIDDEN);
+
+    // Removing: Cleo goes; the only owner stays.
+    let rm = app
+        .http
+        .delete(app.ws_url(app.ws, &format!("/members/{cleo}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rm.status(), StatusCode::NO_CONTENT);
+    let gone = app
+        .http
+        .get(app.ws_url(app.ws, "/contacts"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    let last = app
+        .http
+        .delete(app.ws_url(app.ws, &format!("/members/{owner_id}")))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    assert_error(last, StatusCode::CONFLICT, "conflict").await;
+    let log = serde_json::to_string(&app.audit_entries(app.ws).await).unwrap();
+    for action in ["invite.created", "invite.accepted", "member.removed"] {
+        assert!(log.contains(action), "{action}");
+    }
+    assert!(!log.contains(&token) && !log.contains("cleo@example.test"));
+    app.stop().await;
+}

@@ -75,3 +75,16 @@ CREATE TABLE oauth_tokens (
     PRIMARY KEY (workspace_id, jti_hash)
 );
 CREATE INDEX oauth_tokens_by_client ON oauth_tokens (workspace_id, client_id);
+
+-- Invitations by an owner or admin: one use, until they expire. Only the SHA-256 of the
+-- invitation secret is stored.
+CREATE TABLE invites (
+    workspace_id BLOB NOT NULL,
+    secret_hash BLOB NOT NULL,
+    email TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    accepted_at INTEGER,
+    PRIMARY KEY (workspace_id, secret_hash)
+);
