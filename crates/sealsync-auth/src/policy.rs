@@ -14,6 +14,8 @@ use sealsync_types::{Role, WorkspaceId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
     WorkspacesRead,
+    /// Deleting the workspace (owners only).
+    WorkspacesWrite,
     MembersRead,
     MembersWrite,
     ApiKeysWrite,
@@ -31,8 +33,9 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 15] = [
+    pub const ALL: [Scope; 16] = [
         Scope::WorkspacesRead,
+        Scope::WorkspacesWrite,
         Scope::MembersRead,
         Scope::MembersWrite,
         Scope::ApiKeysWrite,
@@ -52,6 +55,7 @@ impl Scope {
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::WorkspacesRead => "workspaces:read",
+            Scope::WorkspacesWrite => "workspaces:write",
             Scope::MembersRead => "members:read",
             Scope::MembersWrite => "members:write",
             Scope::ApiKeysWrite => "apikeys:write",
@@ -91,6 +95,7 @@ impl Scope {
             | Scope::KeysRead
             | Scope::KeysWrite
             | Scope::AuditRead => Role::Admin,
+            Scope::WorkspacesWrite => Role::Owner,
         }
     }
 
@@ -99,7 +104,8 @@ impl Scope {
     pub fn grantable_to_client(self) -> bool {
         !matches!(
             self,
-            Scope::MembersWrite
+            Scope::WorkspacesWrite
+                | Scope::MembersWrite
                 | Scope::ApiKeysWrite
                 | Scope::ClientsRead
                 | Scope::ClientsWrite

@@ -107,6 +107,7 @@ impl Modify for BearerAuth {
         crate::session::totp_confirm,
         crate::v1::list_workspaces,
         crate::v1::create_workspace,
+        crate::v1::delete_workspace,
         crate::v1::remove_member,
         crate::v1::create_invite,
         crate::session::accept_invite,

@@ -28,6 +28,7 @@ const fn r(method: &'static str, path: &'static str, scope: Scope) -> RouteSpec 
 /// Every workspace route. (`GET /v1/workspaces` lists what the caller can see and needs
 /// `workspaces:read` in each.)
 pub const ROUTES: &[RouteSpec] = &[
+    r("DELETE", "/v1/workspaces/{ws}", Scope::WorkspacesWrite),
     r("GET", "/v1/workspaces/{ws}/members", Scope::MembersRead),
     r(
         "PUT",
@@ -90,6 +91,10 @@ pub fn api() -> Router<AppState> {
         .route(
             "/v1/workspaces",
             get(v1::list_workspaces).post(v1::create_workspace),
+        )
+        .route(
+            "/v1/workspaces/{ws}",
+            axum::routing::delete(v1::delete_workspace),
         )
         .route("/v1/workspaces/{ws}/members", get(v1::list_members))
         .route(

@@ -133,6 +133,13 @@ impl AppState {
         Ok(())
     }
 
+    /// Drops a workspace's cached keys (after it is deleted).
+    pub(crate) fn forget_workspace_keys(&self, ws: WorkspaceId) {
+        if let Ok(mut cache) = self.inner.keys.lock() {
+            cache.remove(&ws);
+        }
+    }
+
     /// The workspace's unwrapped keys, from the cache when fresh.
     pub(crate) async fn workspace_keys(
         &self,

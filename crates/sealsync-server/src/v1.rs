@@ -1033,3 +1033,51 @@ pub async fn create_workspace(
     )
         .into_response())
 }
+
+/// Confirmation of a workspace deletion.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct DeleteWorkspaceIn {
+    /// The workspace's name, typed again.
+    confirm: String,
+}
+
+/// `DELETE /v1/workspaces/{ws}`: destroys the workspace's keys (its data becomes unreadable
+/// everywhere, backups included), then its data. Owners only; the body repeats the name. The
+/// audit chain stays.
+#[utoipa::path(delete, path = "/v1/workspaces/{ws}", tag = "workspaces", params(("ws" = String, Path, description = "Workspace id")), request_body = DeleteWorkspaceIn, responses((status = 204, description = "Deleted"), crate::openapi::ApiErrors))]
+pub async fn delete_workspace(
+    State(state): State<AppState>,
+    Authed(p, src): Authed,
+    ApiPath(ws): ApiPath<String>,
+    body: ApiJson<DeleteWorkspaceIn>,
+) -> Result<StatusCode, ApiError> {
+    let ws = ws_id(&ws)?;
+    require(&state, &p, ws, Scope::WorkspacesWrite).await?;
+    let store = state.hub().store();
+    let found = store
+        .workspaces()
+        .await?
+        .into_iter()
+        .find(|w| w.id == ws)
+        .ok_or_else(ApiError::not_found)?;
+    if body.0.confirm != found.name.as_str() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_confirmed",
+            "confirm must be the workspace's name; nothing was deleted",
+        ));
+    }
+    store.delete_workspace(ws).await?;
+    state.forget_workspace_keys(ws);
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            Action::WorkspaceDeleted,
+            src,
+            ResourceKind::Workspace,
+            &ws.to_string(),
+        ))
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}

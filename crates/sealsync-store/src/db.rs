@@ -321,6 +321,11 @@ impl Store {
             "DELETE FROM link_locks WHERE workspace_id = $1",
             "DELETE FROM links WHERE workspace_id = $1",
             "DELETE FROM endpoints WHERE workspace_id = $1",
+            "DELETE FROM oauth_tokens WHERE workspace_id = $1",
+            "DELETE FROM oauth_clients WHERE workspace_id = $1",
+            "DELETE FROM api_keys WHERE workspace_id = $1",
+            "DELETE FROM invites WHERE workspace_id = $1",
+            "DELETE FROM memberships WHERE workspace_id = $1",
             "DELETE FROM workspaces WHERE id = $1",
         ] {
             sqlx::query(sql)

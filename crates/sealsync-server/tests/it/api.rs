@@ -1331,3 +1331,74 @@ async fn invites_members_and_new_workspaces() {
     assert!(!log.contains(&token) && !log.contains("cleo@example.test"));
     app.stop().await;
 }
+
+/// Deleting a workspace takes the owner and its name typed again; afterwards its keys,
+/// credentials and data are gone, while the audit chain remains and verifies.
+#[tokio::test]
+async fn owners_delete_workspaces() {
+    let app = spawn_app().await;
+    let (_, admin) = app
+        .user_key(
+            app.other_ws,
+            sealsync_types::Role::Admin,
+            sealsync_auth::ScopeSet::all(),
+        )
+        .await;
+    let owner = app.owner_key(app.other_ws).await;
+    let url = app.url(&format!("/v1/workspaces/{}", app.other_ws));
+    let by_admin = app
+        .http
+        .delete(&url)
+        .bearer_auth(&admin)
+        .json(&json!({"confirm": "other"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(by_admin, StatusCode::FORBIDDEN, "forbidden").await;
+    let unconfirmed = app
+        .http
+        .delete(&url)
+        .bearer_auth(&owner)
+        .json(&json!({"confirm": "default"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        unconfirmed,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "not_confirmed",
+    )
+    .await;
+    let done = app
+        .http
+        .delete(&url)
+        .bearer_auth(&owner)
+        .json(&json!({"confirm": "other"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::NO_CONTENT);
+    let after = app
+        .http
+        .get(app.ws_url(app.other_ws, "/contacts"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        after.status(),
+        StatusCode::UNAUTHORIZED,
+        "its keys went with it"
+    );
+    assert!(
+        app.hub
+            .store()
+            .keys_of(app.other_ws)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let log = serde_json::to_string(&app.audit_entries(app.other_ws).await).unwrap();
+    assert!(log.contains("workspace.deleted"));
+    app.stop().await;
+}

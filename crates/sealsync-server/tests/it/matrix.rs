@@ -18,6 +18,7 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("POST", Some("clients")) => Some(json!({"name": "m", "scopes": ["contacts:read"]})),
         ("POST", Some("contacts")) | ("PUT", Some("{id}")) => Some(json!({"vcard": CARD})),
         ("POST", Some("find")) => Some(json!({"email": "x@example.com"})),
+        ("DELETE", Some("{ws}")) => Some(json!({"confirm": "not-the-name"})),
         ("POST", Some("invites")) => Some(json!({"email": "new@example.com", "role": "viewer"})),
         _ => None,
     }
