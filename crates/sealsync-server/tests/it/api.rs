@@ -866,6 +866,20 @@ async fn openapi_documents_every_route() {
 async fn audit_and_keys_for_admins() {
     let app = spawn_app().await;
     let key = app.owner_key(app.ws).await;
+    // Listing workspaces shows the caller's own, and is not a string of denials.
+    let listed: Value = app
+        .http
+        .get(app.url("/v1/workspaces"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["name"], "default");
+    assert_eq!(listed[0]["role"], "owner");
     // Something to audit.
     let made = app
         .http
@@ -888,6 +902,7 @@ async fn audit_and_keys_for_admins() {
         .unwrap();
     let text = page.to_string();
     assert!(text.contains("contact.created"), "{text}");
+    assert!(!text.contains("access.denied"), "{text}");
     assert!(
         !text.contains("Audited"),
         "no contact field in the audit log"
