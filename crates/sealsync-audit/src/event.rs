@@ -454,7 +454,7 @@ mod tests {
                 a.as_str()
             );
         }
-        assert_eq!(seen.len(), 37);
+        assert_eq!(seen.len(), 39);
         assert!(Action::parse("login.Succeeded").is_err());
         assert!(Action::parse("").is_err());
     }
