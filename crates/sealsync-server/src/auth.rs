@@ -138,7 +138,8 @@ async fn api_key(
         scopes,
     };
     // A key's use is recorded (and audited) at most once a minute, so reads stay cheap.
-    if store.touch_api_key(id.as_bytes(), now).await? {
+    let stale = row.last_used_at.is_none_or(|t| t < now - 60);
+    if stale && store.touch_api_key(id.as_bytes(), now).await? {
         state
             .audit(event(&p, row.workspace_id, Action::ApiKeyUsed, source))
             .await;

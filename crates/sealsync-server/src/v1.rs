@@ -576,26 +576,28 @@ pub async fn list_contacts(
     } else {
         None
     };
-    let live: Vec<_> = rows.into_iter().filter(|r| r.body.is_some()).collect();
-    let ids: Vec<ContactId> = live.iter().map(|r| r.id).collect();
-    let (opened, errors) = state.hub().open_contacts(&keys, &ids).await?;
-    if !errors.is_empty() {
-        tracing::warn!(
-            count = errors.len(),
-            "Some contacts could not be opened for a listing."
-        );
-    }
-    let contacts = live
-        .into_iter()
-        .filter_map(|r| {
-            opened.get(&r.id).map(|c| ContactOut {
+    let mut unreadable = 0;
+    let contacts: Vec<ContactOut> = rows
+        .iter()
+        .filter_map(|r| match Hub::open_row(&keys, r) {
+            Ok(c) => c.map(|c| ContactOut {
                 id: r.id.to_string(),
                 version: r.version,
                 updated_at: r.updated_at,
-                jcard: to_jcard(c),
-            })
+                jcard: to_jcard(&c),
+            }),
+            Err(_) => {
+                unreadable += 1;
+                None
+            }
         })
         .collect();
+    if unreadable > 0 {
+        tracing::warn!(
+            count = unreadable,
+            "Some contacts could not be opened for a listing."
+        );
+    }
     state
         .audit(event(&p, ws, Action::ContactsExported, src))
         .await;
@@ -617,15 +619,15 @@ async fn load_contact(
         .next()
         .filter(|r| r.body.is_some())
         .ok_or_else(ApiError::not_found)?;
-    let (mut opened, errors) = state.hub().open_contacts(&keys, &[id]).await?;
-    if !errors.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "integrity",
-            "the stored contact failed its integrity check",
-        ));
-    }
-    let c = opened.remove(&id).ok_or_else(ApiError::not_found)?;
+    let c = Hub::open_row(&keys, &row)
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "integrity",
+                "the stored contact failed its integrity check",
+            )
+        })?
+        .ok_or_else(ApiError::not_found)?;
     Ok((row, c))
 }
 

@@ -858,26 +858,38 @@ impl Hub {
         let mut out = HashMap::with_capacity(ids.len());
         let mut errors = Vec::new();
         for row in self.store.contacts_by_id(ws, ids).await? {
-            let Some(body) = row.body else { continue };
-            match keys.open(&body_ref(ws, &row.id), &body) {
-                Ok(plain) => {
-                    let plain = Zeroizing::new(plain);
-                    match read_all(&plain).0.into_iter().next() {
-                        Some(card) => {
-                            out.insert(row.id, card.contact);
-                        }
-                        None => errors.push(RecordError {
-                            id: row.id,
-                            error: "stored body is not a vCard".into(),
-                        }),
-                    }
+            match Self::open_row(keys, &row) {
+                Ok(Some(c)) => {
+                    out.insert(row.id, c);
                 }
-                Err(e) => errors.push(RecordError {
-                    id: row.id,
-                    error: e.to_string(),
-                }),
+                Ok(None) => {}
+                Err(e) => errors.push(e),
             }
         }
         Ok((out, errors))
+    }
+
+    /// Opens one stored row already read (`None` for a tombstone).
+    pub fn open_row(
+        keys: &WorkspaceKeys,
+        row: &ContactRow,
+    ) -> Result<Option<Contact>, RecordError> {
+        let Some(body) = &row.body else {
+            return Ok(None);
+        };
+        let plain = keys
+            .open(&body_ref(keys.workspace(), &row.id), body)
+            .map_err(|e| RecordError {
+                id: row.id,
+                error: e.to_string(),
+            })?;
+        let plain = Zeroizing::new(plain);
+        match read_all(&plain).0.into_iter().next() {
+            Some(card) => Ok(Some(card.contact)),
+            None => Err(RecordError {
+                id: row.id,
+                error: "stored body is not a vCard".into(),
+            }),
+        }
     }
 }
