@@ -220,8 +220,20 @@ impl Engine {
         options: &RunOptions,
         progress: Progress<'_>,
     ) -> Result<RunReport, RunError> {
+        self.run_as(link, options, progress, None).await
+    }
+
+    /// [`Engine::run`], recording the run under `run_id` (which the caller has already shown,
+    /// for example in an API answer) instead of a new id. A dry run records nothing.
+    pub async fn run_as(
+        &self,
+        link: &LinkDef,
+        options: &RunOptions,
+        progress: Progress<'_>,
+        run_id: Option<RunId>,
+    ) -> Result<RunReport, RunError> {
         if options.dry_run {
-            return self.run_claimed(link, options, progress, None).await;
+            return self.run_claimed(link, options, progress, None, None).await;
         }
         let ws = self.keys.workspace();
         let store = self.hub.store();
@@ -236,7 +248,7 @@ impl Engine {
             });
         }
         let result = self
-            .run_claimed(link, options, progress, Some(&holder))
+            .run_claimed(link, options, progress, Some(&holder), run_id)
             .await;
         // A crash releases nothing; the claim goes stale or its dead holder is recognised.
         if !matches!(result, Err(RunError::Interrupted(_))) {
@@ -251,6 +263,7 @@ impl Engine {
         options: &RunOptions,
         progress: Progress<'_>,
         holder: Option<&str>,
+        run_id: Option<RunId>,
     ) -> Result<RunReport, RunError> {
         let ws = self.keys.workspace();
         let store = self.hub.store();
@@ -376,7 +389,7 @@ impl Engine {
         }
 
         // 5. Execute, recording the run.
-        let run_id = RunId::new();
+        let run_id = run_id.unwrap_or_default();
         let started = now_ms();
         let mut run_row = RunRow {
             id: run_id,

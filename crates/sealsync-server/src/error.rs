@@ -86,6 +86,11 @@ impl ApiError {
         )
     }
 
+    /// A well-formed body whose content cannot be used (422, code `invalid_request`).
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+    }
+
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }

@@ -1,16 +1,27 @@
-//! `/v1` operations views: endpoints, links, runs and their events, conflicts, key status and
-//! the audit log. Read-only here; configurations (sealed) and event details are not shown.
+//! `/v1` operations: endpoints and links (declared like an apply file's tables), runs started
+//! and followed, conflicts decided, key status and the audit log. Stored configurations
+//! (sealed) and event details are not shown.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
 
 use axum::Json;
 use axum::extract::State;
-use sealsync_audit::{AuditEntry, VerifyReport};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sealsync_audit::{Action, AuditEntry, ResourceKind, VerifyReport};
 use sealsync_auth::Scope;
-use sealsync_types::{RunId, WorkspaceId};
+use sealsync_engine::catalog::{EndpointDecl, LinkDecl};
+use sealsync_engine::{
+    CatalogError, ConflictPolicy, DeleteVsEdit, Deletions, Direction, Engine, RunError, RunOptions,
+};
+use sealsync_store::{RunRow, now_ms};
+use sealsync_types::{ConflictId, RunId, WorkspaceId};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Authed, require};
+use crate::auth::{Authed, event_on, require};
 use crate::error::ApiError;
-use crate::json::{ApiPath, ApiQuery};
+use crate::json::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
 fn ws_id(s: &str) -> Result<WorkspaceId, ApiError> {
@@ -333,4 +344,445 @@ pub async fn audit_verify(
         entries_checked: report.entries_checked,
         problems: report.problems.iter().map(ToString::to_string).collect(),
     }))
+}
+
+fn engine_for(state: &AppState, keys: std::sync::Arc<sealsync_crypto::WorkspaceKeys>) -> Engine {
+    Engine::new(state.hub().clone(), keys, state.options().region.clone())
+}
+
+fn catalog_error(e: CatalogError) -> ApiError {
+    match e {
+        CatalogError::Invalid(m) => ApiError::unprocessable(m),
+        CatalogError::NoEndpoint(name) => {
+            ApiError::unprocessable(format!("no endpoint named {name:?} in this workspace"))
+        }
+        CatalogError::NoLink(_) => ApiError::not_found(),
+        CatalogError::InUse(_) => {
+            ApiError::conflict("a link uses this endpoint; remove the link first")
+        }
+        CatalogError::Store(e) => e.into(),
+    }
+}
+
+/// What a `PUT` of an endpoint or link did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ChangeOut {
+    /// `create`, `update` or `unchanged`.
+    op: String,
+    /// `endpoint` or `link`.
+    what: String,
+    name: String,
+    id: String,
+}
+
+/// An endpoint as the API takes it. Through the API an endpoint is a folder of `.vcf` files
+/// (`vdir`) or one CSV file (`csv`) kept below the server's files folder for the workspace;
+/// endpoints that hold database credentials (`sql`) are declared on the server with
+/// `sealsync apply`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointIn {
+    /// `vdir` or `csv`.
+    kind: String,
+    /// A relative path (no `..`), inside the workspace's files folder.
+    path: String,
+    /// vdir: the vCard version written, `4.0` (default) or `3.0`.
+    version: Option<String>,
+    /// csv: `google` (default) or `outlook`.
+    preset: Option<String>,
+}
+
+/// `relative` below `root`, or why not: only plain names, no `..`, no absolute paths.
+fn confined(root: &Path, relative: &str) -> Result<PathBuf, ApiError> {
+    let p = Path::new(relative);
+    let plain = !relative.is_empty()
+        && relative.len() <= 255
+        && p.components().all(|c| matches!(c, Component::Normal(_)));
+    if !plain {
+        return Err(ApiError::unprocessable(
+            "path must be relative to the workspace's files folder, without '..'",
+        ));
+    }
+    Ok(root.join(p))
+}
+
+/// `PUT /v1/workspaces/{ws}/endpoints/{name}`: creates or changes the endpoint `name`.
+#[utoipa::path(put, path = "/v1/workspaces/{ws}/endpoints/{name}", tag = "sync", params(("ws" = String, Path, description = "Workspace id"), ("name" = String, Path, description = "Endpoint name")), request_body = EndpointIn, responses((status = 200, body = ChangeOut), crate::openapi::ApiErrors))]
+pub async fn put_endpoint(
+    State(state): State<AppState>,
+    Authed(p, src): Authed,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
+    body: ApiJson<EndpointIn>,
+) -> Result<Json<ChangeOut>, ApiError> {
+    let ws = ws_id(&ws)?;
+    require(&state, &p, ws, Scope::EndpointsWrite).await?;
+    let body = body.0;
+    if !matches!(body.kind.as_str(), "vdir" | "csv") {
+        return Err(ApiError::unprocessable(
+            "kind must be vdir or csv; sql endpoints are declared on the server with `sealsync apply`",
+        ));
+    }
+    let Some(root) = &state.options().files_root else {
+        return Err(ApiError::unprocessable(
+            "this server keeps no files for API endpoints (start it with --files-root)",
+        ));
+    };
+    let root = root.join(ws.to_string());
+    let path = confined(&root, &body.path)?;
+    let decl = EndpointDecl {
+        name: name.clone(),
+        kind: body.kind,
+        path: Some(path),
+        version: body.version,
+        preset: body.preset,
+        map: None,
+        url: None,
+        url_env: None,
+        table: None,
+        id_column: None,
+        etag_column: None,
+        columns: None,
+    };
+    let spec = decl.to_spec(&root).map_err(catalog_error)?;
+    create_private_dir(&root).map_err(|e| ApiError::internal(&e))?;
+    let engine = engine_for(&state, state.workspace_keys(ws).await?);
+    let change = engine
+        .put_endpoint(&name, &spec, false)
+        .await
+        .map_err(catalog_error)?;
+    let id = engine
+        .endpoints()
+        .await
+        .map_err(catalog_error)?
+        .into_iter()
+        .find(|e| e.name == name)
+        .map(|e| e.id.to_string())
+        .unwrap_or_default();
+    if change.op != "unchanged" {
+        state
+            .audit(event_on(
+                &p,
+                ws,
+                Action::EndpointChanged,
+                src,
+                ResourceKind::Endpoint,
+                &id,
+            ))
+            .await;
+    }
+    Ok(Json(ChangeOut {
+        op: change.op.into(),
+        what: change.what.into(),
+        name,
+        id,
+    }))
+}
+
+/// The folder for a workspace's files, readable by the server's user only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
+
+/// `DELETE /v1/workspaces/{ws}/endpoints/{name}`: removes an endpoint no link uses (its files
+/// stay).
+#[utoipa::path(delete, path = "/v1/workspaces/{ws}/endpoints/{name}", tag = "sync", params(("ws" = String, Path, description = "Workspace id"), ("name" = String, Path, description = "Endpoint name")), responses((status = 204, description = "Removed"), (status = 409, body = crate::openapi::ErrorEnvelope, description = "A link uses it"), crate::openapi::ApiErrors))]
+pub async fn delete_endpoint(
+    State(state): State<AppState>,
+    Authed(p, src): Authed,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let ws = ws_id(&ws)?;
+    require(&state, &p, ws, Scope::EndpointsWrite).await?;
+    let engine = engine_for(&state, state.workspace_keys(ws).await?);
+    let id = engine
+        .endpoints()
+        .await
+        .map_err(catalog_error)?
+        .into_iter()
+        .find(|e| e.name == name)
+        .map(|e| e.id)
+        .ok_or_else(ApiError::not_found)?;
+    engine.remove_endpoint(&name).await.map_err(|e| match e {
+        CatalogError::NoEndpoint(_) => ApiError::not_found(),
+        e => catalog_error(e),
+    })?;
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            Action::EndpointChanged,
+            src,
+            ResourceKind::Endpoint,
+            &id.to_string(),
+        ))
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A link as the API takes it: the same settings as a `[[link]]` table of an apply file.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkIn {
+    /// The endpoint's name.
+    endpoint: String,
+    /// `pull`, `push` or `both` (default).
+    #[schema(value_type = Option<String>)]
+    direction: Option<Direction>,
+    /// `hub-wins`, `remote-wins`, `newest`, `keep-both` or `manual`.
+    #[schema(value_type = Option<String>)]
+    conflict: Option<ConflictPolicy>,
+    /// What wins when one side deleted and the other edited: `edit` (default) or `delete`.
+    #[schema(value_type = Option<String>)]
+    delete_vs_edit: Option<DeleteVsEdit>,
+    /// Whether deletions travel.
+    #[schema(value_type = Option<String>)]
+    deletions: Option<Deletions>,
+    /// Properties dropped on the way out.
+    #[serde(default)]
+    drop: Vec<String>,
+    /// Properties masked on the way out.
+    #[serde(default)]
+    mask: Vec<String>,
+    /// Property renames.
+    #[serde(default)]
+    map: BTreeMap<String, String>,
+    /// Source priority for single values when merging.
+    priority: Option<i32>,
+    /// The largest share of the link's contacts one run may delete (0–1, default 0.2).
+    max_delete_share: Option<f64>,
+}
+
+/// `PUT /v1/workspaces/{ws}/links/{name}`: creates or changes the link `name`.
+#[utoipa::path(put, path = "/v1/workspaces/{ws}/links/{name}", tag = "sync", params(("ws" = String, Path, description = "Workspace id"), ("name" = String, Path, description = "Link name")), request_body = LinkIn, responses((status = 200, body = ChangeOut), crate::openapi::ApiErrors))]
+pub async fn put_link(
+    State(state): State<AppState>,
+    Authed(p, src): Authed,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
+    body: ApiJson<LinkIn>,
+) -> Result<Json<ChangeOut>, ApiError> {
+    let ws = ws_id(&ws)?;
+    require(&state, &p, ws, Scope::EndpointsWrite).await?;
+    let b = body.0;
+    let decl = LinkDecl {
+        name: name.clone(),
+        endpoint: b.endpoint,
+        direction: b.direction,
+        conflict: b.conflict,
+        delete_vs_edit: b.delete_vs_edit,
+        deletions: b.deletions,
+        drop: b.drop,
+        mask: b.mask,
+        map: b.map,
+        priority: b.priority,
+        max_delete_share: b.max_delete_share,
+    };
+    let spec = decl.to_spec().map_err(catalog_error)?;
+    let engine = engine_for(&state, state.workspace_keys(ws).await?);
+    let change = engine
+        .put_link(&name, &decl.endpoint, &spec, false)
+        .await
+        .map_err(catalog_error)?;
+    let id = link_named(&engine, &name)
+        .await?
+        .map(|l| l.id.to_string())
+        .unwrap_or_default();
+    if change.op != "unchanged" {
+        state
+            .audit(event_on(
+                &p,
+                ws,
+                Action::LinkChanged,
+                src,
+                ResourceKind::Link,
+                &id,
+            ))
+            .await;
+    }
+    Ok(Json(ChangeOut {
+        op: change.op.into(),
+        what: change.what.into(),
+        name,
+        id,
+    }))
+}
+
+async fn link_named(
+    engine: &Engine,
+    name: &str,
+) -> Result<Option<sealsync_engine::Link>, ApiError> {
+    Ok(engine
+        .links()
+        .await
+        .map_err(catalog_error)?
+        .into_iter()
+        .find(|l| l.name == name))
+}
+
+/// `DELETE /v1/workspaces/{ws}/links/{name}`: removes a link and its sync state (contacts stay
+/// in the hub and at the endpoint).
+#[utoipa::path(delete, path = "/v1/workspaces/{ws}/links/{name}", tag = "sync", params(("ws" = String, Path, description = "Workspace id"), ("name" = String, Path, description = "Link name")), responses((status = 204, description = "Removed"), crate::openapi::ApiErrors))]
+pub async fn delete_link(
+    State(state): State<AppState>,
+    Authed(p, src): Authed,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let ws = ws_id(&ws)?;
+    require(&state, &p, ws, Scope::EndpointsWrite).await?;
+    let engine = engine_for(&state, state.workspace_keys(ws).await?);
+    let id = link_named(&engine, &name)
+        .await?
+        .ok_or_else(ApiError::not_found)?
+        .id;
+    engine.remove_link(&name).await.map_err(catalog_error)?;
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            Action::LinkChanged,
+            src,
+            ResourceKind::Link,
+            &id.to_string(),
+        ))
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Which link to run.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunIn {
+    /// The link's name.
+    link: String,
+    /// Go on even when the run would delete more than the link allows.
+    #[serde(default)]
+    allow_mass_delete: bool,
+}
+
+/// `POST /v1/workspaces/{ws}/runs`: starts a run of one link and answers at once (202) with
+/// the run; its status moves from `running` to `ok`, `partial` or `failed`.
+#[utoipa::path(post, path = "/v1/workspaces/{ws}/runs", tag = "sync", params(("ws" = String, Path, description = "Workspace id")), request_body = RunIn, responses((status = 202, body = RunOut, description = "Started; follow it at the Location"), crate::openapi::ApiErrors))]
+pub async fn start_run(
+    State(state): State<AppState>,
+    Authed(p, src): Authed,
+    ApiPath(ws_s): ApiPath<String>,
+    body: ApiJson<RunIn>,
+) -> Result<Response, ApiError> {
+    let ws = ws_id(&ws_s)?;
+    require(&state, &p, ws, Scope::RunsWrite).await?;
+    let engine = engine_for(&state, state.workspace_keys(ws).await?);
+    let def = engine
+        .link_defs()
+        .await
+        .map_err(catalog_error)?
+        .into_iter()
+        .find(|d| d.name == body.0.link)
+        .ok_or_else(|| {
+            ApiError::unprocessable(format!("no link named {:?} in this workspace", body.0.link))
+        })?;
+    let row = RunRow {
+        id: RunId::new(),
+        link: def.id,
+        started_at: now_ms(),
+        ended_at: None,
+        status: "running".into(),
+        counts: "{}".into(),
+    };
+    state.hub().store().put_run(ws, &row).await?;
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            Action::RunStarted,
+            src,
+            ResourceKind::Run,
+            &row.id.to_string(),
+        ))
+        .await;
+    let options = RunOptions {
+        allow_mass_delete: body.0.allow_mass_delete,
+        batch: 500,
+        ..RunOptions::default()
+    };
+    let (run_id, store) = (row.id, state.hub().store().clone());
+    let mut failed = row.clone();
+    tokio::spawn(async move {
+        let result = engine
+            .run_as(&def, &options, &|_, _| {}, Some(run_id))
+            .await;
+        if let Err(e) = result {
+            // Before the run could start (or while it ran): the reason by kind; the details
+            // go to the server's log, which never holds contact fields.
+            tracing::warn!(link = %def.name, run = %run_id, error = %e, "A run started through the API failed.");
+            let reason = match &e {
+                RunError::Guard { error, .. } => {
+                    serde_json::json!({"error": "guard", "message": error.to_string()})
+                }
+                RunError::Busy { .. } => {
+                    serde_json::json!({"error": "busy", "message": "another run of this link is going on"})
+                }
+                RunError::Endpoint { .. } => {
+                    serde_json::json!({"error": "endpoint", "message": "the endpoint could not be read or written; see the server log"})
+                }
+                RunError::Store(_) | RunError::Interrupted(_) => {
+                    serde_json::json!({"error": "internal", "message": "the run stopped on the server side; see the server log"})
+                }
+            };
+            failed.status = "failed".into();
+            failed.ended_at = Some(now_ms());
+            failed.counts = reason.to_string();
+            if let Err(e) = store.put_run(ws, &failed).await {
+                tracing::error!(run = %run_id, error = %e, "A failed run could not be recorded.");
+            }
+        }
+    });
+    let mut resp = (StatusCode::ACCEPTED, Json(run_out(row))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/workspaces/{ws}/runs/{run_id}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// A decision on a conflict.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveIn {
+    /// `hub` or `remote`: whose version wins on the link's next run.
+    take: String,
+}
+
+/// `POST /v1/workspaces/{ws}/conflicts/{id}/resolve`: decides a conflict; the link's next run
+/// applies it.
+#[utoipa::path(post, path = "/v1/workspaces/{ws}/conflicts/{id}/resolve", tag = "sync", params(("ws" = String, Path, description = "Workspace id"), ("id" = String, Path, description = "Conflict id")), request_body = ResolveIn, responses((status = 204, description = "Decided"), crate::openapi::ApiErrors))]
+pub async fn resolve_conflict(
+    State(state): State<AppState>,
+    Authed(p, src): Authed,
+    ApiPath((ws, id)): ApiPath<(String, String)>,
+    body: ApiJson<ResolveIn>,
+) -> Result<StatusCode, ApiError> {
+    let ws = ws_id(&ws)?;
+    require(&state, &p, ws, Scope::RunsWrite).await?;
+    let id = ConflictId::parse(&id).map_err(|_| ApiError::not_found())?;
+    let take = match body.0.take.as_str() {
+        "hub" => "hub",
+        "remote" => "remote",
+        _ => return Err(ApiError::unprocessable("take must be hub or remote")),
+    };
+    if !state.hub().store().resolve_conflict(ws, id, take).await? {
+        return Err(ApiError::not_found());
+    }
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            Action::ConflictResolved,
+            src,
+            ResourceKind::Conflict,
+            &id.to_string(),
+        ))
+        .await;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -6,7 +6,7 @@ use axum::routing::{get, post, put};
 use sealsync_auth::Scope;
 
 use crate::state::AppState;
-use crate::{oauth, ops, session, v1};
+use crate::{oauth, ops, session, sso, v1};
 
 /// One API route and the scope it requires.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +76,51 @@ pub const ROUTES: &[RouteSpec] = &[
         "/v1/workspaces/{ws}/contacts/{id}",
         Scope::ContactsWrite,
     ),
+    r("GET", "/v1/workspaces/{ws}/endpoints", Scope::EndpointsRead),
+    r(
+        "PUT",
+        "/v1/workspaces/{ws}/endpoints/{name}",
+        Scope::EndpointsWrite,
+    ),
+    r("GET", "/v1/workspaces/{ws}/links", Scope::EndpointsRead),
+    r(
+        "PUT",
+        "/v1/workspaces/{ws}/links/{name}",
+        Scope::EndpointsWrite,
+    ),
+    r("GET", "/v1/workspaces/{ws}/runs", Scope::RunsRead),
+    r("POST", "/v1/workspaces/{ws}/runs", Scope::RunsWrite),
+    r("GET", "/v1/workspaces/{ws}/runs/{id}", Scope::RunsRead),
+    r(
+        "GET",
+        "/v1/workspaces/{ws}/runs/{id}/events",
+        Scope::RunsRead,
+    ),
+    r(
+        "DELETE",
+        "/v1/workspaces/{ws}/links/{name}",
+        Scope::EndpointsWrite,
+    ),
+    r(
+        "DELETE",
+        "/v1/workspaces/{ws}/endpoints/{name}",
+        Scope::EndpointsWrite,
+    ),
+    r("GET", "/v1/workspaces/{ws}/conflicts", Scope::RunsRead),
+    r(
+        "POST",
+        "/v1/workspaces/{ws}/conflicts/{id}/resolve",
+        Scope::RunsWrite,
+    ),
+    r("GET", "/v1/workspaces/{ws}/keys", Scope::KeysRead),
+    r("GET", "/v1/workspaces/{ws}/audit", Scope::AuditRead),
+    r("GET", "/v1/workspaces/{ws}/audit/verify", Scope::AuditRead),
+    r("POST", "/v1/workspaces/{ws}/invites", Scope::MembersWrite),
+    r(
+        "DELETE",
+        "/v1/workspaces/{ws}/members/{user}",
+        Scope::MembersWrite,
+    ),
 ];
 
 /// The API routes (without the outer layers).
@@ -86,6 +131,8 @@ pub fn api() -> Router<AppState> {
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/v1/session", post(session::login).delete(session::logout))
+        .route("/v1/sso/login", get(sso::login))
+        .route("/v1/sso/callback", get(sso::callback))
         .route("/v1/me/totp", post(session::totp_begin))
         .route("/v1/me/totp/confirm", post(session::totp_confirm))
         .route(
@@ -135,11 +182,26 @@ pub fn api() -> Router<AppState> {
                 .delete(v1::delete_contact),
         )
         .route("/v1/workspaces/{ws}/endpoints", get(ops::list_endpoints))
+        .route(
+            "/v1/workspaces/{ws}/endpoints/{name}",
+            put(ops::put_endpoint).delete(ops::delete_endpoint),
+        )
         .route("/v1/workspaces/{ws}/links", get(ops::list_links))
-        .route("/v1/workspaces/{ws}/runs", get(ops::list_runs))
+        .route(
+            "/v1/workspaces/{ws}/links/{name}",
+            put(ops::put_link).delete(ops::delete_link),
+        )
+        .route(
+            "/v1/workspaces/{ws}/runs",
+            get(ops::list_runs).post(ops::start_run),
+        )
         .route("/v1/workspaces/{ws}/runs/{id}", get(ops::get_run))
         .route("/v1/workspaces/{ws}/runs/{id}/events", get(ops::run_events))
         .route("/v1/workspaces/{ws}/conflicts", get(ops::list_conflicts))
+        .route(
+            "/v1/workspaces/{ws}/conflicts/{id}/resolve",
+            post(ops::resolve_conflict),
+        )
         .route("/v1/workspaces/{ws}/keys", get(ops::keys_status))
         .route("/v1/workspaces/{ws}/audit", get(ops::audit_page))
         .route("/v1/workspaces/{ws}/audit/verify", get(ops::audit_verify))

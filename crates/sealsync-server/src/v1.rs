@@ -666,7 +666,7 @@ async fn write_contact(
     contact: Contact,
 ) -> Result<(i64, Contact), ApiError> {
     let keys = state.workspace_keys(ws).await?;
-    let prepared = Hub::prepare(&keys, contact, None);
+    let prepared = Hub::prepare(&keys, contact, state.options().region.as_deref());
     let at = now_secs();
     let row = Hub::seal_row(&keys, id, version, &prepared, at)?;
     let store = state.hub().store();

@@ -12,7 +12,15 @@ use crate::harness::spawn_app;
 const CARD: &str = "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Matrix\r\nEND:VCARD\r\n";
 
 fn body_for(method: &str, path: &str) -> Option<Value> {
+    if method == "PUT" && path.contains("/endpoints/") {
+        return Some(json!({"kind": "vdir", "path": "m"}));
+    }
+    if method == "PUT" && path.contains("/links/") {
+        return Some(json!({"endpoint": "m", "direction": "pull"}));
+    }
     match (method, path.rsplit('/').next()) {
+        ("POST", Some("runs")) => Some(json!({"link": "m"})),
+        ("POST", Some("resolve")) => Some(json!({"take": "hub"})),
         ("PUT", Some("{user}")) => Some(json!({"role": "viewer"})),
         ("POST", Some("apikeys")) => Some(json!({"name": "m", "scopes": ["contacts:read"]})),
         ("POST", Some("clients")) => Some(json!({"name": "m", "scopes": ["contacts:read"]})),
@@ -57,6 +65,7 @@ async fn every_role_on_every_route() {
                 .path
                 .replace("{ws}", &app.ws.to_string())
                 .replace("{user}", &UserId::new().to_string())
+                .replace("{name}", "m")
                 .replace("{id}", &id);
             let method = Method::from_bytes(route.method.as_bytes()).unwrap();
             let mut req = app.http.request(method, app.url(&path)).bearer_auth(key);

@@ -288,7 +288,7 @@ fn schemathesis_finds_no_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let dd = tmp.path().join("data");
     set_up(&dd);
-    let all = "workspaces:read,members:read,members:write,apikeys:write,clients:read,clients:write,contacts:read,contacts:write,endpoints:read,runs:read,keys:read,audit:read";
+    let all = "workspaces:read,members:read,members:write,apikeys:write,clients:read,clients:write,contacts:read,contacts:write,endpoints:read,endpoints:write,runs:read,runs:write,keys:read,audit:read";
     let key = sealsync(
         &dd,
         &[

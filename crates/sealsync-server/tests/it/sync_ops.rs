@@ -1,0 +1,296 @@
+//! Endpoints, links, runs and conflicts through the API: declared, run, decided.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{TestApp, assert_error, spawn_app};
+
+const ALICE: &str = "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:urn:uuid:5a1ce000-0000-4000-8000-000000000001\r\nFN:Alice Example\r\nEMAIL:alice@example.com\r\nEND:VCARD\r\n";
+
+async fn put(app: &TestApp, key: &str, path: &str, body: Value) -> reqwest::Response {
+    app.http
+        .put(app.ws_url(app.ws, path))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get(app: &TestApp, key: &str, path: &str) -> Value {
+    let resp = app
+        .http
+        .get(app.ws_url(app.ws, path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+    resp.json().await.unwrap()
+}
+
+/// Starts a run of `link` and waits until it is no longer running.
+async fn run(app: &TestApp, key: &str, link: &str) -> Value {
+    let resp = app
+        .http
+        .post(app.ws_url(app.ws, "/runs"))
+        .bearer_auth(key)
+        .json(&json!({"link": link}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let started: Value = resp.json().await.unwrap();
+    assert_eq!(started["status"], "running");
+    assert!(location.ends_with(started["id"].as_str().unwrap()));
+    for _ in 0..300 {
+        let resp = app
+            .http
+            .get(app.url(&location))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        let v: Value = resp.json().await.unwrap();
+        if v["status"] != "running" {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the run did not finish");
+}
+
+#[tokio::test]
+async fn endpoints_and_links_are_declared_run_and_removed() {
+    let app = spawn_app().await;
+    let key = app.owner_key(app.ws).await;
+    let folder = app
+        .dir
+        .path()
+        .join("files")
+        .join(app.ws.to_string())
+        .join("phone");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("alice.vcf"), ALICE).unwrap();
+
+    let resp = put(
+        &app,
+        &key,
+        "/endpoints/phone",
+        json!({"kind": "vdir", "path": "phone"}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["op"], "create");
+    let again = put(
+        &app,
+        &key,
+        "/endpoints/phone",
+        json!({"kind": "vdir", "path": "phone"}),
+    )
+    .await;
+    assert_eq!(again.json::<Value>().await.unwrap()["op"], "unchanged");
+    let resp = put(
+        &app,
+        &key,
+        "/links/phone",
+        json!({"endpoint": "phone", "direction": "both", "conflict": "manual"}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.json::<Value>().await.unwrap()["op"], "create");
+    assert_eq!(get(&app, &key, "/endpoints").await[0]["kind"], "vdir");
+    assert_eq!(get(&app, &key, "/links").await[0]["name"], "phone");
+
+    let done = run(&app, &key, "phone").await;
+    assert_eq!(done["status"], "ok", "{done}");
+    assert_eq!(done["counts"]["created"], 1, "{done}");
+    let contacts = get(&app, &key, "/contacts").await;
+    assert_eq!(
+        contacts["contacts"].as_array().unwrap().len(),
+        1,
+        "{contacts}"
+    );
+
+    // Both sides change: the manual policy queues the conflict; a decision applies it.
+    let id = contacts["contacts"][0]["id"].as_str().unwrap().to_owned();
+    let resp = app
+        .http
+        .get(app.ws_url(app.ws, &format!("/contacts/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
+    let hub_edit = ALICE.replace("FN:Alice Example", "FN:Alice Hub");
+    let resp = app
+        .http
+        .put(app.ws_url(app.ws, &format!("/contacts/{id}")))
+        .bearer_auth(&key)
+        .header("if-match", etag)
+        .json(&json!({"vcard": hub_edit}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(
+        folder.join("alice.vcf"),
+        ALICE.replace("FN:Alice Example", "FN:Alice Phone"),
+    )
+    .unwrap();
+    let done = run(&app, &key, "phone").await;
+    assert_eq!(done["counts"]["conflicts"], 1, "{done}");
+    let conflicts = get(&app, &key, "/conflicts").await;
+    let conflict = conflicts[0]["id"].as_str().unwrap().to_owned();
+    let resolve = |take: &'static str| {
+        app.http
+            .post(app.ws_url(app.ws, &format!("/conflicts/{conflict}/resolve")))
+            .bearer_auth(&key)
+            .json(&json!({"take": take}))
+            .send()
+    };
+    assert_error(
+        resolve("both").await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await;
+    assert_eq!(
+        resolve("remote").await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let done = run(&app, &key, "phone").await;
+    assert_eq!(done["status"], "ok", "{done}");
+    let resp = app
+        .http
+        .get(app.ws_url(app.ws, &format!("/contacts/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["jcard"].to_string().contains("Alice Phone"), "{v}");
+    assert_eq!(get(&app, &key, "/conflicts").await, json!([]));
+
+    // An endpoint in use stays; then the link, then the endpoint go.
+    let del = |path: &'static str| {
+        app.http
+            .delete(app.ws_url(app.ws, path))
+            .bearer_auth(&key)
+            .send()
+    };
+    assert_error(
+        del("/endpoints/phone").await.unwrap(),
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
+    assert_eq!(
+        del("/links/phone").await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        del("/endpoints/phone").await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_error(
+        del("/links/phone").await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    assert_eq!(get(&app, &key, "/endpoints").await, json!([]));
+    assert!(folder.join("alice.vcf").exists(), "the files stay");
+
+    let audit = get(&app, &key, "/audit?limit=1000").await.to_string();
+    for action in [
+        "endpoint.changed",
+        "link.changed",
+        "run.started",
+        "conflict.resolved",
+    ] {
+        assert!(audit.contains(action), "{action} audited");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn endpoints_stay_inside_the_workspace_folder() {
+    let app = spawn_app().await;
+    let key = app.owner_key(app.ws).await;
+    for body in [
+        json!({"kind": "vdir", "path": "../other"}),
+        json!({"kind": "vdir", "path": "a/../../b"}),
+        json!({"kind": "vdir", "path": "/etc"}),
+        json!({"kind": "csv", "path": ""}),
+        json!({"kind": "sql", "path": "x"}),
+        json!({"kind": "vdir", "path": "ok", "version": "2.1"}),
+    ] {
+        let resp = put(&app, &key, "/endpoints/bad", body.clone()).await;
+        assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    }
+    // Fields of other kinds (a database URL, a mapping file) are not accepted at all.
+    let resp = put(
+        &app,
+        &key,
+        "/endpoints/bad",
+        json!({"kind": "csv", "path": "x.csv", "map": "/etc/passwd"}),
+    )
+    .await;
+    assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
+    let resp = put(
+        &app,
+        &key,
+        "/endpoints/bad name",
+        json!({"kind": "vdir", "path": "x"}),
+    )
+    .await;
+    assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    let resp = put(&app, &key, "/links/l", json!({"endpoint": "nope"})).await;
+    assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    assert_eq!(get(&app, &key, "/endpoints").await, json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_that_cannot_read_its_endpoint_is_recorded_as_failed() {
+    let app = spawn_app().await;
+    let key = app.owner_key(app.ws).await;
+    // A CSV endpoint whose path is a folder cannot be read.
+    let folder = app
+        .dir
+        .path()
+        .join("files")
+        .join(app.ws.to_string())
+        .join("gone");
+    std::fs::create_dir_all(&folder).unwrap();
+    let resp = put(
+        &app,
+        &key,
+        "/endpoints/gone",
+        json!({"kind": "csv", "path": "gone"}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = put(&app, &key, "/links/gone", json!({"endpoint": "gone"})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let done = run(&app, &key, "gone").await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["counts"]["error"], "endpoint", "{done}");
+    assert!(done["ended_at"].is_i64());
+    let resp = app
+        .http
+        .post(app.ws_url(app.ws, "/runs"))
+        .bearer_auth(&key)
+        .json(&json!({"link": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    app.stop().await;
+}
