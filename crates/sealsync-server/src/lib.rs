@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod ops;
 pub mod routes;
 pub mod session;
+pub mod sso;
 pub mod state;
 pub mod tls;
 pub mod v1;
@@ -37,7 +38,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
-pub use state::AppState;
+pub use state::{AppState, ServerOptions};
 
 /// Largest request body accepted (a vCard with a photo fits; a flood does not).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

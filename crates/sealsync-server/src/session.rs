@@ -52,7 +52,7 @@ pub fn cookie_value(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-fn user_event(
+pub(crate) fn user_event(
     user: Option<sealsync_types::UserId>,
     action: Action,
     src: Option<std::net::IpAddr>,
@@ -120,26 +120,36 @@ pub async fn login(
             ));
         }
     };
-    // Rotation: whatever session the browser held ends now.
-    if let Some(old) = cookie_value(&headers) {
+    start_session(&state, &headers, user.id, src).await
+}
+
+/// Signs `user` in: ends whatever session the browser held (rotation), makes a new one,
+/// audits the login and answers with the session cookie.
+pub(crate) async fn start_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: sealsync_types::UserId,
+    src: Option<std::net::IpAddr>,
+) -> Result<Response, ApiError> {
+    if let Some(old) = cookie_value(headers) {
         state
             .hub()
             .store()
             .revoke_session(&sha256(old.as_bytes()), now_secs())
             .await?;
     }
-    let (token, row) = directory::create_session(state.hub(), user.id)
+    let (token, row) = directory::create_session(state.hub(), user)
         .await
         .map_err(|e| ApiError::internal(&e))?;
     state
-        .audit(user_event(Some(user.id), Action::LoginSucceeded, src))
+        .audit(user_event(Some(user), Action::LoginSucceeded, src))
         .await;
     let cookie = format!(
         "{COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={SESSION_SECS}",
         token.expose_secret()
     );
     let mut resp = Json(SessionOut {
-        user_id: user.id.to_string(),
+        user_id: user.to_string(),
         expires_at: row.expires_at,
     })
     .into_response();

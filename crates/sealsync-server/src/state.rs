@@ -1,6 +1,7 @@
 //! Shared server state: the hub, token keys, cached workspace keys, metrics.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,18 @@ const LOGINS_PER_MINUTE: u32 = 20;
 
 type IpLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
 
+/// How a server is set up beyond its database and issuer.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Where endpoints created through the API keep their files: one folder per workspace
+    /// below this one, and nothing outside it. `None`: the API creates no file endpoints.
+    pub files_root: Option<PathBuf>,
+    /// The region assumed for phone numbers written without a country code.
+    pub region: Option<String>,
+    /// Single sign-on with this OpenID provider.
+    pub oidc: Option<crate::sso::OidcOptions>,
+}
+
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -43,6 +56,8 @@ pub(crate) struct Inner {
     pub oauth_limit: IpLimiter,
     pub failure_limit: IpLimiter,
     pub login_limit: IpLimiter,
+    pub options: ServerOptions,
+    pub sso: Option<crate::sso::Sso>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -55,12 +70,25 @@ impl AppState {
     /// State for a server over `hub`, issuing tokens as `issuer` (its public base URL).
     /// Makes the first signing key when there is none.
     pub async fn new(hub: Hub, issuer: String) -> Result<Self, StoreError> {
+        Self::with_options(hub, issuer, ServerOptions::default()).await
+    }
+
+    /// [`AppState::new`] with `options`.
+    pub async fn with_options(
+        hub: Hub,
+        issuer: String,
+        options: ServerOptions,
+    ) -> Result<Self, StoreError> {
         let tokens = load_token_keys(&hub, &issuer).await?;
         hub.ensure_installation_key(KeyPurpose::Audit).await?;
         let audit_keys = hub.installation_keys(KeyPurpose::Audit).await?;
         let audit_keys = AuditKeys::new(audit_keys.into_iter().map(|(v, k, _)| (v, k)))
             .map_err(|e| StoreError::Other(format!("audit keys: {e}")))?;
         let audit = AuditLog::new(hub.store().clone(), audit_keys);
+        let sso = match options.oidc.clone() {
+            Some(o) => Some(crate::sso::Sso::new(o).map_err(|e| StoreError::Other(e.to_string()))?),
+            None => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 oauth_limit: governor::RateLimiter::keyed(
@@ -78,12 +106,18 @@ impl AppState {
                 tokens: RwLock::new(Arc::new(tokens)),
                 keys: Mutex::new(HashMap::new()),
                 metrics: crate::metrics::handle(),
+                options,
+                sso,
             }),
         })
     }
 
     pub fn hub(&self) -> &Hub {
         &self.inner.hub
+    }
+
+    pub fn options(&self) -> &ServerOptions {
+        &self.inner.options
     }
 
     /// Appends an audit entry. The action it records has already happened, so a failure is

@@ -164,6 +164,7 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     "identity",
                     include_str!("../migrations/sqlite/0004_identity.sql"),
                 ),
+                migration(5, "sso", include_str!("../migrations/sqlite/0005_sso.sql")),
             ],
             vec![migration(
                 1,
@@ -192,6 +193,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     4,
                     "identity",
                     include_str!("../migrations/postgres/0004_identity.sql"),
+                ),
+                migration(
+                    5,
+                    "sso",
+                    include_str!("../migrations/postgres/0005_sso.sql"),
                 ),
             ],
             vec![migration(

@@ -500,6 +500,47 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    // ---- single sign-on --------------------------------------------------------------------
+
+    /// The user an SSO account (SHA-256 over its issuer and subject) logs in as, noting the
+    /// login.
+    pub async fn sso_login(
+        &self,
+        account_hash: &[u8; 32],
+        at: i64,
+    ) -> Result<Option<UserId>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE sso_identities SET last_login_at = $1 WHERE account_hash = $2 RETURNING user_id",
+        )
+        .bind(at)
+        .bind(account_hash.to_vec())
+        .fetch_optional(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        row.map(|r| Ok(UserId::from_bytes(id16(&get::<Vec<u8>>(&r, "user_id")?)?)))
+            .transpose()
+    }
+
+    /// Binds an SSO account to a user (the first login; later ones find it by account).
+    /// `false` when the account is already bound.
+    pub async fn bind_sso(
+        &self,
+        account_hash: &[u8; 32],
+        user: UserId,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO sso_identities (account_hash, user_id, created_at, last_login_at) VALUES ($1, $2, $3, $3) ON CONFLICT (account_hash) DO NOTHING",
+        )
+        .bind(account_hash.to_vec())
+        .bind(user.as_bytes().to_vec())
+        .bind(at)
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     // ---- user API keys ----------------------------------------------------------------------
 
     pub async fn insert_api_key(&self, k: &ApiKeyRow) -> Result<(), StoreError> {

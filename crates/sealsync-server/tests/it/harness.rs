@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use sealsync_auth::directory;
 use sealsync_auth::{ScopeSet, TokenKeys};
 use sealsync_crypto::LocalKeyfile;
-use sealsync_server::{AppState, Running, Transport};
+use sealsync_server::{AppState, Running, ServerOptions, Transport};
 use sealsync_store::{Hub, Store, StoreConfig};
 use sealsync_types::{Role, UserId, WorkspaceId, WorkspaceName};
 use secrecy::ExposeSecret;
@@ -24,15 +24,20 @@ pub struct TestApp {
     /// A second workspace, for cross-tenant checks.
     pub other_ws: WorkspaceId,
     running: Option<Running>,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 pub const ISSUER: &str = "https://sealsync.test";
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(ServerOptions::default()).await
+}
+
+/// With `options` (a files folder in the test's directory is added when none is given).
+pub async fn spawn_app_with(options: ServerOptions) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let config = sealsync_store::testing::sqlite_config(dir.path());
-    spawn_with(dir, config).await
+    spawn_with(dir, config, options).await
 }
 
 /// On PostgreSQL when `SEALSYNC_TEST_DATABASE_URL` is set.
@@ -42,10 +47,14 @@ pub async fn spawn_app_pg() -> TestApp {
         .await
         .unwrap()
         .expect("SEALSYNC_TEST_DATABASE_URL is set for pg tests");
-    spawn_with(dir, config).await
+    spawn_with(dir, config, ServerOptions::default()).await
 }
 
-async fn spawn_with(dir: tempfile::TempDir, config: StoreConfig) -> TestApp {
+async fn spawn_with(
+    dir: tempfile::TempDir,
+    config: StoreConfig,
+    mut options: ServerOptions,
+) -> TestApp {
     let keyfile = LocalKeyfile::create(&dir.path().join("master.key")).unwrap();
     let store = Store::open(&config).await.unwrap();
     let hub = Hub::new(store, Arc::new(keyfile));
@@ -57,7 +66,12 @@ async fn spawn_with(dir: tempfile::TempDir, config: StoreConfig) -> TestApp {
         .ensure_workspace(&WorkspaceName::parse("other").unwrap())
         .await
         .unwrap();
-    let state = AppState::new(hub.clone(), ISSUER.into()).await.unwrap();
+    if options.files_root.is_none() {
+        options.files_root = Some(dir.path().join("files"));
+    }
+    let state = AppState::with_options(hub.clone(), ISSUER.into(), options)
+        .await
+        .unwrap();
     let cert = sealsync_server::tls::self_signed().unwrap();
     let tls = sealsync_server::tls::config_from_pem(
         cert.cert_pem.as_bytes(),
@@ -83,7 +97,7 @@ async fn spawn_with(dir: tempfile::TempDir, config: StoreConfig) -> TestApp {
         ws: ws.id,
         other_ws: other.id,
         running: Some(running),
-        _dir: dir,
+        dir,
     }
 }
 

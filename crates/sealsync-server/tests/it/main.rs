@@ -4,3 +4,5 @@
 mod api;
 mod harness;
 mod matrix;
+mod sso;
+mod sync_ops;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use sealsync_server::{AppState, Transport, tls};
+use sealsync_server::sso::OidcOptions;
+use sealsync_server::{AppState, ServerOptions, Transport, tls};
 use secrecy::ExposeSecret as _;
 
 use crate::cmd::identity::retire_signing_keys;
@@ -34,6 +35,44 @@ pub struct ServeArgs {
     /// Public base URL, used as the token issuer (default: https://<listen address>).
     #[arg(long, value_name = "URL")]
     issuer: Option<String>,
+    /// Where endpoints created through the API keep their files, one folder per workspace
+    /// (default: the data directory's `files` folder).
+    #[arg(long, value_name = "DIR")]
+    files_root: Option<PathBuf>,
+    /// Single sign-on: the OpenID provider's issuer URL (https). Users sign in at
+    /// /v1/sso/login; the provider must allow the redirect URL <issuer>/v1/sso/callback.
+    #[arg(long, value_name = "URL", requires = "oidc_client_id")]
+    oidc_issuer: Option<String>,
+    /// Single sign-on: this server's client id at the provider.
+    #[arg(long, value_name = "ID", requires = "oidc_issuer")]
+    oidc_client_id: Option<String>,
+    /// Single sign-on: a file holding the client secret (or set SEALSYNC_OIDC_CLIENT_SECRET).
+    #[arg(long, value_name = "FILE", requires = "oidc_issuer")]
+    oidc_client_secret_file: Option<PathBuf>,
+}
+
+/// The SSO settings, with the client secret from a file or the environment.
+fn oidc_options(args: &ServeArgs, issuer: &str) -> anyhow::Result<Option<OidcOptions>> {
+    let (Some(oidc_issuer), Some(client_id)) = (&args.oidc_issuer, &args.oidc_client_id) else {
+        return Ok(None);
+    };
+    let secret = match &args.oidc_client_secret_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the SSO client secret from {}", f.display()))?
+            .trim()
+            .to_owned(),
+        None => std::env::var("SEALSYNC_OIDC_CLIENT_SECRET").map_err(|_| {
+            anyhow::anyhow!(
+                "single sign-on needs the client secret: --oidc-client-secret-file FILE or SEALSYNC_OIDC_CLIENT_SECRET"
+            )
+        })?,
+    };
+    Ok(Some(OidcOptions {
+        issuer: oidc_issuer.clone(),
+        client_id: client_id.clone(),
+        client_secret: secret.into(),
+        redirect_url: format!("{}/v1/sso/callback", issuer.trim_end_matches('/')),
+    }))
 }
 
 pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -74,7 +113,16 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .issuer
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{bound}"));
-    let state = AppState::new(hub.clone(), issuer.clone())
+    let options = ServerOptions {
+        files_root: Some(
+            args.files_root
+                .clone()
+                .unwrap_or_else(|| ctx.data_dir.join("files")),
+        ),
+        region: ctx.default_region(),
+        oidc: oidc_options(&args, &issuer)?,
+    };
+    let state = AppState::with_options(hub.clone(), issuer.clone(), options)
         .await
         .context("cannot prepare the server")?;
     let tls_on = matches!(transport, Transport::Tls(_));
