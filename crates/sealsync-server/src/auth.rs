@@ -114,6 +114,10 @@ async fn api_key(
     source: Option<IpAddr>,
 ) -> Result<Principal, Reject> {
     let (id, hash) = ApiKeySecret::parse(token).map_err(|_| Reject::Invalid("malformed_key"))?;
+    let presented = sha256(token.as_bytes());
+    if let Some(p) = state.cached_principal(&presented) {
+        return Ok(p);
+    }
     let store = state.hub().store();
     let row = store
         .api_key(id.as_bytes())
@@ -144,6 +148,7 @@ async fn api_key(
             .audit(event(&p, row.workspace_id, Action::ApiKeyUsed, source))
             .await;
     }
+    state.cache_principal(presented, &p, remaining(row.expires_at, now));
     Ok(p)
 }
 
@@ -151,10 +156,14 @@ async fn session(state: &AppState, cookie: &str) -> Result<Principal, Reject> {
     if cookie.len() != 43 {
         return Err(Reject::Invalid("malformed_session"));
     }
+    let presented = sha256(cookie.as_bytes());
+    if let Some(p) = state.cached_principal(&presented) {
+        return Ok(p);
+    }
     let row = state
         .hub()
         .store()
-        .session(&sha256(cookie.as_bytes()))
+        .session(&presented)
         .await?
         .ok_or(Reject::Invalid("unknown_session"))?;
     if row.revoked_at.is_some() {
@@ -163,16 +172,31 @@ async fn session(state: &AppState, cookie: &str) -> Result<Principal, Reject> {
     if row.expires_at <= now_secs() {
         return Err(Reject::Invalid("expired_session"));
     }
-    Ok(Principal {
+    let p = Principal {
         kind: PrincipalKind::Session,
         id: row.user_id.to_string(),
         user: Some(uuid::Uuid::from_bytes(*row.user_id.as_bytes())),
         workspace: None,
         scopes: ScopeSet::all(),
-    })
+    };
+    state.cache_principal(presented, &p, remaining(Some(row.expires_at), now_secs()));
+    Ok(p)
+}
+
+/// How much longer a credential ending at `end` (if ever) is valid.
+fn remaining(end: Option<i64>, now: i64) -> std::time::Duration {
+    match end {
+        Some(e) => std::time::Duration::from_secs(u64::try_from(e - now).unwrap_or(0)),
+        None => std::time::Duration::MAX,
+    }
 }
 
 async fn access_token(state: &AppState, token: &str) -> Result<Principal, Reject> {
+    // The same bytes, checked (signature included) moments ago.
+    let presented = sha256(token.as_bytes());
+    if let Some(p) = state.cached_principal(&presented) {
+        return Ok(p);
+    }
     let claims = state
         .tokens()
         .verify(token)
@@ -191,13 +215,15 @@ async fn access_token(state: &AppState, token: &str) -> Result<Principal, Reject
         return Err(Reject::Invalid("revoked_token"));
     }
     let scopes = ScopeSet::parse(&claims.scope).map_err(|_| Reject::Invalid("bad_scopes"))?;
-    Ok(Principal {
+    let p = Principal {
         kind: PrincipalKind::OAuthClient,
         id: claims.sub,
         user: None,
         workspace: Some(client.workspace),
         scopes,
-    })
+    };
+    state.cache_principal(presented, &p, remaining(Some(claims.exp), now_secs()));
+    Ok(p)
 }
 
 /// The acting user, when the principal is one.
@@ -214,7 +240,7 @@ pub async fn require(
     scope: Scope,
 ) -> Result<Option<Role>, ApiError> {
     let role = match user_of(p) {
-        Some(u) => state.hub().store().member_role(ws, u).await?,
+        Some(u) => state.member_role(ws, u).await?,
         None => None,
     };
     if let Err(d) = authorize(p, ws, role, scope) {

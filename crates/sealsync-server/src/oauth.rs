@@ -270,6 +270,7 @@ pub async fn revoke(
             )
             .await
             .map_err(|e| OAuthError::from(DirectoryError::Store(e)))?;
+        state.forget_credentials();
         state
             .audit(oauth_event(Some(&id), Action::TokenRevoked, source))
             .await;

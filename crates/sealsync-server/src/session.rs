@@ -137,6 +137,7 @@ pub(crate) async fn start_session(
             .store()
             .revoke_session(&sha256(old.as_bytes()), now_secs())
             .await?;
+        state.forget_credentials();
     }
     let (token, row) = directory::create_session(state.hub(), user)
         .await
@@ -175,6 +176,7 @@ pub async fn logout(
             .revoke_session(&hash, now_secs())
             .await?
         {
+            state.forget_credentials();
             state.audit(user_event(user, Action::Logout, src)).await;
         }
     }
@@ -321,6 +323,7 @@ pub async fn accept_invite(
     let Some((user, ws, role)) = accepted else {
         return Err(ApiError::not_found());
     };
+    state.forget_credentials();
     let actor =
         Actor::new(ActorKind::User, &user.id.to_string()).unwrap_or_else(|_| Actor::anonymous());
     let mut e = AuditEvent::new(Some(ws), actor, Action::InviteAccepted);

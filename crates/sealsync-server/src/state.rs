@@ -29,6 +29,20 @@ const LOGINS_PER_MINUTE: u32 = 20;
 
 type IpLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
 
+/// How long a checked credential (and a member's role) is reused without asking the database
+/// again. A revocation or role change made through this server takes effect at once (the
+/// cache is emptied); one made by another process (the CLI, another server) within this time.
+const AUTH_CACHE_TTL: Duration = Duration::from_secs(2);
+/// Entries held at most; the cache is emptied when full.
+const AUTH_CACHE_MAX: usize = 10_000;
+
+/// Recently checked credentials, by the SHA-256 of what was presented, and members' roles.
+#[derive(Default)]
+pub(crate) struct AuthCache {
+    principals: HashMap<[u8; 32], (Instant, sealsync_auth::Principal)>,
+    roles: HashMap<(WorkspaceId, sealsync_types::UserId), (Instant, Option<sealsync_types::Role>)>,
+}
+
 /// How a server is set up beyond its database and issuer.
 #[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
@@ -58,6 +72,7 @@ pub(crate) struct Inner {
     pub login_limit: IpLimiter,
     pub options: ServerOptions,
     pub sso: Option<crate::sso::Sso>,
+    pub auth_cache: Mutex<AuthCache>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -108,6 +123,7 @@ impl AppState {
                 metrics: crate::metrics::handle(),
                 options,
                 sso,
+                auth_cache: Mutex::new(AuthCache::default()),
             }),
         })
     }
@@ -165,6 +181,65 @@ impl AppState {
             Err(poisoned) => *poisoned.into_inner() = fresh,
         }
         Ok(())
+    }
+
+    /// A credential checked within the last moments (and still within its own lifetime).
+    pub(crate) fn cached_principal(
+        &self,
+        presented: &[u8; 32],
+    ) -> Option<sealsync_auth::Principal> {
+        let cache = self.inner.auth_cache.lock().ok()?;
+        let (until, p) = cache.principals.get(presented)?;
+        (Instant::now() < *until).then(|| p.clone())
+    }
+
+    /// Remembers a checked credential until `valid_for` ends (at most the cache's lifetime).
+    pub(crate) fn cache_principal(
+        &self,
+        presented: [u8; 32],
+        p: &sealsync_auth::Principal,
+        valid_for: Duration,
+    ) {
+        if let Ok(mut cache) = self.inner.auth_cache.lock() {
+            if cache.principals.len() >= AUTH_CACHE_MAX {
+                cache.principals.clear();
+            }
+            let until = Instant::now() + valid_for.min(AUTH_CACHE_TTL);
+            cache.principals.insert(presented, (until, p.clone()));
+        }
+    }
+
+    /// A member's role, from the cache when fresh.
+    pub(crate) async fn member_role(
+        &self,
+        ws: WorkspaceId,
+        user: sealsync_types::UserId,
+    ) -> Result<Option<sealsync_types::Role>, StoreError> {
+        if let Ok(cache) = self.inner.auth_cache.lock()
+            && let Some((until, role)) = cache.roles.get(&(ws, user))
+            && Instant::now() < *until
+        {
+            return Ok(*role);
+        }
+        let role = self.inner.hub.store().member_role(ws, user).await?;
+        if let Ok(mut cache) = self.inner.auth_cache.lock() {
+            if cache.roles.len() >= AUTH_CACHE_MAX {
+                cache.roles.clear();
+            }
+            cache
+                .roles
+                .insert((ws, user), (Instant::now() + AUTH_CACHE_TTL, role));
+        }
+        Ok(role)
+    }
+
+    /// Forgets every cached credential and role: after a revocation, a sign-out or a change
+    /// of membership.
+    pub(crate) fn forget_credentials(&self) {
+        if let Ok(mut cache) = self.inner.auth_cache.lock() {
+            cache.principals.clear();
+            cache.roles.clear();
+        }
     }
 
     /// Drops a workspace's cached keys (after it is deleted).

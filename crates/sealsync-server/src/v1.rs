@@ -167,6 +167,7 @@ pub async fn put_member(
         }
     }
     store.put_member(ws, user, body.0.role, now_secs()).await?;
+    state.forget_credentials();
     let action = if current.is_some() {
         Action::RoleChanged
     } else {
@@ -311,6 +312,7 @@ pub async fn revoke_api_key(
     store
         .revoke_api_key(user, id.as_bytes(), now_secs())
         .await?;
+    state.forget_credentials();
     state
         .audit(event_on(
             &p,
@@ -433,6 +435,7 @@ pub async fn revoke_client(
     {
         return Err(ApiError::not_found());
     }
+    state.forget_credentials();
     state
         .audit(event_on(
             &p,
@@ -916,6 +919,7 @@ pub async fn remove_member(
         }
     }
     store.remove_member(ws, user).await?;
+    state.forget_credentials();
     state
         .audit(event_on(
             &p,
@@ -1077,6 +1081,7 @@ pub async fn delete_workspace(
         ));
     }
     store.delete_workspace(ws).await?;
+    state.forget_credentials();
     state.forget_workspace_keys(ws);
     state
         .audit(event_on(

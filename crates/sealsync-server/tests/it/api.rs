@@ -1417,3 +1417,112 @@ async fn owners_delete_workspaces() {
     assert!(log.contains("workspace.deleted"));
     app.stop().await;
 }
+
+/// Checked credentials and roles are reused for a moment; a revocation or role change made
+/// through the API takes effect at once, one made elsewhere within two seconds.
+#[tokio::test]
+async fn cached_credentials_follow_revocations_and_role_changes() {
+    let app = spawn_app().await;
+    let owner = app.owner_key(app.ws).await;
+    let (_, key) = app
+        .user_key(
+            app.ws,
+            sealsync_types::Role::Member,
+            sealsync_auth::ScopeSet::all(),
+        )
+        .await;
+    let contacts = app.ws_url(app.ws, "/contacts");
+    let card = json!({"vcard": "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Cache\r\nEND:VCARD\r\n"});
+    let write = |k: &str| app.http.post(&contacts).bearer_auth(k).json(&card).send();
+    assert_eq!(write(&key).await.unwrap().status(), StatusCode::CREATED);
+
+    // The key revokes itself: the next request is refused.
+    let listed: Value = app
+        .http
+        .get(app.ws_url(app.ws, "/apikeys"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    let resp = app
+        .http
+        .delete(app.ws_url(app.ws, &format!("/apikeys/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = app
+        .http
+        .get(&contacts)
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, StatusCode::UNAUTHORIZED, "unauthorized").await;
+
+    let (member2, key2) = app
+        .user_key(
+            app.ws,
+            sealsync_types::Role::Member,
+            sealsync_auth::ScopeSet::all(),
+        )
+        .await;
+    assert_eq!(write(&key2).await.unwrap().status(), StatusCode::CREATED);
+    // Demoted to viewer: the next write is refused.
+    let resp = app
+        .http
+        .put(app.ws_url(app.ws, &format!("/members/{member2}")))
+        .bearer_auth(&owner)
+        .json(&json!({"role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_error(
+        write(&key2).await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+
+    // Revoked by another process (straight in the database): refused within two seconds.
+    let (owner_id, other) = app
+        .user_key(
+            app.ws,
+            sealsync_types::Role::Owner,
+            sealsync_auth::ScopeSet::all(),
+        )
+        .await;
+    let resp = app
+        .http
+        .get(&contacts)
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let keys = app.hub.store().api_keys_of(app.ws, owner_id).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert!(
+        app.hub
+            .store()
+            .revoke_api_key(owner_id, &keys[0].id, sealsync_auth::jwt::now_secs())
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let resp = app
+        .http
+        .get(&contacts)
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    app.stop().await;
+}
