@@ -165,6 +165,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     include_str!("../migrations/sqlite/0004_identity.sql"),
                 ),
                 migration(5, "sso", include_str!("../migrations/sqlite/0005_sso.sql")),
+                migration(
+                    6,
+                    "accounts",
+                    include_str!("../migrations/sqlite/0006_accounts.sql"),
+                ),
             ],
             vec![migration(
                 1,
@@ -198,6 +203,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     5,
                     "sso",
                     include_str!("../migrations/postgres/0005_sso.sql"),
+                ),
+                migration(
+                    6,
+                    "accounts",
+                    include_str!("../migrations/postgres/0006_accounts.sql"),
                 ),
             ],
             vec![migration(
@@ -327,6 +337,7 @@ impl Store {
             "DELETE FROM link_locks WHERE workspace_id = $1",
             "DELETE FROM links WHERE workspace_id = $1",
             "DELETE FROM endpoints WHERE workspace_id = $1",
+            "DELETE FROM accounts WHERE workspace_id = $1",
             "DELETE FROM oauth_tokens WHERE workspace_id = $1",
             "DELETE FROM oauth_clients WHERE workspace_id = $1",
             "DELETE FROM api_keys WHERE workspace_id = $1",

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use sealsync_contact::normalize::normalize_uid;
 use sealsync_contact::vcard::{VcardVersion, read_all, to_vcard};
 use sealsync_contact::{Contact, ContentHash, Email, Phone};
-use sealsync_crypto::{IndexKind, KeyBytes, KeyProvider, RecordRef, WorkspaceKeys};
+use sealsync_crypto::{
+    IndexKind, KeyBytes, KeyProvider, RecordRef, WorkspaceKeys, sealed_key_version,
+};
 use sealsync_types::{ContactId, WorkspaceId, WorkspaceName};
 use zeroize::Zeroizing;
 
@@ -19,6 +21,7 @@ use crate::StoreError;
 use crate::db::{
     ContactRow, INSTALLATION, IndexEntries, KeyPurpose, Store, StoredKey, Workspace, now,
 };
+use crate::sealed::SealedField;
 
 /// Contacts per page read on export.
 const EXPORT_PAGE: u32 = 2_000;
@@ -58,6 +61,11 @@ pub struct ReencryptReport {
     pub failed: Vec<RecordError>,
     /// Records still under an older key afterwards (failed ones included).
     pub remaining: u64,
+    /// Values outside contacts (configurations, secrets, run event details) moved.
+    pub other_resealed: u64,
+    /// Values outside contacts (configurations, secrets, run event details) that could not
+    /// be opened: which table and column, and why.
+    pub other_failed: Vec<String>,
 }
 
 /// An import in progress: decided and sealed rows not yet written, and what the database will
@@ -579,9 +587,51 @@ impl Hub {
                 break;
             }
         }
-        report.remaining =
-            u64::try_from(self.store.count_below_key_version(ws, current).await?).unwrap_or(0);
+        // Then everything else sealed under the workspace's keys (few rows, or run events).
+        for field in SealedField::ALL {
+            for value in self.store.sealed_values(ws, field).await? {
+                match keys.reseal(&value.at(ws), &value.sealed) {
+                    Ok(Some(sealed)) => {
+                        if self.store.replace_sealed(ws, &value, sealed).await? {
+                            report.other_resealed += 1;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => report.other_failed.push(format!(
+                        "{}.{}: {e}",
+                        field.table_field().0,
+                        field.table_field().1
+                    )),
+                }
+            }
+        }
+        report.remaining = u64::try_from(self.store.count_below_key_version(ws, current).await?)
+            .unwrap_or(0)
+            + self.sealed_below(ws, current).await?;
         Ok(report)
+    }
+
+    /// How many values outside `contacts` are sealed under a data key older than `version`
+    /// (or `at` exactly, when given).
+    async fn sealed_outside_contacts(
+        &self,
+        ws: WorkspaceId,
+        matches: impl Fn(u32) -> bool,
+    ) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for field in SealedField::ALL {
+            for value in self.store.sealed_values(ws, field).await? {
+                // An unreadable header counts as in use: never retire a key on a guess.
+                if sealed_key_version(&value.sealed).map_or(true, &matches) {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    async fn sealed_below(&self, ws: WorkspaceId, version: u32) -> Result<u64, StoreError> {
+        self.sealed_outside_contacts(ws, |v| v < version).await
     }
 
     /// Destroys data-key versions older than the newest that no record uses any more.
@@ -599,7 +649,9 @@ impl Hub {
         };
         let mut retired = Vec::new();
         for v in versions.into_iter().filter(|v| *v < current) {
-            if self.store.count_at_key_version(ws, v).await? == 0 {
+            if self.store.count_at_key_version(ws, v).await? == 0
+                && self.sealed_outside_contacts(ws, |at| at == v).await? == 0
+            {
                 self.store.delete_key(ws, KeyPurpose::Data, v).await?;
                 retired.push(v);
             }

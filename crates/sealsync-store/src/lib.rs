@@ -11,6 +11,7 @@
 mod db;
 mod hub;
 mod identity;
+mod sealed;
 mod sync;
 pub mod testing;
 
@@ -22,9 +23,10 @@ pub use hub::{
     Hub, ImportCounts, ImportOptions, ImportSession, PreparedContact, RecordError, ReencryptReport,
 };
 pub use identity::{ApiKeyRow, ClientRow, SessionRow, TokenRow, UserRow};
+pub use sealed::{SealedField, SealedValue};
 pub use sync::{
-    ConflictRow, EndpointRow, EventRow, HubMeta, LinkRow, RunRow, StateRow, SyncBatch, config_ref,
-    now_ms,
+    AccountRow, ConflictRow, EndpointRow, EventRow, HubMeta, LinkRow, RunRow, StateRow, SyncBatch,
+    config_ref, now_ms,
 };
 
 use sealsync_crypto::KeyError;

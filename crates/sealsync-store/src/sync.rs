@@ -91,6 +91,19 @@ pub struct ConflictRow {
     pub created_at: i64,
 }
 
+/// A connected account: its secret sealed (table `accounts`, field `secret`), a masked hint.
+#[derive(Debug, Clone)]
+pub struct AccountRow {
+    pub id: [u8; 16],
+    pub name: String,
+    /// `basic` or `api-key`.
+    pub kind: String,
+    pub secret: Vec<u8>,
+    pub hint: String,
+    pub created_at: i64,
+    pub rotated_at: Option<i64>,
+}
+
 /// Everything one batch of sync actions writes, committed together.
 #[derive(Debug, Default)]
 pub struct SyncBatch {
@@ -211,6 +224,60 @@ impl Store {
             .await
             .map_err(StoreError::db)?;
         Ok(true)
+    }
+
+    /// Creates the account, or replaces the one with its id.
+    pub async fn put_account(&self, ws: WorkspaceId, a: &AccountRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO accounts (workspace_id, id, name, kind, secret, hint, created_at, rotated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (workspace_id, id) DO UPDATE SET kind = excluded.kind, secret = excluded.secret, hint = excluded.hint, rotated_at = excluded.rotated_at",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(b(&a.id))
+        .bind(a.name.clone())
+        .bind(a.kind.clone())
+        .bind(a.secret.clone())
+        .bind(a.hint.clone())
+        .bind(a.created_at)
+        .bind(a.rotated_at)
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    pub async fn accounts(&self, ws: WorkspaceId) -> Result<Vec<AccountRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, kind, secret, hint, created_at, rotated_at FROM accounts WHERE workspace_id = $1 ORDER BY name",
+        )
+        .bind(b(ws.as_bytes()))
+        .fetch_all(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(AccountRow {
+                    id: id16(&get::<Vec<u8>>(r, "id")?)?,
+                    name: get(r, "name")?,
+                    kind: get(r, "kind")?,
+                    secret: get(r, "secret")?,
+                    hint: get(r, "hint")?,
+                    created_at: get(r, "created_at")?,
+                    rotated_at: get(r, "rotated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes an account; `false` when there was none with that id.
+    pub async fn delete_account(&self, ws: WorkspaceId, id: &[u8; 16]) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM accounts WHERE workspace_id = $1 AND id = $2")
+            .bind(b(ws.as_bytes()))
+            .bind(b(id))
+            .execute(&self.data)
+            .await
+            .map_err(StoreError::db)?;
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn put_link(&self, ws: WorkspaceId, l: &LinkRow) -> Result<(), StoreError> {

@@ -76,5 +76,6 @@ both!(
     wrong_master_key_is_a_clear_error,
     rotation_under_concurrent_writes,
     reencryption_resumes_after_a_crash,
+    rotation_moves_configurations_secrets_and_events_too,
     master_key_rotation_rewraps_every_key,
 );

@@ -531,3 +531,92 @@ pub async fn master_key_rotation_rewraps_every_key(config: StoreConfig, dir: &Pa
     let (_, keys) = hub.open_workspace(&ws()).await.unwrap();
     assert_eq!(export_all(&hub, &keys).await.len(), 10);
 }
+
+/// Endpoint and link configurations, client secret hashes, account secrets and run event
+/// details are sealed under the workspace's keys too: a rotation moves them, and the old key is
+/// retired only once none of them uses it.
+pub async fn rotation_moves_configurations_secrets_and_events_too(
+    config: StoreConfig,
+    dir: &Path,
+    _db: Db,
+) {
+    use sealsync_store::{AccountRow, EndpointRow, SealedField};
+    let hub = hub_on(&config, dir).await;
+    let (wsrow, _) = hub.ensure_workspace(&ws()).await.unwrap();
+    let ws = wsrow.id;
+    let keys = hub.workspace_keys(ws).await.unwrap();
+    let store = hub.store();
+    let endpoint = sealsync_types::EndpointId::new();
+    let config_at = sealsync_store::config_ref("endpoints", ws, endpoint.as_bytes());
+    store
+        .put_endpoint(
+            ws,
+            &EndpointRow {
+                id: endpoint,
+                name: "phone".into(),
+                kind: "vdir".into(),
+                config: keys.seal(&config_at, b"{\"kind\":\"vdir\"}").unwrap(),
+                created_at: 1,
+            },
+        )
+        .await
+        .unwrap();
+    let account = [9u8; 16];
+    let secret_at = sealsync_crypto::RecordRef {
+        table: "accounts",
+        workspace: ws,
+        record: &account,
+        field: "secret",
+    };
+    store
+        .put_account(
+            ws,
+            &AccountRow {
+                id: account,
+                name: "dav".into(),
+                kind: "basic".into(),
+                secret: keys.seal(&secret_at, b"hunter2hunter2").unwrap(),
+                hint: "u...".into(),
+                created_at: 1,
+                rotated_at: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    hub.rotate_data_key(ws).await.unwrap();
+    let keys = hub.workspace_keys(ws).await.unwrap();
+    let report = hub.reencrypt(&keys, 50, |_, _| {}).await.unwrap();
+    assert_eq!(report.remaining, 0);
+    assert_eq!(report.other_resealed, 2);
+    assert!(report.other_failed.is_empty(), "{:?}", report.other_failed);
+    assert_eq!(hub.retire_unused_data_keys(ws).await.unwrap(), vec![1]);
+    let keys = hub.workspace_keys(ws).await.unwrap();
+    for field in [SealedField::EndpointConfig, SealedField::AccountSecret] {
+        let values = store.sealed_values(ws, field).await.unwrap();
+        assert_eq!(values.len(), 1);
+        assert_eq!(
+            sealsync_crypto::sealed_key_version(&values[0].sealed).unwrap(),
+            2
+        );
+        keys.open(&values[0].at(ws), &values[0].sealed)
+            .expect("still readable after the old key is gone");
+    }
+
+    // Values still under the old key keep it alive, even with no contact using it.
+    hub.rotate_data_key(ws).await.unwrap();
+    assert_eq!(
+        hub.retire_unused_data_keys(ws).await.unwrap(),
+        Vec::<u32>::new()
+    );
+    let keys = hub.workspace_keys(ws).await.unwrap();
+    let value = store
+        .sealed_values(ws, SealedField::AccountSecret)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        keys.open(&value.at(ws), &value.sealed).unwrap(),
+        b"hunter2hunter2"
+    );
+}

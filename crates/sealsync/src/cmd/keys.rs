@@ -125,13 +125,17 @@ async fn reencrypt_all(hub: &Hub, targets: &[Workspace], batch: u32) -> anyhow::
             .await?;
         bar.finish_and_clear();
         println!(
-            "Workspace {}: {} records re-encrypted to data key v{}.",
+            "Workspace {}: {} records re-encrypted to data key v{} (and {} configurations, secrets and run event details).",
             ws.name,
             report.resealed,
-            keys.current_version()
+            keys.current_version(),
+            report.other_resealed
         );
         for f in &report.failed {
             eprintln!("  record {}: {}", f.id, f.error);
+        }
+        for f in &report.other_failed {
+            eprintln!("  {f}");
         }
         if report.remaining > 0 {
             ok = false;

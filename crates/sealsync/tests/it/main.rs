@@ -367,6 +367,12 @@ fn keys_rotate_then_everything_still_opens() {
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["exported"], AFTER_QUICKSTART, "{v}");
     assert_eq!(v["errors"], serde_json::json!([]));
+    // Endpoint and link configurations (sealed too) moved with the contacts: links still run.
+    let o = sealsync(&dd, &["sync", "--json"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["links"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["failed"], serde_json::json!([]));
 }
 
 #[cfg(feature = "aws-kms")]
