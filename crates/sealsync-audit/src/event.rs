@@ -195,6 +195,8 @@ actions! {
     ContactsExported => "contacts.exported",
     ContactsImported => "contacts.imported",
     EndpointChanged => "endpoint.changed",
+    AccountChanged => "account.changed",
+    AccountUsed => "account.used",
     LinkChanged => "link.changed",
     RunStarted => "run.started",
     ConflictResolved => "conflict.resolved",
@@ -262,6 +264,7 @@ pub enum ResourceKind {
     SigningKey,
     Contact,
     Endpoint,
+    Account,
     Link,
     Run,
     Conflict,
@@ -280,6 +283,7 @@ impl ResourceKind {
             ResourceKind::SigningKey => "signing_key",
             ResourceKind::Contact => "contact",
             ResourceKind::Endpoint => "endpoint",
+            ResourceKind::Account => "account",
             ResourceKind::Link => "link",
             ResourceKind::Run => "run",
             ResourceKind::Conflict => "conflict",
@@ -454,7 +458,7 @@ mod tests {
                 a.as_str()
             );
         }
-        assert_eq!(seen.len(), 39);
+        assert_eq!(seen.len(), 41);
         assert!(Action::parse("login.Succeeded").is_err());
         assert!(Action::parse("").is_err());
     }

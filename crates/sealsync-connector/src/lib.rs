@@ -12,6 +12,7 @@
 //! Connectors never see the hub, the store or keys, and never put contact data in an error.
 
 pub mod compliance;
+pub mod credential;
 pub mod egress;
 
 use std::fmt;

@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use sealsync_connector::credential::Credential;
 use sealsync_connectors::sql::DatabaseUrl;
 use sealsync_crypto::WorkspaceKeys;
 use sealsync_store::{EndpointRow, LinkRow, StoreError, config_ref, now_ms};
 use sealsync_types::{EndpointId, LinkId};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::run::{Engine, LinkDef};
@@ -22,6 +24,8 @@ pub enum CatalogError {
     NoEndpoint(String),
     #[error("no link named {0:?}; list them with `sealsync link list`")]
     NoLink(String),
+    #[error("no account named {0:?}; list them with `sealsync account list`")]
+    NoAccount(String),
     #[error("endpoint {0:?} is used by a link; remove the link first")]
     InUse(String),
     #[error(transparent)]
@@ -60,9 +64,94 @@ pub struct Change {
 #[serde(deny_unknown_fields)]
 pub struct ApplyFile {
     #[serde(default)]
+    pub account: Vec<AccountDecl>,
+    #[serde(default)]
     pub endpoint: Vec<EndpointDecl>,
     #[serde(default)]
     pub link: Vec<LinkDecl>,
+}
+
+/// An account as declared: its secret comes from the environment or a file, never inline.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountDecl {
+    pub name: String,
+    /// `basic` or `api-key`.
+    pub kind: String,
+    /// basic.
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// api-key.
+    pub key_env: Option<String>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl AccountDecl {
+    /// The credential, with its secret read now (files relative to `base`).
+    pub fn credential(&self, base: &Path) -> Result<Credential, CatalogError> {
+        let bad = |what: String| CatalogError::Invalid(format!("account {:?}: {what}", self.name));
+        let read = |env: &Option<String>, file: &Option<PathBuf>, what: &str| {
+            let value = match (env, file) {
+                (Some(var), None) => std::env::var(var).map_err(|_| {
+                    bad(format!(
+                        "the environment variable {var} (its {what}) is not set"
+                    ))
+                })?,
+                (None, Some(f)) => {
+                    let path = base.join(f);
+                    std::fs::read_to_string(&path).map_err(|e| {
+                        bad(format!(
+                            "cannot read its {what} from {}: {}",
+                            path.display(),
+                            e.kind()
+                        ))
+                    })?
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "give its {what} as {what}_env or {what}_file (never inline)"
+                    )));
+                }
+            };
+            let value = value.strip_suffix('\n').unwrap_or(&value);
+            Ok(SecretString::from(
+                value.strip_suffix('\r').unwrap_or(value).to_owned(),
+            ))
+        };
+        match self.kind.as_str() {
+            "basic" => {
+                if self.key_env.is_some() || self.key_file.is_some() {
+                    return Err(bad(
+                        "a basic account takes password_env or password_file, not a key".into(),
+                    ));
+                }
+                Ok(Credential::Basic {
+                    username: self
+                        .username
+                        .clone()
+                        .ok_or_else(|| bad("username is required".into()))?,
+                    password: read(&self.password_env, &self.password_file, "password")?,
+                })
+            }
+            "api-key" => {
+                if self.username.is_some()
+                    || self.password_env.is_some()
+                    || self.password_file.is_some()
+                {
+                    return Err(bad(
+                        "an api-key account takes key_env or key_file only".into()
+                    ));
+                }
+                Ok(Credential::ApiKey {
+                    key: read(&self.key_env, &self.key_file, "key")?,
+                })
+            }
+            other => Err(bad(format!(
+                "unknown kind {other:?}: expected basic or api-key"
+            ))),
+        }
+    }
 }
 
 /// An endpoint as declared. Which fields apply depends on `kind`; [`EndpointDecl::to_spec`]
@@ -460,6 +549,17 @@ impl Engine {
         dry_run: bool,
     ) -> Result<Vec<Change>, CatalogError> {
         // Check everything before changing anything.
+        let mut accounts: Vec<(String, Credential)> = Vec::new();
+        for a in &file.account {
+            check_name(&a.name)?;
+            if accounts.iter().any(|(n, _)| n == &a.name) {
+                return Err(CatalogError::Invalid(format!(
+                    "account {:?} is declared twice",
+                    a.name
+                )));
+            }
+            accounts.push((a.name.clone(), a.credential(base)?));
+        }
         let mut endpoints = Vec::new();
         for e in &file.endpoint {
             check_name(&e.name)?;
@@ -498,6 +598,9 @@ impl Engine {
             links.push((l.name.clone(), l.endpoint.clone(), l.to_spec()?));
         }
         let mut changes = Vec::new();
+        for (name, credential) in &accounts {
+            changes.push(self.apply_account(name, credential, dry_run).await?);
+        }
         for (name, spec) in &endpoints {
             changes.push(self.put_endpoint(name, spec, dry_run).await?);
         }

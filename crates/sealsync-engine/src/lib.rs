@@ -11,6 +11,7 @@
 //!
 //! The engine never logs contact data and never depends on the web server.
 
+pub mod accounts;
 pub mod catalog;
 pub mod plan;
 pub mod run;

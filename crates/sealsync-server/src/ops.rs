@@ -11,6 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sealsync_audit::{Action, AuditEntry, ResourceKind, VerifyReport};
 use sealsync_auth::Scope;
+use sealsync_connector::credential::Credential;
 use sealsync_engine::catalog::{EndpointDecl, LinkDecl};
 use sealsync_engine::{
     CatalogError, ConflictPolicy, DeleteVsEdit, Deletions, Direction, Engine, RunError, RunOptions,
@@ -356,7 +357,7 @@ fn catalog_error(e: CatalogError) -> ApiError {
         CatalogError::NoEndpoint(name) => {
             ApiError::unprocessable(format!("no endpoint named {name:?} in this workspace"))
         }
-        CatalogError::NoLink(_) => ApiError::not_found(),
+        CatalogError::NoLink(_) | CatalogError::NoAccount(_) => ApiError::not_found(),
         CatalogError::InUse(_) => {
             ApiError::conflict("a link uses this endpoint; remove the link first")
         }
@@ -781,6 +782,136 @@ pub async fn resolve_conflict(
             Action::ConflictResolved,
             src,
             ResourceKind::Conflict,
+            &id.to_string(),
+        ))
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An account as the API shows it: metadata and a masked hint, never the secret.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AccountOut {
+    id: String,
+    name: String,
+    /// `basic` or `api-key`.
+    kind: String,
+    /// The user name's first letter, or an API key's last four characters.
+    hint: String,
+    created_at: i64,
+    rotated_at: Option<i64>,
+}
+
+impl From<sealsync_engine::accounts::AccountInfo> for AccountOut {
+    fn from(a: sealsync_engine::accounts::AccountInfo) -> Self {
+        Self {
+            id: a.id.to_string(),
+            name: a.name,
+            kind: a.kind,
+            hint: a.hint,
+            created_at: a.created_at,
+            rotated_at: a.rotated_at,
+        }
+    }
+}
+
+/// `GET /v1/workspaces/{ws}/accounts`.
+#[utoipa::path(get, path = "/v1/workspaces/{ws}/accounts", tag = "accounts", params(("ws" = String, Path, description = "Workspace id")), responses((status = 200, body = Vec<AccountOut>), crate::openapi::ApiErrors))]
+pub async fn list_accounts(
+    State(state): State<AppState>,
+    Authed(p, _): Authed,
+    ApiPath(ws): ApiPath<String>,
+) -> Result<Json<Vec<AccountOut>>, ApiError> {
+    let ws = ws_id(&ws)?;
+    require(&state, &p, ws, Scope::EndpointsRead).await?;
+    let engine = engine_for(&state, state.workspace_keys(ws).await?);
+    let accounts = engine.accounts().await.map_err(catalog_error)?;
+    Ok(Json(accounts.into_iter().map(AccountOut::from).collect()))
+}
+
+/// A credential, written once: `basic` takes `username` and `password`, `api-key` takes `key`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountIn {
+    kind: String,
+    username: Option<String>,
+    #[schema(value_type = Option<String>, format = Password)]
+    password: Option<secrecy::SecretString>,
+    #[schema(value_type = Option<String>, format = Password)]
+    key: Option<secrecy::SecretString>,
+}
+
+impl std::fmt::Debug for AccountIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountIn")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `PUT /v1/workspaces/{ws}/accounts/{name}`: creates the account or gives it a new secret. The
+/// answer, like every other, shows only metadata.
+#[utoipa::path(put, path = "/v1/workspaces/{ws}/accounts/{name}", tag = "accounts", params(("ws" = String, Path, description = "Workspace id"), ("name" = String, Path, description = "Account name")), request_body = AccountIn, responses((status = 200, body = AccountOut), crate::openapi::ApiErrors))]
+pub async fn put_account(
+    State(state): State<AppState>,
+    Authed(p, src): Authed,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
+    body: ApiJson<AccountIn>,
+) -> Result<Json<AccountOut>, ApiError> {
+    let ws = ws_id(&ws)?;
+    require(&state, &p, ws, Scope::EndpointsWrite).await?;
+    let b = body.0;
+    let credential = match (b.kind.as_str(), b.username, b.password, b.key) {
+        ("basic", Some(username), Some(password), None) => Credential::Basic { username, password },
+        ("api-key", None, None, Some(key)) => Credential::ApiKey { key },
+        _ => {
+            return Err(ApiError::unprocessable(
+                "kind basic takes username and password; kind api-key takes key",
+            ));
+        }
+    };
+    let engine = engine_for(&state, state.workspace_keys(ws).await?);
+    let (_, id) = engine
+        .put_account(&name, &credential)
+        .await
+        .map_err(catalog_error)?;
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            Action::AccountChanged,
+            src,
+            ResourceKind::Account,
+            &id.to_string(),
+        ))
+        .await;
+    let info = engine
+        .accounts()
+        .await
+        .map_err(catalog_error)?
+        .into_iter()
+        .find(|a| a.id == id)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(info.into()))
+}
+
+/// `DELETE /v1/workspaces/{ws}/accounts/{name}`: the account and its secret are gone.
+#[utoipa::path(delete, path = "/v1/workspaces/{ws}/accounts/{name}", tag = "accounts", params(("ws" = String, Path, description = "Workspace id"), ("name" = String, Path, description = "Account name")), responses((status = 204, description = "Removed"), crate::openapi::ApiErrors))]
+pub async fn delete_account(
+    State(state): State<AppState>,
+    Authed(p, src): Authed,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let ws = ws_id(&ws)?;
+    require(&state, &p, ws, Scope::EndpointsWrite).await?;
+    let engine = engine_for(&state, state.workspace_keys(ws).await?);
+    let id = engine.remove_account(&name).await.map_err(catalog_error)?;
+    state
+        .audit(event_on(
+            &p,
+            ws,
+            Action::AccountChanged,
+            src,
+            ResourceKind::Account,
             &id.to_string(),
         ))
         .await;

@@ -82,6 +82,17 @@ pub const ROUTES: &[RouteSpec] = &[
         "/v1/workspaces/{ws}/endpoints/{name}",
         Scope::EndpointsWrite,
     ),
+    r("GET", "/v1/workspaces/{ws}/accounts", Scope::EndpointsRead),
+    r(
+        "PUT",
+        "/v1/workspaces/{ws}/accounts/{name}",
+        Scope::EndpointsWrite,
+    ),
+    r(
+        "DELETE",
+        "/v1/workspaces/{ws}/accounts/{name}",
+        Scope::EndpointsWrite,
+    ),
     r("GET", "/v1/workspaces/{ws}/links", Scope::EndpointsRead),
     r(
         "PUT",
@@ -185,6 +196,11 @@ pub fn api() -> Router<AppState> {
         .route(
             "/v1/workspaces/{ws}/endpoints/{name}",
             put(ops::put_endpoint).delete(ops::delete_endpoint),
+        )
+        .route("/v1/workspaces/{ws}/accounts", get(ops::list_accounts))
+        .route(
+            "/v1/workspaces/{ws}/accounts/{name}",
+            put(ops::put_account).delete(ops::delete_account),
         )
         .route("/v1/workspaces/{ws}/links", get(ops::list_links))
         .route(

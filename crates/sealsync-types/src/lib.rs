@@ -97,6 +97,11 @@ uuid_id!(
     "link id"
 );
 uuid_id!(
+    /// Identifies a connected account: credentials for an external system.
+    AccountId,
+    "account id"
+);
+uuid_id!(
     /// Identifies one run of a link.
     RunId,
     "run id"

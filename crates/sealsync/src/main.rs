@@ -62,6 +62,9 @@ enum Command {
     /// Links between endpoints and the hub: direction, conflict and deletion rules, transforms.
     #[command(subcommand)]
     Link(cmd::links::LinkCommand),
+    /// Credentials for external systems (sealed, write-only): add, list, rotate, remove.
+    #[command(subcommand)]
+    Account(cmd::accounts::AccountCommand),
     /// Make the workspace's endpoints and links match a TOML file (idempotent).
     Apply(cmd::links::ApplyArgs),
     /// Run links: pull changes into the hub, push them out, by the links' rules.
@@ -139,6 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(c) => cmd::keys::run(&ctx, c).await,
         Command::Endpoint(c) => cmd::links::endpoint(&ctx, c).await,
         Command::Link(c) => cmd::links::link(&ctx, c).await,
+        Command::Account(c) => cmd::accounts::run(&ctx, c).await,
         Command::Apply(a) => cmd::links::apply(&ctx, a).await,
         Command::Sync(a) => cmd::sync::sync(&ctx, a).await,
         Command::Conflicts(c) => cmd::sync::conflicts(&ctx, c).await,

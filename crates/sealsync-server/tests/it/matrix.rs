@@ -15,6 +15,9 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
     if method == "PUT" && path.contains("/endpoints/") {
         return Some(json!({"kind": "vdir", "path": "m"}));
     }
+    if method == "PUT" && path.contains("/accounts/") {
+        return Some(json!({"kind": "api-key", "key": "matrix-key-0123456789"}));
+    }
     if method == "PUT" && path.contains("/links/") {
         return Some(json!({"endpoint": "m", "direction": "pull"}));
     }

@@ -294,3 +294,121 @@ async fn a_run_that_cannot_read_its_endpoint_is_recorded_as_failed() {
     assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
     app.stop().await;
 }
+
+/// Every file under `dir` (database, WAL, keystore), as bytes.
+fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(all_bytes(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap_or_default());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn account_secrets_are_write_only() {
+    let app = spawn_app().await;
+    let key = app.owner_key(app.ws).await;
+    let password = "correct-horse-battery-staple-7";
+    let resp = put(
+        &app,
+        &key,
+        "/accounts/radicale",
+        json!({"kind": "basic", "username": "annika", "password": password}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.unwrap();
+    assert!(
+        !text.contains(password) && !text.contains("annika"),
+        "{text}"
+    );
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["hint"], "user a…, password set");
+    assert!(v["rotated_at"].is_null());
+
+    let listed = get(&app, &key, "/accounts").await;
+    assert_eq!(listed[0]["name"], "radicale");
+    assert_eq!(listed[0]["kind"], "basic");
+    let text = listed.to_string();
+    assert!(
+        !text.contains(password) && !text.contains("annika"),
+        "{text}"
+    );
+
+    // A new secret: the old one is replaced, nothing is shown.
+    let resp = put(
+        &app,
+        &key,
+        "/accounts/radicale",
+        json!({"kind": "basic", "username": "annika", "password": "another-long-password-8"}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.json::<Value>().await.unwrap()["rotated_at"].is_i64());
+    let key_secret = "sk_live_0123456789abcdefWXYZ";
+    let resp = put(
+        &app,
+        &key,
+        "/accounts/crm",
+        json!({"kind": "api-key", "key": key_secret}),
+    )
+    .await;
+    assert_eq!(resp.json::<Value>().await.unwrap()["hint"], "key …WXYZ");
+
+    for body in [
+        json!({"kind": "basic", "username": "u"}),
+        json!({"kind": "api-key", "key": "k", "username": "u"}),
+        json!({"kind": "oauth", "key": "k"}),
+        json!({"kind": "basic", "username": "", "password": "p"}),
+    ] {
+        let resp = put(&app, &key, "/accounts/bad", body).await;
+        assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    }
+    let resp = put(
+        &app,
+        &key,
+        "/accounts/bad",
+        json!({"kind": "basic", "secret": password}),
+    )
+    .await;
+    assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
+
+    // Not in the database files, not in the audit log.
+    let bytes = all_bytes(app.dir.path());
+    for secret in [password, "another-long-password-8", key_secret, "annika"] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} found in the database files"
+        );
+    }
+    let audit = serde_json::to_string(&app.audit_entries(app.ws).await).unwrap();
+    assert_eq!(audit.matches("account.changed").count(), 3, "{audit}");
+    assert!(!audit.contains("annika") && !audit.contains(password));
+
+    let del = app
+        .http
+        .delete(app.ws_url(app.ws, "/accounts/radicale"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), StatusCode::NO_CONTENT);
+    let del = app
+        .http
+        .delete(app.ws_url(app.ws, "/accounts/radicale"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_error(del, StatusCode::NOT_FOUND, "not_found").await;
+    assert_eq!(
+        get(&app, &key, "/accounts").await.as_array().unwrap().len(),
+        1
+    );
+    app.stop().await;
+}

@@ -354,14 +354,40 @@ pub async fn link(ctx: &Context, cmd: LinkCommand) -> anyhow::Result<ExitCode> {
 pub async fn apply(ctx: &Context, a: ApplyArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("cannot read {}", a.file.display()))?;
-    let file: ApplyFile =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
+    // toml's own message quotes the offending line, which may hold a secret: say where, not what.
+    let file: ApplyFile = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text.get(..s.start).unwrap_or(&text).matches('\n').count() + 1)
+            .unwrap_or(0);
+        anyhow::anyhow!("{}:{line}: {}", a.file.display(), e.message())
+    })?;
     let base = std::path::absolute(&a.file)
         .ok()
         .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
         .unwrap_or_default();
     let engine = engine(ctx, a.workspace.as_deref()).await?;
     let changes = engine.apply(&file, &base, a.dry_run).await?;
+    if !a.dry_run {
+        let accounts = engine.accounts().await?;
+        for c in changes
+            .iter()
+            .filter(|c| c.what == "account" && c.op != "unchanged")
+        {
+            if let Some(acc) = accounts.iter().find(|acc| acc.name == c.name) {
+                crate::cmd::audit::record(
+                    engine.hub(),
+                    crate::cmd::audit::cli_event(
+                        Some(engine.keys().workspace()),
+                        sealsync_audit::Action::AccountChanged,
+                        sealsync_audit::ResourceKind::Account,
+                        &acc.id.to_string(),
+                    )?,
+                )
+                .await?;
+            }
+        }
+    }
     print_changes(&changes, a.json, a.dry_run)?;
     Ok(ExitCode::SUCCESS)
 }

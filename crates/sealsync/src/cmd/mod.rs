@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::Args;
 use sealsync_contact::csv::{CsvLayout, CsvPreset};
 
+pub mod accounts;
 pub mod audit;
 pub mod contacts;
 pub mod export;

@@ -1,0 +1,150 @@
+//! `sealsync account` and `[[account]]` in apply files: secrets in, never out.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use crate::{sealsync, sealsync_env, stderr, stdout};
+
+fn with_stdin(dd: &Path, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sealsync"))
+        .arg("--data-dir")
+        .arg(dd)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn bytes_under(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(bytes_under(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap_or_default());
+        }
+    }
+    out
+}
+
+#[test]
+fn accounts_are_written_once_and_never_shown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dd = tmp.path().join("data");
+    assert!(sealsync(&dd, &["init"]).status.success());
+    let pw = "first-password-for-dav-1";
+    let o = with_stdin(
+        &dd,
+        &[
+            "account",
+            "add",
+            "dav",
+            "--kind",
+            "basic",
+            "--username",
+            "annika",
+        ],
+        &format!("{pw}\n"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = sealsync(&dd, &["account", "list"]);
+    assert_eq!(stdout(&o).trim(), "dav\tbasic\tuser a…, password set");
+    let o = with_stdin(
+        &dd,
+        &["account", "rotate", "dav"],
+        "second-password-for-dav-2",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = sealsync(&dd, &["account", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(v[0]["rotated_at"].is_i64(), "{v}");
+    // No secret on standard input: refused, nothing stored.
+    let o = with_stdin(&dd, &["account", "add", "crm", "--kind", "api-key"], "");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no secret on standard input"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Declared in an apply file, the secret from the environment: idempotent.
+    let file = tmp.path().join("sync.toml");
+    std::fs::write(
+        &file,
+        "[[account]]\nname = \"crm\"\nkind = \"api-key\"\nkey_env = \"CRM_KEY\"\n",
+    )
+    .unwrap();
+    let apply =
+        |key: &str| sealsync_env(&dd, &["apply", file.to_str().unwrap()], &[("CRM_KEY", key)]);
+    let o = apply("crm-key-0123456789-ABCD");
+    assert!(
+        stdout(&o).contains("+ account crm (create)"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let o = apply("crm-key-0123456789-ABCD");
+    assert!(
+        stdout(&o).contains("= account crm (unchanged)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = apply("crm-key-0123456789-EFGH");
+    assert!(
+        stdout(&o).contains("~ account crm (update)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = sealsync(&dd, &["account", "list"]);
+    assert!(
+        stdout(&o).contains("crm\tapi-key\tkey …EFGH"),
+        "{}",
+        stdout(&o)
+    );
+
+    // A secret written inline is refused, and the error does not repeat it.
+    std::fs::write(
+        &file,
+        "[[account]]\nname = \"x\"\nkind = \"basic\"\nusername = \"u\"\npassword = \"inline-secret-value-9\"\n",
+    )
+    .unwrap();
+    let o = sealsync(&dd, &["apply", file.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("sync.toml:5"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("inline-secret-value-9"),
+        "{}",
+        stderr(&o)
+    );
+
+    let bytes = bytes_under(&dd);
+    for secret in [
+        pw,
+        "second-password-for-dav-2",
+        "crm-key-0123456789-ABCD",
+        "crm-key-0123456789-EFGH",
+        "annika",
+    ] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} in the data directory"
+        );
+    }
+    let o = sealsync(&dd, &["audit", "verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = sealsync(&dd, &["account", "remove", "dav"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = sealsync(&dd, &["account", "list"]);
+    assert_eq!(stdout(&o).trim().lines().count(), 1, "{}", stdout(&o));
+}
