@@ -99,6 +99,22 @@ impl EgressPolicy {
             })
     }
 
+    /// Resolves `host`; refused if any of its addresses is not allowed (checked before any
+    /// connection is made).
+    pub async fn resolve(
+        &self,
+        host: &str,
+    ) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+        if addrs.is_empty() {
+            return Err(format!("{host} has no address").into());
+        }
+        if let Some(bad) = addrs.iter().find(|a| !self.ip_allowed(a.ip(), None)) {
+            return Err(Box::new(EgressError::AddressRefused(bad.ip())));
+        }
+        Ok(addrs)
+    }
+
     /// Whether `url` may be requested: scheme, host allowlist, and its address when it is one.
     pub fn check(&self, url: &Url) -> Result<(), EgressError> {
         let host = url.host().ok_or(EgressError::BadUrl)?;
@@ -190,14 +206,7 @@ impl Resolve for CheckedResolver {
         let policy = self.policy.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if addrs.is_empty() {
-                return Err(format!("{host} has no address").into());
-            }
-            if let Some(bad) = addrs.iter().find(|a| !policy.ip_allowed(a.ip(), None)) {
-                return Err(Box::new(EgressError::AddressRefused(bad.ip())) as _);
-            }
+            let addrs = policy.resolve(&host).await?;
             let out: Addrs = Box::new(addrs.into_iter());
             Ok(out)
         })

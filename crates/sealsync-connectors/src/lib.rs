@@ -7,12 +7,15 @@
 //!   back atomically.
 //! - [`sql`]: one table of a SQLite or PostgreSQL database through a column mapping; writes
 //!   check the row's etag in the same transaction.
+//! - [`carddav`]: a CardDAV address book, through the egress policy; conditional writes.
 //!
 //! Connectors never see the hub or keys and never put contact data in an error: errors name the
 //! file and line (or table and row id), never a value, and never a database URL.
 
+pub mod carddav;
 pub mod csv;
 pub mod sql;
+pub mod testing;
 pub mod vdir;
 
 use std::path::Path;

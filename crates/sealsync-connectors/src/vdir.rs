@@ -146,7 +146,7 @@ fn id_of(path: &Path) -> Result<RemoteId, ConnectorError> {
 }
 
 /// A file name for a new contact: its UID when that is a plain, safe name.
-fn file_name_for(contact: &Contact) -> String {
+pub(crate) fn file_name_for(contact: &Contact) -> String {
     let uid = contact.uid().unwrap_or_default();
     let uid = uid.strip_prefix("urn:uuid:").unwrap_or(&uid);
     let safe = !uid.is_empty()

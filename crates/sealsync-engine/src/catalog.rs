@@ -9,7 +9,7 @@ use sealsync_connectors::sql::DatabaseUrl;
 use sealsync_crypto::WorkspaceKeys;
 use sealsync_store::{EndpointRow, LinkRow, StoreError, config_ref, now_ms};
 use sealsync_types::{EndpointId, LinkId};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{Engine, LinkDef};
@@ -168,8 +168,12 @@ pub struct EndpointDecl {
     /// csv.
     pub preset: Option<String>,
     pub map: Option<PathBuf>,
-    /// sql: `url` or `url_env`, `table`, `id_column`, `columns`, optionally `etag_column`.
-    pub url: Option<DatabaseUrl>,
+    /// sql: `url` or `url_env`, `table`, `id_column`, `columns`, optionally `etag_column`;
+    /// carddav: `url` (kept secret-typed: a database URL may hold a password).
+    pub url: Option<SecretString>,
+    /// carddav: the account that signs in, and addresses allowed although private.
+    pub account: Option<String>,
+    pub allow: Option<Vec<String>>,
     pub url_env: Option<String>,
     pub table: Option<String>,
     pub id_column: Option<String>,
@@ -207,6 +211,8 @@ impl EndpointDecl {
             ("preset", self.preset.is_some()),
             ("map", self.map.is_some()),
             ("url", self.url.is_some()),
+            ("account", self.account.is_some()),
+            ("allow", self.allow.is_some()),
             ("url_env", self.url_env.is_some()),
             ("table", self.table.is_some()),
             ("id_column", self.id_column.is_some()),
@@ -216,6 +222,7 @@ impl EndpointDecl {
         let allowed: &[&str] = match self.kind.as_str() {
             "vdir" => &["path", "version"],
             "csv" => &["path", "preset", "map"],
+            "carddav" => &["url", "account", "version", "allow"],
             "sql" => &[
                 "url",
                 "url_env",
@@ -226,7 +233,7 @@ impl EndpointDecl {
             ],
             other => {
                 return Err(bad(&format!(
-                    "unknown kind {other:?}: expected vdir, csv or sql"
+                    "unknown kind {other:?}: expected vdir, csv, carddav or sql"
                 )));
             }
         };
@@ -254,8 +261,23 @@ impl EndpointDecl {
                 preset: self.preset.clone(),
                 map: self.map.clone(),
             },
+            "carddav" => EndpointSpec::Carddav {
+                url: self
+                    .url
+                    .as_ref()
+                    .map(|u| u.expose_secret().to_owned())
+                    .ok_or_else(|| required("url"))?,
+                account: self.account.clone(),
+                version: self.version.clone(),
+                allow: self.allow.clone().unwrap_or_default(),
+            },
             _ => EndpointSpec::Sql {
-                url: self.url.clone(),
+                url: self
+                    .url
+                    .as_ref()
+                    .map(|u| DatabaseUrl::parse(u.expose_secret()))
+                    .transpose()
+                    .map_err(|e| bad(&e.to_string()))?,
                 url_env: self.url_env.clone(),
                 table: self.table.clone().ok_or_else(|| required("table"))?,
                 id_column: self

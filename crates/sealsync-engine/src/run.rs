@@ -105,6 +105,9 @@ pub struct RunReport {
     pub plan: Option<Plan>,
     #[serde(skip)]
     pub listed: Vec<Listed>,
+    /// The account whose credentials the run used (callers audit the use).
+    #[serde(skip)]
+    pub account: Option<sealsync_types::AccountId>,
 }
 
 impl RunReport {
@@ -271,7 +274,21 @@ impl Engine {
             link: link.name.clone(),
             error,
         };
-        let conn = link.endpoint.open().map_err(endpoint_error)?;
+        // The account's secret is opened here, for this run only.
+        let (account, credential) = match link.endpoint.account() {
+            Some(name) => {
+                let (id, c) = self.open_account(name).await.map_err(|e| {
+                    endpoint_error(ConnectorError::Config(format!("account {name:?}: {e}")))
+                })?;
+                (Some(id), Some(c))
+            }
+            None => (None, None),
+        };
+        let conn = link
+            .endpoint
+            .open(credential.as_ref())
+            .map_err(endpoint_error)?;
+        drop(credential);
 
         // 1. What is there now, on both sides.
         let snapshot = conn.list().await.map_err(endpoint_error)?;
@@ -385,6 +402,7 @@ impl Engine {
                 errors: Vec::new(),
                 plan: Some(the_plan),
                 listed,
+                account,
             });
         }
 
@@ -479,6 +497,7 @@ impl Engine {
             errors: ctx.errors,
             plan: None,
             listed: Vec::new(),
+            account,
         })
     }
 

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use sealsync_connector::credential::Credential;
+use sealsync_connector::egress::{AllowedAddr, EgressPolicy};
 use sealsync_connector::{Connector, ConnectorError};
+use sealsync_connectors::carddav::CardDav;
 use sealsync_connectors::csv::CsvFile;
 use sealsync_connectors::sql::{DatabaseUrl, SqlShape, SqlTable};
 use sealsync_connectors::vdir::Vdir;
@@ -33,6 +36,21 @@ pub enum EndpointSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         map: Option<PathBuf>,
     },
+    /// A CardDAV address book.
+    Carddav {
+        /// The address book's collection URL.
+        url: String,
+        /// The account whose credentials sign in (none: the server needs none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account: Option<String>,
+        /// vCard version of cards written: `3.0` (default) or `4.0`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        /// Addresses reached although private or loopback (`127.0.0.1:5232`): the egress
+        /// policy refuses them otherwise.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        allow: Vec<String>,
+    },
     /// One table of a SQLite or PostgreSQL database.
     Sql {
         /// The database URL, when stored in the (sealed) configuration.
@@ -59,6 +77,7 @@ impl EndpointSpec {
         match self {
             EndpointSpec::Vdir { .. } => "vdir",
             EndpointSpec::Csv { .. } => "csv",
+            EndpointSpec::Carddav { .. } => "carddav",
             EndpointSpec::Sql { .. } => "sql",
         }
     }
@@ -69,6 +88,15 @@ impl EndpointSpec {
             EndpointSpec::Vdir { version, .. } => vcard_version(version.as_deref()).map(|_| ()),
             EndpointSpec::Csv { preset, map, .. } => {
                 layout(preset.as_deref(), map.as_deref()).map(|_| ())
+            }
+            EndpointSpec::Carddav {
+                url,
+                version,
+                allow,
+                ..
+            } => {
+                dav_version(version.as_deref())?;
+                CardDav::open(url, None, egress(allow)?, VcardVersion::V3).map(|_| ())
             }
             EndpointSpec::Sql {
                 url,
@@ -97,9 +125,31 @@ impl EndpointSpec {
         }
     }
 
-    /// Opens the connector this endpoint describes.
-    pub fn open(&self) -> Result<Arc<dyn Connector>, ConnectorError> {
+    /// The account this endpoint signs in with, if any.
+    pub fn account(&self) -> Option<&str> {
         match self {
+            EndpointSpec::Carddav { account, .. } => account.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Opens the connector this endpoint describes, with its account's credential.
+    pub fn open(
+        &self,
+        credential: Option<&Credential>,
+    ) -> Result<Arc<dyn Connector>, ConnectorError> {
+        match self {
+            EndpointSpec::Carddav {
+                url,
+                version,
+                allow,
+                ..
+            } => Ok(Arc::new(CardDav::open(
+                url,
+                credential,
+                egress(allow)?,
+                dav_version(version.as_deref())?,
+            )?)),
             EndpointSpec::Vdir { path, version } => Ok(Arc::new(Vdir::open(
                 path,
                 vcard_version(version.as_deref())?,
@@ -157,7 +207,7 @@ impl EndpointSpec {
                     fix(m);
                 }
             }
-            EndpointSpec::Sql { .. } => {}
+            EndpointSpec::Carddav { .. } | EndpointSpec::Sql { .. } => {}
         }
     }
 }
@@ -170,6 +220,23 @@ fn vcard_version(v: Option<&str>) -> Result<VcardVersion, ConnectorError> {
             "vCard version {other:?}: expected 4.0 or 3.0"
         ))),
     }
+}
+
+/// CardDAV servers all take 3.0; 4.0 when asked.
+fn dav_version(v: Option<&str>) -> Result<VcardVersion, ConnectorError> {
+    match v {
+        None => Ok(VcardVersion::V3),
+        Some(v) => vcard_version(Some(v)),
+    }
+}
+
+/// The egress policy of an endpoint: public hosts, and these addresses.
+fn egress(allow: &[String]) -> Result<EgressPolicy, ConnectorError> {
+    let allow = allow
+        .iter()
+        .map(|a| a.parse::<AllowedAddr>().map_err(ConnectorError::Config))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(EgressPolicy::allowing(allow))
 }
 
 /// A plausible environment variable name; its value is read only when the endpoint opens.

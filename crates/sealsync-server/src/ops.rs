@@ -438,6 +438,8 @@ pub async fn put_endpoint(
         preset: body.preset,
         map: None,
         url: None,
+        account: None,
+        allow: None,
         url_env: None,
         table: None,
         id_column: None,
@@ -710,10 +712,26 @@ pub async fn start_run(
     };
     let (run_id, store) = (row.id, state.hub().store().clone());
     let mut failed = row.clone();
+    let audit = state.clone();
+    let who = p.clone();
     tokio::spawn(async move {
         let result = engine
             .run_as(&def, &options, &|_, _| {}, Some(run_id))
             .await;
+        if let Ok(report) = &result
+            && let Some(account) = report.account
+        {
+            audit
+                .audit(event_on(
+                    &who,
+                    ws,
+                    Action::AccountUsed,
+                    src,
+                    ResourceKind::Account,
+                    &account.to_string(),
+                ))
+                .await;
+        }
         if let Err(e) = result {
             // Before the run could start (or while it ran): the reason by kind; the details
             // go to the server's log, which never holds contact fields.

@@ -265,6 +265,10 @@ pub async fn endpoint(ctx: &Context, cmd: EndpointCommand) -> anyhow::Result<Exi
                         EndpointSpec::Vdir { path, .. } | EndpointSpec::Csv { path, .. } => {
                             path.display().to_string()
                         }
+                        EndpointSpec::Carddav { url, account, .. } => match account {
+                            Some(a) => format!("{url} (account {a})"),
+                            None => url.clone(),
+                        },
                         EndpointSpec::Sql { url_env, table, .. } => match url_env {
                             Some(var) => format!("table {table} (database URL in ${var})"),
                             None => format!("table {table} (database URL stored sealed)"),

@@ -84,7 +84,21 @@ pub async fn sync(ctx: &Context, a: SyncArgs) -> anyhow::Result<ExitCode> {
     let mut failures = Vec::new();
     for (name, result) in engine.run_all(&chosen, &options, &progress).await {
         match result {
-            Ok(report) => reports.push(report),
+            Ok(report) => {
+                if let Some(account) = report.account {
+                    crate::cmd::audit::record(
+                        engine.hub(),
+                        crate::cmd::audit::cli_event(
+                            Some(engine.keys().workspace()),
+                            sealsync_audit::Action::AccountUsed,
+                            sealsync_audit::ResourceKind::Account,
+                            &account.to_string(),
+                        )?,
+                    )
+                    .await?;
+                }
+                reports.push(report);
+            }
             Err(RunError::Interrupted(n)) => {
                 // As abrupt as a kill: no cleanup, nothing more written.
                 eprintln!("interrupted at step {n} (test hook)");

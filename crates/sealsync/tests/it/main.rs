@@ -4,6 +4,7 @@
 
 mod accounts;
 mod audit;
+mod carddav;
 mod serve;
 
 use std::path::Path;

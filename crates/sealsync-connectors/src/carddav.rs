@@ -1,0 +1,436 @@
+//! A CardDAV address book (RFC 6352), through `libdav` on our own HTTP stack: every request
+//! passes the egress policy (the URL checked, names resolved and checked before connecting, no
+//! proxy, no redirects followed) and carries the account's credentials.
+//!
+//! - Listing is one `PROPFIND` (depth 1) for every member's etag: no per-item request.
+//! - Contents come by `addressbook-multiget`, in batches.
+//! - Writes are conditional: a create sends `If-None-Match: *`, an update `If-Match` with the
+//!   etag last seen, a delete `If-Match` too; a 412 is a conflict for the link's policy, never a
+//!   blind overwrite.
+//! - Cards are written as vCard 3.0 (which every CardDAV server takes) unless the endpoint asks
+//!   for 4.0.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::TokioExecutor;
+use libdav::CardDavClient;
+use libdav::carddav::{CreateAddressBook, GetAddressBookResources};
+use libdav::dav::{Delete, GetEtag, ListResources, PutResource, WebDavClient, WebDavError};
+use sealsync_connector::credential::Credential;
+use sealsync_connector::egress::{EgressError, EgressPolicy};
+use sealsync_connector::{
+    ConnectorError, Destination, Etag, Item, ItemMeta, RemoteId, Snapshot, Source,
+};
+use sealsync_contact::Contact;
+use sealsync_contact::vcard::{VcardVersion, read_all, to_vcard};
+use secrecy::ExposeSecret as _;
+
+use crate::vdir::file_name_for;
+
+/// Cards fetched per `addressbook-multiget`.
+const MULTIGET_BATCH: usize = 100;
+
+/// Resolves names for the HTTP connector, refusing any that reach a forbidden address.
+#[derive(Clone)]
+struct CheckedDns(Arc<EgressPolicy>);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Name> for CheckedDns {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let policy = self.0.clone();
+        Box::pin(async move { Ok(policy.resolve(name.as_str()).await?.into_iter()) })
+    }
+}
+
+/// Why a request did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("refused by the egress policy: {0}")]
+    Refused(EgressError),
+    #[error("{0}")]
+    Transport(String),
+}
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector<CheckedDns>>;
+
+/// The HTTP client libdav drives: checks each URL, adds the credentials.
+#[derive(Clone)]
+struct Http {
+    client: Client<Connector, String>,
+    policy: Arc<EgressPolicy>,
+    authorization: Option<HeaderValue>,
+}
+
+impl tower_service::Service<Request<String>> for Http {
+    type Response = Response<hyper::body::Incoming>;
+    type Error = HttpError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<String>) -> Self::Future {
+        let checked = url::Url::parse(&req.uri().to_string())
+            .map_err(|_| EgressError::BadUrl)
+            .and_then(|u| self.policy.check(&u));
+        if let Err(e) = checked {
+            return Box::pin(async move { Err(HttpError::Refused(e)) });
+        }
+        if let Some(auth) = &self.authorization {
+            req.headers_mut()
+                .insert(header::AUTHORIZATION, auth.clone());
+        }
+        let fut = self.client.request(req);
+        Box::pin(async move {
+            fut.await.map_err(|e| {
+                // The connector's error chain carries a refusal from our resolver.
+                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+                while let Some(s) = source {
+                    if let Some(refused) = s.downcast_ref::<EgressError>() {
+                        return HttpError::Refused(refused.clone());
+                    }
+                    source = s.source();
+                }
+                HttpError::Transport(if e.is_connect() {
+                    "could not connect".into()
+                } else {
+                    "the request failed".into()
+                })
+            })
+        })
+    }
+}
+
+/// One address book.
+pub struct CardDav {
+    dav: CardDavClient<Http>,
+    /// The collection's path, ending in `/`.
+    collection: String,
+    version: VcardVersion,
+    /// For messages: scheme, host and path, no credentials.
+    shown: String,
+}
+
+impl fmt::Debug for CardDav {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CardDav")
+            .field("collection", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config(msg: impl Into<String>) -> ConnectorError {
+    ConnectorError::Config(msg.into())
+}
+
+impl CardDav {
+    /// The address book at `url` (its collection URL), reached under `policy`, signed in with
+    /// `credential` (HTTP Basic, or a bearer key). No request is made yet.
+    pub fn open(
+        url: &str,
+        credential: Option<&Credential>,
+        policy: EgressPolicy,
+        version: VcardVersion,
+    ) -> Result<Self, ConnectorError> {
+        let parsed = url::Url::parse(url).map_err(|_| config("the CardDAV URL is not a URL"))?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(config(
+                "put credentials in an account, not in the CardDAV URL",
+            ));
+        }
+        policy
+            .check(&parsed)
+            .map_err(|e| config(format!("CardDAV URL: {e}")))?;
+        let mut path = parsed.path().to_owned();
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        let shown = format!(
+            "{}://{}{}",
+            parsed.scheme(),
+            parsed.host_str().unwrap_or_default(),
+            path
+        );
+        let base: Uri = format!(
+            "{}://{}/",
+            parsed.scheme(),
+            &parsed[url::Position::BeforeHost..url::Position::AfterPort]
+        )
+        .parse()
+        .map_err(|_| config("the CardDAV URL is not a URL"))?;
+        let policy = Arc::new(policy);
+        let mut http = HttpConnector::new_with_resolver(CheckedDns(policy.clone()));
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| config(format!("no TLS root certificates: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).build(tls);
+        let authorization = match credential {
+            None => None,
+            Some(Credential::Basic { username, password }) => {
+                let raw = format!("{username}:{}", password.expose_secret());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(raw.as_bytes());
+                Some(format!("Basic {encoded}"))
+            }
+            Some(Credential::ApiKey { key }) => Some(format!("Bearer {}", key.expose_secret())),
+        }
+        .map(|v| {
+            HeaderValue::from_str(&v)
+                .map(|mut h| {
+                    h.set_sensitive(true);
+                    h
+                })
+                .map_err(|_| config("the account's credentials cannot be sent in a header"))
+        })
+        .transpose()?;
+        let http = Http {
+            client,
+            policy,
+            authorization,
+        };
+        Ok(Self {
+            dav: CardDavClient::new(WebDavClient::new(base, http)),
+            collection: path,
+            version,
+            shown,
+        })
+    }
+
+    fn failed(&self, e: WebDavError<HttpError>) -> ConnectorError {
+        match e {
+            WebDavError::PreconditionFailed(_) => ConnectorError::Conflict,
+            WebDavError::BadStatusCode(StatusCode::PRECONDITION_FAILED) => ConnectorError::Conflict,
+            WebDavError::BadStatusCode(StatusCode::NOT_FOUND) => ConnectorError::NotFound,
+            WebDavError::BadStatusCode(s)
+                if s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN =>
+            {
+                ConnectorError::Unavailable(format!(
+                    "{}: the server refused the account's credentials ({s})",
+                    self.shown
+                ))
+            }
+            WebDavError::BadStatusCode(s) => {
+                ConnectorError::Unavailable(format!("{}: the server answered {s}", self.shown))
+            }
+            WebDavError::Request(r) => ConnectorError::Unavailable(format!("{}: {r}", self.shown)),
+            WebDavError::Xml(_) | WebDavError::InvalidResponse(_) => ConnectorError::Unavailable(
+                format!("{}: the server's answer could not be read", self.shown),
+            ),
+            WebDavError::InvalidInput(_) => {
+                ConnectorError::Invalid(format!("{}: an item path is not valid", self.shown))
+            }
+        }
+    }
+
+    /// Makes the address book on the server (extended `MKCOL`), for a push into a new one.
+    pub async fn create_address_book(&self) -> Result<(), ConnectorError> {
+        self.dav
+            .request(CreateAddressBook::new(&self.collection))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.failed(e))
+    }
+
+    /// The etag of `href`, when a write's answer did not carry one.
+    async fn etag_of(&self, href: &str) -> Result<Etag, ConnectorError> {
+        let r = self
+            .dav
+            .request(GetEtag::new(href))
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(Etag::new(r.etag))
+    }
+
+    fn parse(&self, href: &str, data: &str) -> Result<Contact, ConnectorError> {
+        let (cards, rejected) = read_all(data.as_bytes());
+        let mut cards = cards.into_iter();
+        match (cards.next(), cards.next()) {
+            (Some(card), None) => Ok(card.contact),
+            (Some(_), Some(_)) => Err(ConnectorError::Invalid(format!(
+                "{href}: holds more than one vCard"
+            ))),
+            (None, _) => Err(ConnectorError::Invalid(match rejected.first() {
+                Some(r) => format!("{href} line {}: {}", r.line, r.reason),
+                None => format!("{href}: no vCard"),
+            })),
+        }
+    }
+}
+
+const CONTENT_TYPE: &str = "text/vcard; charset=utf-8";
+
+#[async_trait]
+impl Source for CardDav {
+    async fn list(&self) -> Result<Snapshot, ConnectorError> {
+        let listed = self
+            .dav
+            .request(ListResources::new(&self.collection))
+            .await
+            .map_err(|e| self.failed(e))?;
+        let mut items = Vec::with_capacity(listed.resources.len());
+        for r in listed.resources {
+            if r.resource_type.is_collection
+                || r.href.trim_end_matches('/') == self.collection.trim_end_matches('/')
+            {
+                continue;
+            }
+            let Some(etag) = r.etag else {
+                // Without an etag, changes cannot be told apart: never guess.
+                return Err(ConnectorError::Unavailable(format!(
+                    "{}: the server listed an item without an etag",
+                    self.shown
+                )));
+            };
+            items.push(ItemMeta {
+                id: RemoteId::parse(&r.href)?,
+                etag: Etag::new(etag),
+                modified_ms: None,
+            });
+        }
+        Ok(Snapshot { items })
+    }
+
+    async fn fetch(
+        &self,
+        ids: &[RemoteId],
+    ) -> Result<Vec<(RemoteId, Result<Item, ConnectorError>)>, ConnectorError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MULTIGET_BATCH) {
+            let hrefs: Vec<&str> = chunk.iter().map(RemoteId::as_str).collect();
+            let got = self
+                .dav
+                .request(GetAddressBookResources::new(&self.collection).with_hrefs(&hrefs))
+                .await
+                .map_err(|e| self.failed(e))?;
+            let mut answered = std::collections::HashMap::new();
+            for r in got.resources {
+                answered.insert(r.href.clone(), r.content);
+            }
+            for id in chunk {
+                let item = match answered.remove(id.as_str()) {
+                    Some(Ok(content)) => {
+                        self.parse(id.as_str(), &content.data).map(|contact| Item {
+                            meta: ItemMeta {
+                                id: id.clone(),
+                                etag: Etag::new(content.etag),
+                                modified_ms: None,
+                            },
+                            contact,
+                        })
+                    }
+                    Some(Err(StatusCode::NOT_FOUND)) | None => Err(ConnectorError::NotFound),
+                    Some(Err(status)) => Err(ConnectorError::Unavailable(format!(
+                        "{}: the server answered {status}",
+                        id.as_str()
+                    ))),
+                };
+                out.push((id.clone(), item));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Destination for CardDav {
+    async fn create(&self, contact: &Contact) -> Result<ItemMeta, ConnectorError> {
+        let text = to_vcard(contact, self.version);
+        let name = file_name_for(contact);
+        let mut href = format!("{}{name}", self.collection);
+        for attempt in 0..5 {
+            let put = self
+                .dav
+                .request(PutResource::new(&href).create(text.clone(), CONTENT_TYPE))
+                .await;
+            match put.map_err(|e| self.failed(e)) {
+                Ok(r) => {
+                    let etag = match r.etag {
+                        Some(e) => Etag::new(e),
+                        None => self.etag_of(&href).await?,
+                    };
+                    return Ok(ItemMeta {
+                        id: RemoteId::parse(&href)?,
+                        etag,
+                        modified_ms: None,
+                    });
+                }
+                // Taken: another name, never a replacement.
+                Err(ConnectorError::Conflict) => {
+                    href = format!(
+                        "{}{}-{}.vcf",
+                        self.collection,
+                        name.trim_end_matches(".vcf"),
+                        attempt + 2
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ConnectorError::Unavailable(format!(
+            "{}: no free name for a new card",
+            self.shown
+        )))
+    }
+
+    async fn update(
+        &self,
+        id: &RemoteId,
+        expected: &Etag,
+        contact: &Contact,
+    ) -> Result<ItemMeta, ConnectorError> {
+        let text = to_vcard(contact, self.version);
+        let r = self
+            .dav
+            .request(PutResource::new(id.as_str()).update(text, CONTENT_TYPE, expected.as_str()))
+            .await
+            .map_err(|e| self.failed(e))?;
+        let etag = match r.etag {
+            Some(e) => Etag::new(e),
+            None => self.etag_of(id.as_str()).await?,
+        };
+        Ok(ItemMeta {
+            id: id.clone(),
+            etag,
+            modified_ms: None,
+        })
+    }
+
+    async fn delete(&self, id: &RemoteId, expected: &Etag) -> Result<(), ConnectorError> {
+        match self
+            .dav
+            .request(Delete::new(id.as_str()).with_etag(expected.as_str()))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.failed(e) {
+                ConnectorError::NotFound => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+}
