@@ -18,9 +18,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
-    AsyncHttpClient, AuthorizationCode, ClientId, ClientSecret, CsrfToken, HttpRequest,
-    HttpResponse, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    TokenResponse as _,
+    AsyncHttpClient, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, HttpRequest, HttpResponse, IssuerUrl, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse as _,
 };
 use sealsync_audit::{Action, Outcome, ReasonCode};
 use sealsync_auth::credential::{hashes_equal, sha256};
@@ -31,7 +31,7 @@ use serde::Deserialize;
 
 use crate::auth::Source;
 use crate::error::ApiError;
-use crate::session::{start_session, user_event};
+use crate::session::{named_cookie, start_session, user_event};
 use crate::state::AppState;
 
 /// The cookie that binds a login in progress to the browser that started it.
@@ -74,6 +74,17 @@ struct Pending {
     nonce: Nonce,
     at: Instant,
 }
+
+/// A client built from discovered metadata: authorization endpoint set, token and userinfo
+/// endpoints as the provider announced them.
+type RelyingParty = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
 
 /// Single sign-on against one provider.
 pub(crate) struct Sso {
@@ -138,6 +149,18 @@ impl Sso {
         Ok(md)
     }
 
+    /// The relying-party client for the provider, with our redirect URL.
+    async fn client(&self) -> Result<RelyingParty, ApiError> {
+        Ok(CoreClient::from_provider_metadata(
+            self.metadata().await?,
+            self.client_id.clone(),
+            Some(ClientSecret::new(
+                self.client_secret.expose_secret().to_owned(),
+            )),
+        )
+        .set_redirect_uri(self.redirect.clone()))
+    }
+
     fn remember(&self, state: String, p: Pending) -> Result<(), ApiError> {
         let mut pending = self.pending.lock().map_err(|_| unavailable())?;
         pending.retain(|_, p| p.at.elapsed() < PENDING_FOR);
@@ -186,14 +209,7 @@ pub async fn login(
     if !state.login_allowed(src) {
         return Err(ApiError::rate_limited());
     }
-    let client = CoreClient::from_provider_metadata(
-        sso.metadata().await?,
-        sso.client_id.clone(),
-        Some(ClientSecret::new(
-            sso.client_secret.expose_secret().to_owned(),
-        )),
-    )
-    .set_redirect_uri(sso.redirect.clone());
+    let client = sso.client().await?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let (url, csrf, nonce) = client
         .authorize_url(
@@ -244,17 +260,6 @@ pub struct CallbackQuery {
     error: Option<String>,
 }
 
-fn state_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == STATE_COOKIE)
-        .map(|(_, value)| value.to_owned())
-}
-
 /// `GET /v1/sso/callback`: the provider sends the browser back here; on success the answer
 /// carries a new session cookie.
 #[utoipa::path(get, path = "/v1/sso/callback", tag = "session", params(CallbackQuery), responses((status = 200, body = crate::session::SessionOut, headers(("set-cookie" = String, description = "The session cookie"))), crate::openapi::ApiErrors), security(()))]
@@ -283,7 +288,8 @@ pub async fn callback(
         }
     };
     // The login must have been started by this browser, here, recently.
-    let (Some(given), Some(cookie)) = (q.state.as_deref(), state_cookie(&headers)) else {
+    let (Some(given), Some(cookie)) = (q.state.as_deref(), named_cookie(&headers, STATE_COOKIE))
+    else {
         return Err(deny("sso_state").await);
     };
     if !hashes_equal(&sha256(given.as_bytes()), &sha256(cookie.as_bytes())) {
@@ -304,14 +310,7 @@ pub async fn callback(
     let Some(code) = q.code else {
         return Err(deny("sso_denied").await);
     };
-    let client = CoreClient::from_provider_metadata(
-        sso.metadata().await?,
-        sso.client_id.clone(),
-        Some(ClientSecret::new(
-            sso.client_secret.expose_secret().to_owned(),
-        )),
-    )
-    .set_redirect_uri(sso.redirect.clone());
+    let client = sso.client().await?;
     let exchanged = match client.exchange_code(AuthorizationCode::new(code)) {
         Ok(req) => {
             req.set_pkce_verifier(pending.verifier)

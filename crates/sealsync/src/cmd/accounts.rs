@@ -8,6 +8,8 @@ use anyhow::{Context as _, bail};
 use clap::{Subcommand, ValueEnum};
 use sealsync_audit::{Action, ResourceKind};
 use sealsync_connector::credential::Credential;
+use sealsync_engine::Engine;
+use sealsync_types::AccountId;
 use secrecy::SecretString;
 
 use crate::cmd::audit::{cli_event, record};
@@ -75,6 +77,20 @@ fn secret_from_stdin() -> anyhow::Result<SecretString> {
     Ok(SecretString::from(secret.to_owned()))
 }
 
+/// Audits a change to an account (made by the CLI).
+pub(crate) async fn audit_change(engine: &Engine, id: AccountId) -> anyhow::Result<()> {
+    record(
+        engine.hub(),
+        cli_event(
+            Some(engine.keys().workspace()),
+            Action::AccountChanged,
+            ResourceKind::Account,
+            &id.to_string(),
+        )?,
+    )
+    .await
+}
+
 pub async fn run(ctx: &Context, cmd: AccountCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AccountCommand::Add {
@@ -101,17 +117,7 @@ pub async fn run(ctx: &Context, cmd: AccountCommand) -> anyhow::Result<ExitCode>
                 (AccountKind::ApiKey, Some(_)) => bail!("an api-key account takes no --username"),
             };
             let (_, id) = engine.put_account(&name, &credential).await?;
-            let ws = engine.keys().workspace();
-            record(
-                engine.hub(),
-                cli_event(
-                    Some(ws),
-                    Action::AccountChanged,
-                    ResourceKind::Account,
-                    &id.to_string(),
-                )?,
-            )
-            .await?;
+            audit_change(&engine, id).await?;
             println!(
                 "Added account {name} ({}); its secret is sealed and will not be shown.",
                 credential.kind()
@@ -152,31 +158,13 @@ pub async fn run(ctx: &Context, cmd: AccountCommand) -> anyhow::Result<ExitCode>
                 }
             };
             let (_, id) = engine.put_account(&name, &credential).await?;
-            record(
-                engine.hub(),
-                cli_event(
-                    Some(engine.keys().workspace()),
-                    Action::AccountChanged,
-                    ResourceKind::Account,
-                    &id.to_string(),
-                )?,
-            )
-            .await?;
+            audit_change(&engine, id).await?;
             println!("Account {name} has a new secret.");
         }
         AccountCommand::Remove { name, workspace } => {
             let engine = engine(ctx, workspace.as_deref()).await?;
             let id = engine.remove_account(&name).await?;
-            record(
-                engine.hub(),
-                cli_event(
-                    Some(engine.keys().workspace()),
-                    Action::AccountChanged,
-                    ResourceKind::Account,
-                    &id.to_string(),
-                )?,
-            )
-            .await?;
+            audit_change(&engine, id).await?;
             println!("Removed account {name}; its secret is gone.");
         }
     }

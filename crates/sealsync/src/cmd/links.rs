@@ -379,16 +379,7 @@ pub async fn apply(ctx: &Context, a: ApplyArgs) -> anyhow::Result<ExitCode> {
             .filter(|c| c.what == "account" && c.op != "unchanged")
         {
             if let Some(acc) = accounts.iter().find(|acc| acc.name == c.name) {
-                crate::cmd::audit::record(
-                    engine.hub(),
-                    crate::cmd::audit::cli_event(
-                        Some(engine.keys().workspace()),
-                        sealsync_audit::Action::AccountChanged,
-                        sealsync_audit::ResourceKind::Account,
-                        &acc.id.to_string(),
-                    )?,
-                )
-                .await?;
+                crate::cmd::accounts::audit_change(&engine, acc.id).await?;
             }
         }
     }
