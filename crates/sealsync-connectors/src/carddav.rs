@@ -2,6 +2,9 @@
 //! passes the egress policy (the URL checked, names resolved and checked before connecting, no
 //! proxy, no redirects followed) and carries the account's credentials.
 //!
+//! - The URL names the address book; a server's root (or `/.well-known/carddav`) is discovered
+//!   to the signed-in principal's one address book (current-user-principal, then
+//!   addressbook-home-set).
 //! - Listing is one `PROPFIND` (depth 1) for every member's etag: no per-item request.
 //! - Contents come by `addressbook-multiget`, in batches.
 //! - Writes are conditional: a create sends `If-None-Match: *`, an update `If-Match` with the
@@ -25,7 +28,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use libdav::CardDavClient;
-use libdav::carddav::{CreateAddressBook, GetAddressBookResources};
+use libdav::carddav::{
+    CreateAddressBook, FindAddressBookHomeSet, FindAddressBooks, GetAddressBookResources,
+};
 use libdav::dav::{Delete, GetEtag, ListResources, PutResource, WebDavClient, WebDavError};
 use sealsync_connector::credential::Credential;
 use sealsync_connector::egress::{EgressError, EgressPolicy};
@@ -125,8 +130,11 @@ impl tower_service::Service<Request<String>> for Http {
 /// One address book.
 pub struct CardDav {
     dav: CardDavClient<Http>,
-    /// The collection's path, ending in `/`.
-    collection: String,
+    /// The path given, ending in `/`.
+    given: String,
+    /// The address book's path, ending in `/`: the path given, or (for a server's root or
+    /// `/.well-known/carddav`) the one discovery finds.
+    collection: tokio::sync::OnceCell<String>,
     version: VcardVersion,
     /// For messages: scheme, host and path, no credentials.
     shown: String,
@@ -215,7 +223,8 @@ impl CardDav {
         };
         Ok(Self {
             dav: CardDavClient::new(WebDavClient::new(base, http)),
-            collection: path,
+            given: path,
+            collection: tokio::sync::OnceCell::new(),
             version,
             shown,
         })
@@ -250,10 +259,65 @@ impl CardDav {
     /// Makes the address book on the server (extended `MKCOL`), for a push into a new one.
     pub async fn create_address_book(&self) -> Result<(), ConnectorError> {
         self.dav
-            .request(CreateAddressBook::new(&self.collection))
+            .request(CreateAddressBook::new(&self.given))
             .await
             .map(|_| ())
             .map_err(|e| self.failed(e))
+    }
+
+    /// The address book's path. A server's root (or `/.well-known/carddav`) is discovered once:
+    /// the signed-in principal, its address book home, and the one address book there.
+    async fn collection(&self) -> Result<&str, ConnectorError> {
+        self.collection
+            .get_or_try_init(|| async {
+                if self.given != "/" && self.given != "/.well-known/carddav/" {
+                    return Ok(self.given.clone());
+                }
+                self.discover().await
+            })
+            .await
+            .map(String::as_str)
+    }
+
+    async fn discover(&self) -> Result<String, ConnectorError> {
+        let unavailable = |what: &str| {
+            ConnectorError::Unavailable(format!("{}: discovery found no {what}", self.shown))
+        };
+        let principal = self
+            .dav
+            .find_current_user_principal()
+            .await
+            .map_err(|e| ConnectorError::Unavailable(format!("{}: discovery: {e}", self.shown)))?
+            .ok_or_else(|| unavailable("current-user-principal"))?;
+        let homes = self
+            .dav
+            .request(FindAddressBookHomeSet::new(principal.path()))
+            .await
+            .map_err(|e| self.failed(e))?
+            .home_sets;
+        let mut books = Vec::new();
+        for home in &homes {
+            let found = self
+                .dav
+                .request(FindAddressBooks::new(home.path()))
+                .await
+                .map_err(|e| self.failed(e))?;
+            books.extend(found.addressbooks.into_iter().map(|b| b.href));
+        }
+        match books.as_slice() {
+            [one] => Ok(if one.ends_with('/') {
+                one.clone()
+            } else {
+                format!("{one}/")
+            }),
+            [] => Err(unavailable("address book")),
+            many => Err(ConnectorError::Config(format!(
+                "{}: the account has {} address books ({}); give the URL of one",
+                self.shown,
+                many.len(),
+                many.join(", ")
+            ))),
+        }
     }
 
     /// The etag of `href`, when a write's answer did not carry one.
@@ -289,13 +353,13 @@ impl Source for CardDav {
     async fn list(&self) -> Result<Snapshot, ConnectorError> {
         let listed = self
             .dav
-            .request(ListResources::new(&self.collection))
+            .request(ListResources::new(self.collection().await?))
             .await
             .map_err(|e| self.failed(e))?;
         let mut items = Vec::with_capacity(listed.resources.len());
         for r in listed.resources {
             if r.resource_type.is_collection
-                || r.href.trim_end_matches('/') == self.collection.trim_end_matches('/')
+                || r.href.trim_end_matches('/') == self.collection().await?.trim_end_matches('/')
             {
                 continue;
             }
@@ -324,7 +388,7 @@ impl Source for CardDav {
             let hrefs: Vec<&str> = chunk.iter().map(RemoteId::as_str).collect();
             let got = self
                 .dav
-                .request(GetAddressBookResources::new(&self.collection).with_hrefs(&hrefs))
+                .request(GetAddressBookResources::new(self.collection().await?).with_hrefs(&hrefs))
                 .await
                 .map_err(|e| self.failed(e))?;
             let mut answered = std::collections::HashMap::new();
@@ -361,7 +425,8 @@ impl Destination for CardDav {
     async fn create(&self, contact: &Contact) -> Result<ItemMeta, ConnectorError> {
         let text = to_vcard(contact, self.version);
         let name = file_name_for(contact);
-        let mut href = format!("{}{name}", self.collection);
+        let collection = self.collection().await?;
+        let mut href = format!("{collection}{name}");
         for attempt in 0..5 {
             let put = self
                 .dav
@@ -383,7 +448,7 @@ impl Destination for CardDav {
                 Err(ConnectorError::Conflict) => {
                     href = format!(
                         "{}{}-{}.vcf",
-                        self.collection,
+                        collection,
                         name.trim_end_matches(".vcf"),
                         attempt + 2
                     );

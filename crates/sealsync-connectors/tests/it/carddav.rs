@@ -105,3 +105,34 @@ async fn dav_urls_outside_the_policy_are_refused_before_connecting() {
         assert!(matches!(got, Err(ConnectorError::Config(_))), "{url}");
     }
 }
+
+#[tokio::test]
+async fn dav_a_server_root_is_discovered_to_its_one_address_book() {
+    let server = radicale();
+    radicale_book(&server, "found").await;
+    let root = format!("http://127.0.0.1:{}/", server.port);
+    let dav = CardDav::open(&root, Some(&ann()), loopback(server.port), VcardVersion::V3).unwrap();
+    let made = dav.create(&compliance::sample_contacts()[0]).await.unwrap();
+    assert!(
+        made.id.as_str().starts_with(&format!("/{USER}/found/")),
+        "{}",
+        made.id
+    );
+    assert_eq!(dav.list().await.unwrap().items.len(), 1);
+    // Two address books: the URL must name one.
+    radicale_book(&server, "second").await;
+    let dav = CardDav::open(&root, Some(&ann()), loopback(server.port), VcardVersion::V3).unwrap();
+    assert!(
+        matches!(dav.list().await, Err(ConnectorError::Config(m)) if m.contains("2 address books"))
+    );
+
+    let x = xandikos();
+    let well_known = format!("http://127.0.0.1:{}/.well-known/carddav", x.port);
+    let dav = CardDav::open(&well_known, None, loopback(x.port), VcardVersion::V3).unwrap();
+    let made = dav.create(&compliance::sample_contacts()[1]).await.unwrap();
+    assert!(
+        made.id.as_str().starts_with("/user/contacts/addressbook/"),
+        "{}",
+        made.id
+    );
+}
