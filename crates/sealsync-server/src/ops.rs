@@ -383,14 +383,20 @@ pub struct ChangeOut {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointIn {
-    /// `vdir` or `csv`.
+    /// `vdir`, `csv` or `carddav`.
     kind: String,
-    /// A relative path (no `..`), inside the workspace's files folder.
-    path: String,
-    /// vdir: the vCard version written, `4.0` (default) or `3.0`.
+    /// vdir, csv: a relative path (no `..`), inside the workspace's files folder.
+    path: Option<String>,
+    /// vdir: the vCard version written, `4.0` (default) or `3.0`; carddav: `3.0` (default) or
+    /// `4.0`.
     version: Option<String>,
     /// csv: `google` (default) or `outlook`.
     preset: Option<String>,
+    /// carddav: the address book's URL (https, on a public address; a server's root is
+    /// discovered).
+    url: Option<String>,
+    /// carddav: the account that signs in.
+    account: Option<String>,
 }
 
 /// `relative` below `root`, or why not: only plain names, no `..`, no absolute paths.
@@ -418,27 +424,42 @@ pub async fn put_endpoint(
     let ws = ws_id(&ws)?;
     require(&state, &p, ws, Scope::EndpointsWrite).await?;
     let body = body.0;
-    if !matches!(body.kind.as_str(), "vdir" | "csv") {
+    let files = matches!(body.kind.as_str(), "vdir" | "csv");
+    if !files && body.kind != "carddav" {
         return Err(ApiError::unprocessable(
-            "kind must be vdir or csv; sql endpoints are declared on the server with `sealsync apply`",
+            "kind must be vdir, csv or carddav; sql endpoints are declared on the server with `sealsync apply`",
         ));
     }
-    let Some(root) = &state.options().files_root else {
-        return Err(ApiError::unprocessable(
-            "this server keeps no files for API endpoints (start it with --files-root)",
-        ));
+    let root = match &state.options().files_root {
+        Some(r) => r.join(ws.to_string()),
+        None if files => {
+            return Err(ApiError::unprocessable(
+                "this server keeps no files for API endpoints (start it with --files-root)",
+            ));
+        }
+        None => PathBuf::new(),
     };
-    let root = root.join(ws.to_string());
-    let path = confined(&root, &body.path)?;
+    let path = match (files, &body.path) {
+        (true, Some(p)) => Some(confined(&root, p)?),
+        (true, None) => return Err(ApiError::unprocessable("path is required")),
+        (false, Some(_)) => {
+            return Err(ApiError::unprocessable(
+                "a carddav endpoint takes url, not path",
+            ));
+        }
+        (false, None) => None,
+    };
+    // Over the API a CardDAV server must be public: private and loopback addresses are
+    // allowed only in apply files, by the operator (`allow`).
     let decl = EndpointDecl {
         name: name.clone(),
         kind: body.kind,
-        path: Some(path),
+        path,
         version: body.version,
         preset: body.preset,
         map: None,
-        url: None,
-        account: None,
+        url: body.url.map(secrecy::SecretString::from),
+        account: body.account,
         allow: None,
         url_env: None,
         table: None,
@@ -447,8 +468,18 @@ pub async fn put_endpoint(
         columns: None,
     };
     let spec = decl.to_spec(&root).map_err(catalog_error)?;
-    create_private_dir(&root).map_err(|e| ApiError::internal(&e))?;
+    if files {
+        create_private_dir(&root).map_err(|e| ApiError::internal(&e))?;
+    }
     let engine = engine_for(&state, state.workspace_keys(ws).await?);
+    if let Some(account) = spec.account() {
+        let known = engine.accounts().await.map_err(catalog_error)?;
+        if !known.iter().any(|a| a.name == account) {
+            return Err(ApiError::unprocessable(format!(
+                "no account named {account:?} in this workspace"
+            )));
+        }
+    }
     let change = engine
         .put_endpoint(&name, &spec, false)
         .await

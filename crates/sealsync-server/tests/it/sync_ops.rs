@@ -412,3 +412,60 @@ async fn account_secrets_are_write_only() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn carddav_endpoints_over_the_api_reach_public_servers_only() {
+    let app = spawn_app().await;
+    let key = app.owner_key(app.ws).await;
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.1/dav/",
+        "https://127.0.0.1:5232/u/book/",
+        "https://[::1]/dav/",
+        "http://dav.example.com/u/book/",
+        "https://u:p@dav.example.com/u/book/",
+    ] {
+        let resp = put(
+            &app,
+            &key,
+            "/endpoints/book",
+            json!({"kind": "carddav", "url": url}),
+        )
+        .await;
+        assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    }
+    let resp = put(
+        &app,
+        &key,
+        "/endpoints/book",
+        json!({"kind": "carddav", "url": "https://dav.example.com/u/book/", "account": "nope"}),
+    )
+    .await;
+    assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    let resp = put(
+        &app,
+        &key,
+        "/accounts/dav",
+        json!({"kind": "basic", "username": "u", "password": "a-long-password-1"}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = put(
+        &app,
+        &key,
+        "/endpoints/book",
+        json!({"kind": "carddav", "url": "https://dav.example.com/u/book/", "account": "dav"}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(get(&app, &key, "/endpoints").await[0]["kind"], "carddav");
+    let resp = put(
+        &app,
+        &key,
+        "/endpoints/book2",
+        json!({"kind": "carddav", "url": "https://dav.example.com/", "path": "x"}),
+    )
+    .await;
+    assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    app.stop().await;
+}

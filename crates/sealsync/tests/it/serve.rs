@@ -329,6 +329,9 @@ fn schemathesis_finds_no_errors() {
         ])
         // Revoking keys is covered elsewhere; here it would revoke the fuzzer's own key.
         .args(["--exclude-operation-id", "revoke_api_key"])
+        // Runs are covered elsewhere; here a run of a fuzzed endpoint could reach out to a
+        // host that is not on loopback.
+        .args(["--exclude-operation-id", "start_run"])
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
