@@ -289,14 +289,22 @@ pub enum SendError {
     Http(String),
 }
 
-/// A reqwest error, with an egress refusal (from the resolver or a redirect) told apart.
-pub fn classify(e: &reqwest::Error) -> SendError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+/// The egress refusal somewhere in an error's chain (a resolver's or a redirect's), if any.
+pub fn refusal_in(e: &(dyn std::error::Error + 'static)) -> Option<EgressError> {
+    let mut source = Some(e);
     while let Some(s) = source {
         if let Some(refused) = s.downcast_ref::<EgressError>() {
-            return SendError::Refused(refused.clone());
+            return Some(refused.clone());
         }
         source = s.source();
+    }
+    None
+}
+
+/// A reqwest error, with an egress refusal (from the resolver or a redirect) told apart.
+pub fn classify(e: &reqwest::Error) -> SendError {
+    if let Some(refused) = refusal_in(e) {
+        return SendError::Refused(refused);
     }
     // reqwest's message names the URL: keep only what kind of failure it was.
     let kind = if e.is_timeout() {

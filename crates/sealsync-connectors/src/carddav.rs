@@ -33,7 +33,7 @@ use libdav::carddav::{
 };
 use libdav::dav::{Delete, GetEtag, ListResources, PutResource, WebDavClient, WebDavError};
 use sealsync_connector::credential::Credential;
-use sealsync_connector::egress::{EgressError, EgressPolicy};
+use sealsync_connector::egress::{EgressError, EgressPolicy, refusal_in};
 use sealsync_connector::{
     ConnectorError, Destination, Etag, Item, ItemMeta, RemoteId, Snapshot, Source,
 };
@@ -110,12 +110,8 @@ impl tower_service::Service<Request<String>> for Http {
         Box::pin(async move {
             fut.await.map_err(|e| {
                 // The connector's error chain carries a refusal from our resolver.
-                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-                while let Some(s) = source {
-                    if let Some(refused) = s.downcast_ref::<EgressError>() {
-                        return HttpError::Refused(refused.clone());
-                    }
-                    source = s.source();
+                if let Some(refused) = refusal_in(&e) {
+                    return HttpError::Refused(refused);
                 }
                 HttpError::Transport(if e.is_connect() {
                     "could not connect".into()

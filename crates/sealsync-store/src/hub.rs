@@ -611,27 +611,32 @@ impl Hub {
         Ok(report)
     }
 
-    /// How many values outside `contacts` are sealed under a data key older than `version`
-    /// (or `at` exactly, when given).
+    /// Values outside `contacts` per data-key version, read once; values whose header cannot
+    /// be read are counted under `None` (they keep every key: never retire one on a guess).
     async fn sealed_outside_contacts(
         &self,
         ws: WorkspaceId,
-        matches: impl Fn(u32) -> bool,
-    ) -> Result<u64, StoreError> {
-        let mut n = 0;
+    ) -> Result<std::collections::BTreeMap<Option<u32>, u64>, StoreError> {
+        let mut per_version = std::collections::BTreeMap::new();
         for field in SealedField::ALL {
             for value in self.store.sealed_values(ws, field).await? {
-                // An unreadable header counts as in use: never retire a key on a guess.
-                if sealed_key_version(&value.sealed).map_or(true, &matches) {
-                    n += 1;
-                }
+                *per_version
+                    .entry(sealed_key_version(&value.sealed).ok())
+                    .or_insert(0) += 1;
             }
         }
-        Ok(n)
+        Ok(per_version)
     }
 
+    /// How many values outside `contacts` may still need a key older than `version`.
     async fn sealed_below(&self, ws: WorkspaceId, version: u32) -> Result<u64, StoreError> {
-        self.sealed_outside_contacts(ws, |v| v < version).await
+        Ok(self
+            .sealed_outside_contacts(ws)
+            .await?
+            .iter()
+            .filter(|(v, _)| v.is_none_or(|v| v < version))
+            .map(|(_, n)| n)
+            .sum())
     }
 
     /// Destroys data-key versions older than the newest that no record uses any more.
@@ -647,11 +652,11 @@ impl Hub {
         let Some(&current) = versions.iter().max() else {
             return Ok(Vec::new());
         };
+        let outside = self.sealed_outside_contacts(ws).await?;
+        let in_use = |v: u32| outside.contains_key(&None) || outside.contains_key(&Some(v));
         let mut retired = Vec::new();
         for v in versions.into_iter().filter(|v| *v < current) {
-            if self.store.count_at_key_version(ws, v).await? == 0
-                && self.sealed_outside_contacts(ws, |at| at == v).await? == 0
-            {
+            if self.store.count_at_key_version(ws, v).await? == 0 && !in_use(v) {
                 self.store.delete_key(ws, KeyPurpose::Data, v).await?;
                 retired.push(v);
             }
