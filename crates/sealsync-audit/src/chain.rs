@@ -172,6 +172,15 @@ impl AuditLog {
                     .await
                     .map_err(Attempt::db)?;
                 if any.is_some() {
+                    // On PostgreSQL (read committed) another writer's first entry can commit,
+                    // head and all, between the two reads: if the head is there now, try again.
+                    if read_head(&mut tx, chain)
+                        .await
+                        .map_err(Attempt::Failed)?
+                        .is_some()
+                    {
+                        return Err(Attempt::Lost);
+                    }
                     return Err(Attempt::Failed(AuditError::Damaged {
                         chain,
                         what: "it has entries but no head record",
