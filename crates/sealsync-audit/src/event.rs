@@ -203,6 +203,7 @@ actions! {
     InviteCreated => "invite.created",
     InviteAccepted => "invite.accepted",
     AccessDenied => "access.denied",
+    HookRejected => "hook.rejected",
 }
 
 impl fmt::Display for Action {
@@ -458,7 +459,7 @@ mod tests {
                 a.as_str()
             );
         }
-        assert_eq!(seen.len(), 41);
+        assert_eq!(seen.len(), 42);
         assert!(Action::parse("login.Succeeded").is_err());
         assert!(Action::parse("").is_err());
     }

@@ -98,14 +98,43 @@ fn check(ok: bool, what: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(what.to_owned()) }
 }
 
-async fn listing<C: Connector>(c: &C) -> Result<Vec<ItemMeta>, String> {
-    let mut items = c
-        .list()
+/// Lists in full, and again from the cursor the suite's previous listing gave (`cursor`, carried
+/// across calls and instances): both must give the same items. A cursor that is not one must be
+/// ignored, never trusted.
+async fn listing<C: Connector>(
+    c: &C,
+    cursor: &mut Option<Vec<u8>>,
+) -> Result<Vec<ItemMeta>, String> {
+    let sorted = |mut items: Vec<ItemMeta>| {
+        items.sort_by(|a, b| a.id.cmp(&b.id));
+        items
+    };
+    let full = sorted(
+        c.list()
+            .await
+            .map_err(|e| format!("list failed: {e}"))?
+            .items,
+    );
+    let from = c
+        .list_from(cursor.as_deref())
         .await
-        .map_err(|e| format!("list failed: {e}"))?
-        .items;
-    items.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(items)
+        .map_err(|e| format!("list from a cursor failed: {e}"))?;
+    check(
+        sorted(from.snapshot.items) == full,
+        "a listing from an earlier cursor must list what a full listing does",
+    )?;
+    if from.cursor.is_some() {
+        let bogus = c
+            .list_from(Some(b"not a cursor"))
+            .await
+            .map_err(|e| format!("list from an unusable cursor failed: {e}"))?;
+        check(
+            sorted(bogus.snapshot.items) == full,
+            "a cursor that is not one must be ignored for a full listing",
+        )?;
+    }
+    *cursor = from.cursor;
+    Ok(full)
 }
 
 async fn fetch_one<C: Connector>(
@@ -133,8 +162,9 @@ where
     Fut: Future<Output = Result<C, ConnectorError>>,
 {
     let c = open().await.map_err(|e| format!("open failed: {e}"))?;
+    let mut cursor = None;
     check(
-        listing(&c).await?.is_empty(),
+        listing(&c, &mut cursor).await?.is_empty(),
         "a new collection must list no items",
     )?;
 
@@ -149,7 +179,7 @@ where
         created.push(meta);
     }
     c.flush().await.map_err(|e| format!("flush failed: {e}"))?;
-    let listed = listing(&c).await?;
+    let listed = listing(&c, &mut cursor).await?;
     check(
         listed.len() == samples.len(),
         "every created item must be listed",
@@ -171,7 +201,7 @@ where
             "a fetched item must hold what was written",
         )?;
     }
-    let again = listing(&c).await?;
+    let again = listing(&c, &mut cursor).await?;
     check(
         again == listed,
         "listing twice with no change must give the same ids and etags",
@@ -180,7 +210,7 @@ where
     // Writes survive a new instance.
     let reopened = open().await.map_err(|e| format!("reopen failed: {e}"))?;
     check(
-        listing(&reopened).await? == listed,
+        listing(&reopened, &mut cursor).await? == listed,
         "a new instance must list what was written",
     )?;
     drop(reopened);
@@ -205,7 +235,7 @@ where
         essence(&got, fidelity) == essence(&changed, fidelity),
         "an update must be read back",
     )?;
-    let listed = listing(&c).await?;
+    let listed = listing(&c, &mut cursor).await?;
     check(
         listed
             .iter()
@@ -238,7 +268,7 @@ where
         .await
         .map_err(|e| format!("delete failed: {e}"))?;
     c.flush().await.map_err(|e| format!("flush failed: {e}"))?;
-    let listed = listing(&c).await?;
+    let listed = listing(&c, &mut cursor).await?;
     check(
         listed.len() == samples.len() - 1,
         "a deleted item must leave the listing",
@@ -268,7 +298,7 @@ where
     }
     let reopened = open().await.map_err(|e| format!("reopen failed: {e}"))?;
     check(
-        listing(&reopened).await? == listed,
+        listing(&reopened, &mut cursor).await? == listed,
         "a new instance must see the deletes and updates",
     )?;
     Ok(())

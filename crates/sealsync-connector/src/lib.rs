@@ -75,6 +75,17 @@ pub struct Snapshot {
     pub items: Vec<ItemMeta>,
 }
 
+/// A listing and, from a connector that can list changes since an earlier listing (CardDAV's
+/// `sync-collection`), a cursor for the next one.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub snapshot: Snapshot,
+    /// Opaque to the engine, which keeps it sealed per link and hands it back next time. It
+    /// describes only the collection at one moment, never what the engine did with it, so it
+    /// may be stored as soon as it is returned.
+    pub cursor: Option<Vec<u8>>,
+}
+
 /// One item with its contents.
 #[derive(Debug, Clone)]
 pub struct Item {
@@ -107,6 +118,18 @@ pub enum ConnectorError {
 pub trait Source: Send + Sync + fmt::Debug {
     /// Every item, without contents.
     async fn list(&self) -> Result<Snapshot, ConnectorError>;
+
+    /// Every item, without contents, building on an earlier listing's `cursor` where the
+    /// collection can say what changed since. The snapshot is complete either way. A cursor
+    /// the connector cannot use (another collection, a token the server forgot) is ignored
+    /// for a full listing. The default lists in full and gives no cursor.
+    async fn list_from(&self, cursor: Option<&[u8]>) -> Result<Listing, ConnectorError> {
+        let _ = cursor;
+        Ok(Listing {
+            snapshot: self.list().await?,
+            cursor: None,
+        })
+    }
 
     /// Contents of these items; each may fail on its own (unreadable, gone since listing).
     async fn fetch(

@@ -5,7 +5,10 @@
 //! - The URL names the address book; a server's root (or `/.well-known/carddav`) is discovered
 //!   to the signed-in principal's one address book (current-user-principal, then
 //!   addressbook-home-set).
-//! - Listing is one `PROPFIND` (depth 1) for every member's etag: no per-item request.
+//! - Listing is one `sync-collection` report (RFC 6578) where the server supports it: the first
+//!   lists every member with its etag and a sync token, later ones only what changed since the
+//!   token, applied to the listing kept in the cursor. Where the server does not (or forgot the
+//!   token), one `PROPFIND` (depth 1) for every member's etag. Never a per-item request.
 //! - Contents come by `addressbook-multiget`, in batches.
 //! - Writes are conditional: a create sends `If-None-Match: *`, an update `If-Match` with the
 //!   etag last seen, a delete `If-Match` too; a 412 is a conflict for the link's policy, never a
@@ -31,11 +34,13 @@ use libdav::CardDavClient;
 use libdav::carddav::{
     CreateAddressBook, FindAddressBookHomeSet, FindAddressBooks, GetAddressBookResources,
 };
-use libdav::dav::{Delete, GetEtag, ListResources, PutResource, WebDavClient, WebDavError};
+use libdav::dav::{
+    Delete, GetEtag, ListResources, PutResource, SyncCollection, WebDavClient, WebDavError,
+};
 use sealsync_connector::credential::Credential;
 use sealsync_connector::egress::{EgressError, EgressPolicy, refusal_in};
 use sealsync_connector::{
-    ConnectorError, Destination, Etag, Item, ItemMeta, RemoteId, Snapshot, Source,
+    ConnectorError, Destination, Etag, Item, ItemMeta, Listing, RemoteId, Snapshot, Source,
 };
 use sealsync_contact::Contact;
 use sealsync_contact::vcard::{VcardVersion, read_all, to_vcard};
@@ -342,6 +347,85 @@ impl CardDav {
     }
 }
 
+/// What a CardDAV listing leaves for the next one: the collection it was taken from, the
+/// server's sync token, and every member with its etag at that token.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    collection: String,
+    token: String,
+    items: std::collections::BTreeMap<String, String>,
+}
+
+impl Cursor {
+    /// Every member; an href that cannot be an id fails the listing (dropping it would read
+    /// as a deletion).
+    fn snapshot(&self) -> Result<Snapshot, ConnectorError> {
+        let items = self
+            .items
+            .iter()
+            .map(|(href, etag)| {
+                Ok(ItemMeta {
+                    id: RemoteId::parse(href)?,
+                    etag: Etag::new(etag.clone()),
+                    modified_ms: None,
+                })
+            })
+            .collect::<Result<_, ConnectorError>>()?;
+        Ok(Snapshot { items })
+    }
+}
+
+impl CardDav {
+    /// Whether `href` is a member of the collection (not the collection itself).
+    fn is_member(collection: &str, href: &str) -> bool {
+        href.trim_end_matches('/') != collection.trim_end_matches('/')
+    }
+
+    /// One `sync-collection` report from `token` (none: everything), applied to `items`.
+    /// `None` when the server cannot answer it (no support, a forgotten token, a truncated
+    /// answer): the caller lists in full instead.
+    async fn sync_collection(
+        &self,
+        collection: &str,
+        token: Option<&str>,
+        mut items: std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<Cursor>, ConnectorError> {
+        let mut request = SyncCollection::new(collection);
+        if let Some(token) = token {
+            request = request.with_sync_token(token);
+        }
+        let answer = match self.dav.request(request).await {
+            Ok(a) => a,
+            // Transport failures and refused credentials are the listing's failure, not a
+            // reason to try another way.
+            Err(e @ WebDavError::Request(_)) => return Err(self.failed(e)),
+            Err(WebDavError::BadStatusCode(s))
+                if s == StatusCode::UNAUTHORIZED || s == StatusCode::NOT_FOUND =>
+            {
+                return Err(self.failed(WebDavError::BadStatusCode(s)));
+            }
+            Err(_) => return Ok(None),
+        };
+        for href in answer.deleted {
+            items.remove(&href);
+        }
+        for r in answer.changed {
+            if r.resource_type.is_collection || !Self::is_member(collection, &r.href) {
+                continue;
+            }
+            let Some(etag) = r.etag else {
+                return Ok(None);
+            };
+            items.insert(r.href, etag);
+        }
+        Ok(Some(Cursor {
+            collection: collection.to_owned(),
+            token: answer.new_sync_token,
+            items,
+        }))
+    }
+}
+
 const CONTENT_TYPE: &str = "text/vcard; charset=utf-8";
 
 #[async_trait]
@@ -354,8 +438,7 @@ impl Source for CardDav {
             .map_err(|e| self.failed(e))?;
         let mut items = Vec::with_capacity(listed.resources.len());
         for r in listed.resources {
-            if r.resource_type.is_collection
-                || r.href.trim_end_matches('/') == self.collection().await?.trim_end_matches('/')
+            if r.resource_type.is_collection || !Self::is_member(self.collection().await?, &r.href)
             {
                 continue;
             }
@@ -373,6 +456,34 @@ impl Source for CardDav {
             });
         }
         Ok(Snapshot { items })
+    }
+
+    async fn list_from(&self, cursor: Option<&[u8]>) -> Result<Listing, ConnectorError> {
+        let collection = self.collection().await?;
+        let earlier = cursor
+            .and_then(|c| serde_json::from_slice::<Cursor>(c).ok())
+            .filter(|c| c.collection == collection);
+        let mut next = None;
+        if let Some(earlier) = earlier {
+            next = self
+                .sync_collection(collection, Some(&earlier.token), earlier.items)
+                .await?;
+        }
+        if next.is_none() {
+            next = self
+                .sync_collection(collection, None, Default::default())
+                .await?;
+        }
+        match next {
+            Some(next) => Ok(Listing {
+                snapshot: next.snapshot()?,
+                cursor: serde_json::to_vec(&next).ok(),
+            }),
+            None => Ok(Listing {
+                snapshot: self.list().await?,
+                cursor: None,
+            }),
+        }
     }
 
     async fn fetch(

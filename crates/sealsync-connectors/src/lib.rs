@@ -17,6 +17,7 @@ pub mod csv;
 pub mod sql;
 pub mod testing;
 pub mod vdir;
+pub mod webhook;
 
 use std::path::Path;
 

@@ -144,6 +144,36 @@ impl CsvLayout {
         Ok(Self { delimiter, columns })
     }
 
+    /// A layout for records that are not CSV rows (a JSON object's fields): `(field, target)`
+    /// pairs with the targets of a mapping file.
+    pub fn from_targets<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, CsvError> {
+        let columns = pairs
+            .into_iter()
+            .map(|(field, target)| parse_target(field, target))
+            .collect::<Result<Vec<_>, _>>()?;
+        if columns.is_empty() {
+            return Err(CsvError::Mapping("no fields mapped".into()));
+        }
+        Ok(Self {
+            delimiter: b',',
+            columns,
+        })
+    }
+
+    /// One contact from a record given field by field, by the rules of a CSV row:
+    /// `field(name, nth)` is the `nth` value of the field (a list's further values are further
+    /// occurrences of the property).
+    pub fn contact_from_fields<'r>(
+        &self,
+        field: impl Fn(&str, usize) -> Option<&'r str>,
+    ) -> Contact {
+        row_to_contact(self, &self.occurrences(), |i, nth| {
+            field(&self.columns[i].header, nth)
+        })
+    }
+
     pub fn headers(&self) -> impl Iterator<Item = &str> {
         self.columns.iter().map(|c| c.header.as_str())
     }
@@ -414,12 +444,14 @@ impl<R: Read> CsvReader<R> {
                 Ok(false) => return None,
                 Ok(true) => {
                     let line = self.record.position().map(|p| p.line()).unwrap_or(0);
-                    let contact = row_to_contact(
-                        &self.layout,
-                        &self.positions,
-                        &self.occurrences,
-                        &self.record,
-                    );
+                    let (positions, record) = (&self.positions, &self.record);
+                    let contact = row_to_contact(&self.layout, &self.occurrences, |i, nth| {
+                        if nth == 0 {
+                            positions[i].and_then(|p| record.get(p))
+                        } else {
+                            None
+                        }
+                    });
                     if contact.properties().is_empty() {
                         continue; // an empty row
                     }
@@ -463,49 +495,53 @@ struct Pending {
     list: Vec<String>,
 }
 
-fn row_to_contact(
+/// One contact from a record: `cell(column, nth)` is the column's `nth` value (a CSV cell has
+/// one; a JSON field may hold a list), each further value another occurrence of the property.
+fn row_to_contact<'r>(
     layout: &CsvLayout,
-    positions: &[Option<usize>],
     occurrences: &[usize],
-    record: &::csv::StringRecord,
+    cell: impl Fn(usize, usize) -> Option<&'r str>,
 ) -> Contact {
     // Keyed by the group a column belongs to, in column order. Occurrences count per part, so
     // the first street and the first city belong to the same address.
-    type Group<'a> = ((&'a str, String, usize), &'a [Param], Pending);
+    type Group<'a> = ((&'a str, String, usize, usize), &'a [Param], Pending);
     let mut groups: Vec<Group<'_>> = Vec::new();
     for (i, column) in layout.columns.iter().enumerate() {
-        let Some(cell) = positions[i].and_then(|p| record.get(p)) else {
-            continue;
-        };
-        let cell = unguard(cell.trim());
-        if cell.is_empty() {
-            continue;
-        }
-        let key = (
-            column.property.as_str(),
-            params_key(&column.params),
-            occurrences[i],
-        );
-        let at = match groups.iter().position(|(k, _, _)| *k == key) {
-            Some(at) => at,
-            None => {
-                groups.push((key, &column.params, Pending::default()));
-                groups.len() - 1
+        for nth in 0.. {
+            let Some(cell) = cell(i, nth) else {
+                break;
+            };
+            let cell = unguard(cell.trim());
+            if cell.is_empty() {
+                continue;
             }
-        };
-        let pending = &mut groups[at].2;
-        match &column.part {
-            Part::Value => pending.text = Some(cell.to_owned()),
-            Part::Component(n) => pending.components.push((*n, cell.to_owned())),
-            Part::Label => pending.label = Some(cell.to_owned()),
-            Part::List(sep) => pending.list.extend(
-                cell.split(sep)
-                    .map(|s| s.trim().trim_start_matches("* ").trim().to_owned()),
-            ),
+            let key = (
+                column.property.as_str(),
+                params_key(&column.params),
+                occurrences[i],
+                nth,
+            );
+            let at = match groups.iter().position(|(k, _, _)| *k == key) {
+                Some(at) => at,
+                None => {
+                    groups.push((key, &column.params, Pending::default()));
+                    groups.len() - 1
+                }
+            };
+            let pending = &mut groups[at].2;
+            match &column.part {
+                Part::Value => pending.text = Some(cell.to_owned()),
+                Part::Component(n) => pending.components.push((*n, cell.to_owned())),
+                Part::Label => pending.label = Some(cell.to_owned()),
+                Part::List(sep) => pending.list.extend(
+                    cell.split(sep)
+                        .map(|s| s.trim().trim_start_matches("* ").trim().to_owned()),
+                ),
+            }
         }
     }
     let mut contact = Contact::new();
-    for ((property, _, _), column_params, pending) in groups {
+    for ((property, _, _, _), column_params, pending) in groups {
         let mut params = column_params.to_vec();
         if let Some(label) = &pending.label {
             params.extend(label_to_params(label));

@@ -179,6 +179,9 @@ pub struct EndpointDecl {
     pub id_column: Option<String>,
     pub etag_column: Option<String>,
     pub columns: Option<Vec<String>>,
+    /// webhook: `account` (the signing secret), JSON `fields` to targets, the `id_field`.
+    pub fields: Option<BTreeMap<String, String>>,
+    pub id_field: Option<String>,
 }
 
 /// A link as declared.
@@ -218,6 +221,8 @@ impl EndpointDecl {
             ("id_column", self.id_column.is_some()),
             ("etag_column", self.etag_column.is_some()),
             ("columns", self.columns.is_some()),
+            ("fields", self.fields.is_some()),
+            ("id_field", self.id_field.is_some()),
         ];
         let allowed: &[&str] = match self.kind.as_str() {
             "vdir" => &["path", "version"],
@@ -231,9 +236,10 @@ impl EndpointDecl {
                 "etag_column",
                 "columns",
             ],
+            "webhook" => &["account", "fields", "id_field"],
             other => {
                 return Err(bad(&format!(
-                    "unknown kind {other:?}: expected vdir, csv, carddav or sql"
+                    "unknown kind {other:?}: expected vdir, csv, carddav, sql or webhook"
                 )));
             }
         };
@@ -270,6 +276,11 @@ impl EndpointDecl {
                 account: self.account.clone(),
                 version: self.version.clone(),
                 allow: self.allow.clone().unwrap_or_default(),
+            },
+            "webhook" => EndpointSpec::Webhook {
+                account: self.account.clone().ok_or_else(|| required("account"))?,
+                fields: self.fields.clone().unwrap_or_default(),
+                id_field: self.id_field.clone(),
             },
             _ => EndpointSpec::Sql {
                 url: self
@@ -468,6 +479,11 @@ impl Engine {
             }
             return Err(CatalogError::NoEndpoint(endpoint.to_owned()));
         };
+        if ep.spec.pull_only() && spec.direction != Direction::Pull {
+            return Err(CatalogError::Invalid(format!(
+                "link {name:?}: endpoint {endpoint:?} only delivers contacts, so its links pull (direction = \"pull\")"
+            )));
+        }
         if let Some(l) = &existing
             && l.endpoint != ep.id
         {
@@ -553,6 +569,7 @@ impl Engine {
                 name: l.name,
                 spec: l.spec,
                 endpoint_name: ep.name.clone(),
+                endpoint_id: ep.id,
                 endpoint: ep.spec.clone(),
             });
         }

@@ -18,9 +18,10 @@ use sealsync_store::{
     ConflictRow, EventRow, Hub, HubMeta, PreparedContact, RunRow, StateRow, StoreError, SyncBatch,
     now_ms,
 };
-use sealsync_types::{ConflictId, ContactId, LinkId, RunId};
+use sealsync_types::{ConflictId, ContactId, EndpointId, LinkId, RunId};
 use serde::Serialize;
 
+use crate::inbox::Inbox;
 use crate::plan::{
     Action, Fetched, Listed, Plan, PlanError, PlanInput, RemoteKey, Resolution, plan,
 };
@@ -52,6 +53,7 @@ pub struct LinkDef {
     pub name: String,
     pub spec: LinkSpec,
     pub endpoint_name: String,
+    pub endpoint_id: EndpointId,
     pub endpoint: EndpointSpec,
 }
 
@@ -274,25 +276,42 @@ impl Engine {
             link: link.name.clone(),
             error,
         };
-        // The account's secret is opened here, for this run only.
+        // The account's secret is opened here, for this run only. A webhook source's account
+        // signs deliveries; its run reads the store.
         let (account, credential) = match link.endpoint.account() {
-            Some(name) => {
+            Some(name) if !link.endpoint.pull_only() => {
                 let (id, c) = self.open_account(name).await.map_err(|e| {
                     endpoint_error(ConnectorError::Config(format!("account {name:?}: {e}")))
                 })?;
                 (Some(id), Some(c))
             }
-            None => (None, None),
+            _ => (None, None),
         };
-        let conn = link
-            .endpoint
-            .open(credential.as_ref())
-            .map_err(endpoint_error)?;
+        let conn: Arc<dyn Connector> = match &link.endpoint {
+            EndpointSpec::Webhook { .. } => Arc::new(Inbox::new(
+                store.clone(),
+                self.keys.clone(),
+                link.endpoint_id,
+            )),
+            other => other.open(credential.as_ref()).map_err(endpoint_error)?,
+        };
         drop(credential);
 
-        // 1. What is there now, on both sides.
-        let snapshot = conn.list().await.map_err(endpoint_error)?;
-        let listed: Vec<Listed> = snapshot
+        // 1. What is there now, on both sides. The endpoint's listing builds on the cursor its
+        // last one left, which describes only the endpoint, so it is kept at once.
+        let earlier = self.open_cursor(link.id).await?;
+        let listing = conn
+            .list_from(earlier.as_deref().map(Vec::as_slice))
+            .await
+            .map_err(endpoint_error)?;
+        drop(earlier);
+        let cursor = listing.cursor.map(zeroize::Zeroizing::new);
+        if !options.dry_run {
+            self.keep_cursor(link.id, cursor.as_deref().map(Vec::as_slice))
+                .await?;
+        }
+        let listed: Vec<Listed> = listing
+            .snapshot
             .items
             .into_iter()
             .map(|meta| Listed {
@@ -480,6 +499,16 @@ impl Engine {
         .into();
         run_row.counts = serde_json::to_string(&ctx.counts).unwrap_or_else(|_| "{}".into());
         store.put_run(ws, &run_row).await?;
+        // This run's own writes would show as changes in the next listing: move the cursor past
+        // them now (their etags are in the link state). Best effort: the old cursor stays valid.
+        let wrote =
+            ctx.counts.remote_created + ctx.counts.remote_updated + ctx.counts.remote_deleted;
+        if let (Some(cursor), true) = (cursor.as_deref(), wrote > 0)
+            && let Ok(after) = ctx.conn.list_from(Some(cursor)).await
+            && let Some(after) = after.cursor.map(zeroize::Zeroizing::new)
+        {
+            self.keep_cursor(link.id, Some(&after)).await?;
+        }
         tracing::info!(
             link = %link.name,
             run = %run_id,
@@ -904,6 +933,49 @@ impl Engine {
         } else {
             Hub::content_mac(&self.keys, &inbound_raw(spec, out))
         }
+    }
+
+    /// Where a link's cursor sits, for its AAD.
+    fn cursor_at<'a>(&'a self, link: &'a LinkId) -> RecordRef<'a> {
+        RecordRef {
+            table: "link_cursors",
+            workspace: self.keys.workspace(),
+            record: link.as_bytes(),
+            field: "cursor",
+        }
+    }
+
+    /// The link's cursor; one that no longer opens is dropped (it costs one full listing).
+    async fn open_cursor(
+        &self,
+        link: LinkId,
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, RunError> {
+        let Some(sealed) = self
+            .hub
+            .store()
+            .link_cursor(self.keys.workspace(), link)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .keys
+            .open(&self.cursor_at(&link), &sealed)
+            .ok()
+            .map(zeroize::Zeroizing::new))
+    }
+
+    /// Keeps the link's cursor sealed, or forgets it.
+    async fn keep_cursor(&self, link: LinkId, cursor: Option<&[u8]>) -> Result<(), RunError> {
+        let sealed = match cursor {
+            Some(plain) => self.keys.seal(&self.cursor_at(&link), plain).ok(),
+            None => None,
+        };
+        self.hub
+            .store()
+            .put_link_cursor(self.keys.workspace(), link, sealed)
+            .await?;
+        Ok(())
     }
 
     /// Seals an event's detail (remote id, reason) for the run's event log.

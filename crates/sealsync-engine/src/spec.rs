@@ -11,6 +11,7 @@ use sealsync_connectors::carddav::CardDav;
 use sealsync_connectors::csv::CsvFile;
 use sealsync_connectors::sql::{DatabaseUrl, SqlShape, SqlTable};
 use sealsync_connectors::vdir::Vdir;
+use sealsync_connectors::webhook::JsonMapping;
 use sealsync_contact::VcardVersion;
 use sealsync_contact::csv::{CsvLayout, CsvPreset};
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,18 @@ pub enum EndpointSpec {
         /// `TARGET=column` pairs: `FN=full_name`, `N:given=first_name`, `EMAIL=email`.
         columns: Vec<String>,
     },
+    /// Contacts delivered by signed webhooks (`POST /v1/hooks/{endpoint id}`), kept until the
+    /// endpoint's pull link takes them.
+    Webhook {
+        /// The account holding the shared signing secret (kind `api-key`).
+        account: String,
+        /// JSON field to target (`"mail" = "EMAIL"`); none: the usual field names.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        fields: BTreeMap<String, String>,
+        /// The JSON field holding the contact's id in the sending system (default `id`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id_field: Option<String>,
+    },
 }
 
 impl EndpointSpec {
@@ -79,6 +92,7 @@ impl EndpointSpec {
             EndpointSpec::Csv { .. } => "csv",
             EndpointSpec::Carddav { .. } => "carddav",
             EndpointSpec::Sql { .. } => "sql",
+            EndpointSpec::Webhook { .. } => "webhook",
         }
     }
 
@@ -122,13 +136,31 @@ impl EndpointSpec {
                 }
                 SqlShape::parse(table, id_column, etag_column.as_deref(), columns).map(|_| ())
             }
+            EndpointSpec::Webhook { .. } => self.json_mapping().map(|_| ()),
         }
+    }
+
+    /// How a webhook endpoint reads JSON contacts.
+    pub fn json_mapping(&self) -> Result<JsonMapping, ConnectorError> {
+        match self {
+            EndpointSpec::Webhook {
+                fields, id_field, ..
+            } => JsonMapping::new(fields, id_field.as_deref())
+                .map_err(|e| ConnectorError::Config(e.to_string())),
+            _ => Err(ConnectorError::Config("not a webhook endpoint".into())),
+        }
+    }
+
+    /// Whether links to this endpoint may only pull (it cannot be written).
+    pub fn pull_only(&self) -> bool {
+        matches!(self, EndpointSpec::Webhook { .. })
     }
 
     /// The account this endpoint signs in with, if any.
     pub fn account(&self) -> Option<&str> {
         match self {
             EndpointSpec::Carddav { account, .. } => account.as_deref(),
+            EndpointSpec::Webhook { account, .. } => Some(account),
             _ => None,
         }
     }
@@ -189,6 +221,9 @@ impl EndpointSpec {
                 let shape = SqlShape::parse(table, id_column, etag_column.as_deref(), columns)?;
                 Ok(Arc::new(SqlTable::open(url, shape)?))
             }
+            EndpointSpec::Webhook { .. } => Err(ConnectorError::Config(
+                "a webhook endpoint is read from the store, not opened".into(),
+            )),
         }
     }
 
@@ -207,7 +242,9 @@ impl EndpointSpec {
                     fix(m);
                 }
             }
-            EndpointSpec::Carddav { .. } | EndpointSpec::Sql { .. } => {}
+            EndpointSpec::Carddav { .. }
+            | EndpointSpec::Sql { .. }
+            | EndpointSpec::Webhook { .. } => {}
         }
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod hooks;
 mod json;
 pub mod metrics;
 pub mod oauth;

@@ -146,6 +146,7 @@ impl Modify for BearerAuth {
         crate::ops::keys_status,
         crate::ops::audit_page,
         crate::ops::audit_verify,
+        crate::hooks::deliver,
     ),
     components(schemas(ErrorEnvelope, ErrorBody, OAuthErrorBody)),
     modifiers(&BearerAuth),

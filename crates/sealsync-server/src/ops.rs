@@ -383,7 +383,7 @@ pub struct ChangeOut {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointIn {
-    /// `vdir`, `csv` or `carddav`.
+    /// `vdir`, `csv`, `carddav` or `webhook`.
     kind: String,
     /// vdir, csv: a relative path (no `..`), inside the workspace's files folder.
     path: Option<String>,
@@ -395,8 +395,13 @@ pub struct EndpointIn {
     /// carddav: the address book's URL (https, on a public address; a server's root is
     /// discovered).
     url: Option<String>,
-    /// carddav: the account that signs in.
+    /// carddav: the account that signs in; webhook: the account (kind `api-key`) holding the
+    /// shared signing secret.
     account: Option<String>,
+    /// webhook: JSON field to target (`"mail": "EMAIL"`); none: the usual field names.
+    fields: Option<std::collections::BTreeMap<String, String>>,
+    /// webhook: the JSON field with the contact's id in the sending system (default `id`).
+    id_field: Option<String>,
 }
 
 /// `relative` below `root`, or why not: only plain names, no `..`, no absolute paths.
@@ -425,9 +430,9 @@ pub async fn put_endpoint(
     require(&state, &p, ws, Scope::EndpointsWrite).await?;
     let body = body.0;
     let files = matches!(body.kind.as_str(), "vdir" | "csv");
-    if !files && body.kind != "carddav" {
+    if !files && body.kind != "carddav" && body.kind != "webhook" {
         return Err(ApiError::unprocessable(
-            "kind must be vdir, csv or carddav; sql endpoints are declared on the server with `sealsync apply`",
+            "kind must be vdir, csv, carddav or webhook; sql endpoints are declared on the server with `sealsync apply`",
         ));
     }
     let root = match &state.options().files_root {
@@ -443,9 +448,10 @@ pub async fn put_endpoint(
         (true, Some(p)) => Some(confined(&root, p)?),
         (true, None) => return Err(ApiError::unprocessable("path is required")),
         (false, Some(_)) => {
-            return Err(ApiError::unprocessable(
-                "a carddav endpoint takes url, not path",
-            ));
+            return Err(ApiError::unprocessable(format!(
+                "a {} endpoint takes no path",
+                body.kind
+            )));
         }
         (false, None) => None,
     };
@@ -466,6 +472,8 @@ pub async fn put_endpoint(
         id_column: None,
         etag_column: None,
         columns: None,
+        fields: body.fields,
+        id_field: body.id_field,
     };
     let spec = decl.to_spec(&root).map_err(catalog_error)?;
     if files {
@@ -493,6 +501,7 @@ pub async fn put_endpoint(
         .map(|e| e.id.to_string())
         .unwrap_or_default();
     if change.op != "unchanged" {
+        state.inner.hooks.forget();
         state
             .audit(event_on(
                 &p,
@@ -544,6 +553,7 @@ pub async fn delete_endpoint(
         CatalogError::NoEndpoint(_) => ApiError::not_found(),
         e => catalog_error(e),
     })?;
+    state.inner.hooks.forget();
     state
         .audit(event_on(
             &p,
@@ -923,6 +933,7 @@ pub async fn put_account(
         .put_account(&name, &credential)
         .await
         .map_err(catalog_error)?;
+    state.inner.hooks.forget();
     state
         .audit(event_on(
             &p,
@@ -954,6 +965,7 @@ pub async fn delete_account(
     require(&state, &p, ws, Scope::EndpointsWrite).await?;
     let engine = engine_for(&state, state.workspace_keys(ws).await?);
     let id = engine.remove_account(&name).await.map_err(catalog_error)?;
+    state.inner.hooks.forget();
     state
         .audit(event_on(
             &p,

@@ -6,7 +6,7 @@ use axum::routing::{get, post, put};
 use sealsync_auth::Scope;
 
 use crate::state::AppState;
-use crate::{oauth, ops, session, sso, v1};
+use crate::{hooks, oauth, ops, session, sso, v1};
 
 /// One API route and the scope it requires.
 #[derive(Debug, Clone, Copy)]
@@ -221,4 +221,5 @@ pub fn api() -> Router<AppState> {
         .route("/v1/workspaces/{ws}/keys", get(ops::keys_status))
         .route("/v1/workspaces/{ws}/audit", get(ops::audit_page))
         .route("/v1/workspaces/{ws}/audit/verify", get(ops::audit_verify))
+        .route("/v1/hooks/{endpoint}", post(hooks::deliver))
 }

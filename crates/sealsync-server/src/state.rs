@@ -73,6 +73,7 @@ pub(crate) struct Inner {
     pub options: ServerOptions,
     pub sso: Option<crate::sso::Sso>,
     pub auth_cache: Mutex<AuthCache>,
+    pub hooks: crate::hooks::Hooks,
 }
 
 impl std::fmt::Debug for AppState {
@@ -124,6 +125,7 @@ impl AppState {
                 options,
                 sso,
                 auth_cache: Mutex::new(AuthCache::default()),
+                hooks: crate::hooks::Hooks::default(),
             }),
         })
     }

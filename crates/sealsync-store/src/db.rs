@@ -170,6 +170,16 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     "accounts",
                     include_str!("../migrations/sqlite/0006_accounts.sql"),
                 ),
+                migration(
+                    7,
+                    "cursors",
+                    include_str!("../migrations/sqlite/0007_cursors.sql"),
+                ),
+                migration(
+                    8,
+                    "hooks",
+                    include_str!("../migrations/sqlite/0008_hooks.sql"),
+                ),
             ],
             vec![migration(
                 1,
@@ -208,6 +218,16 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     6,
                     "accounts",
                     include_str!("../migrations/postgres/0006_accounts.sql"),
+                ),
+                migration(
+                    7,
+                    "cursors",
+                    include_str!("../migrations/postgres/0007_cursors.sql"),
+                ),
+                migration(
+                    8,
+                    "hooks",
+                    include_str!("../migrations/postgres/0008_hooks.sql"),
                 ),
             ],
             vec![migration(
@@ -331,6 +351,9 @@ impl Store {
             "DELETE FROM contact_index WHERE workspace_id = $1",
             "DELETE FROM contacts WHERE workspace_id = $1",
             "DELETE FROM link_state WHERE workspace_id = $1",
+            "DELETE FROM link_cursors WHERE workspace_id = $1",
+            "DELETE FROM hook_items WHERE workspace_id = $1",
+            "DELETE FROM hook_receipts WHERE workspace_id = $1",
             "DELETE FROM run_events WHERE workspace_id = $1",
             "DELETE FROM runs WHERE workspace_id = $1",
             "DELETE FROM conflicts WHERE workspace_id = $1",

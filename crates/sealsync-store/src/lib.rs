@@ -9,6 +9,7 @@
 //! Never stores or logs plaintext contact data; errors name records by id only.
 
 mod db;
+mod hooks;
 mod hub;
 mod identity;
 mod sealed;
@@ -19,6 +20,7 @@ pub use db::{
     Backend, ContactRow, INSTALLATION, IndexEntries, KEYSTORE_SCHEMA, KeyPurpose, Store,
     StoreConfig, StoredKey, Workspace,
 };
+pub use hooks::{HookDelivery, HookItemRow, HookOutcome, RECEIPT_TTL_MS};
 pub use hub::{
     Hub, ImportCounts, ImportOptions, ImportSession, PreparedContact, RecordError, ReencryptReport,
 };

@@ -1,6 +1,7 @@
 //! Sealed values outside the contacts table (endpoint and link configurations, client secret
-//! hashes, account secrets, run event details): listed and replaced by key rotation, so that a
-//! data key is retired only when nothing at all is sealed under it.
+//! hashes, account secrets, run event details, link cursors, webhook items): listed and
+//! replaced by key rotation, so that a data key is retired only when nothing at all is sealed
+//! under it.
 
 use sealsync_crypto::RecordRef;
 use sealsync_types::WorkspaceId;
@@ -17,15 +18,19 @@ pub enum SealedField {
     ClientSecret,
     AccountSecret,
     RunEventDetail,
+    LinkCursor,
+    HookItem,
 }
 
 impl SealedField {
-    pub const ALL: [SealedField; 5] = [
+    pub const ALL: [SealedField; 7] = [
         SealedField::EndpointConfig,
         SealedField::LinkConfig,
         SealedField::ClientSecret,
         SealedField::AccountSecret,
         SealedField::RunEventDetail,
+        SealedField::LinkCursor,
+        SealedField::HookItem,
     ];
 
     /// Table and column, as bound into each value's AAD.
@@ -36,6 +41,8 @@ impl SealedField {
             SealedField::ClientSecret => ("oauth_clients", "secret"),
             SealedField::AccountSecret => ("accounts", "secret"),
             SealedField::RunEventDetail => ("run_events", "detail"),
+            SealedField::LinkCursor => ("link_cursors", "cursor"),
+            SealedField::HookItem => ("hook_items", "item"),
         }
     }
 }
@@ -74,7 +81,9 @@ impl Store {
             "SELECT run_id, seq, detail AS v FROM run_events WHERE workspace_id = $1 AND detail IS NOT NULL"
                 .to_owned()
         } else {
-            format!("SELECT id, {column} AS v FROM {table} WHERE workspace_id = $1")
+            format!(
+                "SELECT id, {column} AS v FROM {table} WHERE workspace_id = $1 AND {column} IS NOT NULL"
+            )
         };
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(ws.as_bytes().to_vec())

@@ -217,12 +217,18 @@ impl Store {
         if get::<i64>(&used, "n")? > 0 {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM endpoints WHERE workspace_id = $1 AND id = $2")
-            .bind(b(ws.as_bytes()))
-            .bind(b(id.as_bytes()))
-            .execute(&self.data)
-            .await
-            .map_err(StoreError::db)?;
+        for sql in [
+            "DELETE FROM hook_items WHERE workspace_id = $1 AND endpoint_id = $2",
+            "DELETE FROM hook_receipts WHERE workspace_id = $1 AND endpoint_id = $2",
+            "DELETE FROM endpoints WHERE workspace_id = $1 AND id = $2",
+        ] {
+            sqlx::query(sql)
+                .bind(b(ws.as_bytes()))
+                .bind(b(id.as_bytes()))
+                .execute(&self.data)
+                .await
+                .map_err(StoreError::db)?;
+        }
         Ok(true)
     }
 
@@ -334,6 +340,7 @@ impl Store {
             "DELETE FROM runs WHERE workspace_id = $1 AND link_id = $2",
             "DELETE FROM link_locks WHERE workspace_id = $1 AND link_id = $2",
             "DELETE FROM link_state WHERE workspace_id = $1 AND link_id = $2",
+            "DELETE FROM link_cursors WHERE workspace_id = $1 AND id = $2",
             "DELETE FROM conflicts WHERE workspace_id = $1 AND link_id = $2",
             "DELETE FROM links WHERE workspace_id = $1 AND id = $2",
         ] {
@@ -348,6 +355,43 @@ impl Store {
     }
 
     // ---- state ------------------------------------------------------------------------------
+
+    /// The sealed cursor the link's endpoint left at its last listing, if any.
+    pub async fn link_cursor(
+        &self,
+        ws: WorkspaceId,
+        link: LinkId,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        sqlx::query_scalar("SELECT cursor FROM link_cursors WHERE workspace_id = $1 AND id = $2")
+            .bind(b(ws.as_bytes()))
+            .bind(b(link.as_bytes()))
+            .fetch_optional(&self.data)
+            .await
+            .map_err(StoreError::db)
+    }
+
+    /// Keeps (or, with `None`, forgets) the link's sealed cursor.
+    pub async fn put_link_cursor(
+        &self,
+        ws: WorkspaceId,
+        link: LinkId,
+        sealed: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let q = match sealed {
+            Some(sealed) => sqlx::query(
+                "INSERT INTO link_cursors (workspace_id, id, cursor) VALUES ($1, $2, $3) \
+                 ON CONFLICT (workspace_id, id) DO UPDATE SET cursor = excluded.cursor",
+            )
+            .bind(b(ws.as_bytes()))
+            .bind(b(link.as_bytes()))
+            .bind(sealed),
+            None => sqlx::query("DELETE FROM link_cursors WHERE workspace_id = $1 AND id = $2")
+                .bind(b(ws.as_bytes()))
+                .bind(b(link.as_bytes())),
+        };
+        q.execute(&self.data).await.map_err(StoreError::db)?;
+        Ok(())
+    }
 
     /// Every state row of a link.
     pub async fn link_state(

@@ -136,3 +136,76 @@ async fn dav_a_server_root_is_discovered_to_its_one_address_book() {
         made.id
     );
 }
+
+/// Both servers answer `sync-collection`: a listing from a sync token shows what another client
+/// changed on the server since, and equals a full listing; a cursor taken from another address
+/// book is never applied to this one.
+#[tokio::test]
+async fn dav_changes_since_a_sync_token_come_from_the_server() {
+    let r = radicale();
+    let x = xandikos();
+    let radicale_url = radicale_book(&r, "tokens").await;
+    let other_url = radicale_book(&r, "other").await;
+    let xandikos_url = format!("http://127.0.0.1:{}/user/contacts/addressbook/", x.port);
+    for (url, port, credential) in [
+        (radicale_url.as_str(), r.port, Some(ann())),
+        (xandikos_url.as_str(), x.port, None),
+    ] {
+        let open = || CardDav::open(url, credential.as_ref(), loopback(port), VcardVersion::V3);
+        let ours = open().unwrap();
+        let samples = compliance::sample_contacts();
+        let mut made = Vec::new();
+        for c in &samples {
+            made.push(ours.create(c).await.unwrap());
+        }
+        let first = ours.list_from(None).await.unwrap();
+        assert_eq!(first.snapshot.items.len(), 3, "{url}");
+        let cursor = first.cursor.expect("the server answers sync-collection");
+
+        // Another client edits one card, deletes one and adds one, on the server.
+        let theirs = open().unwrap();
+        let mut edited = samples[0].clone();
+        edited.set_text("NOTE", Some("edited by another client"));
+        let edited = theirs
+            .update(&made[0].id, &made[0].etag, &edited)
+            .await
+            .unwrap();
+        theirs.delete(&made[1].id, &made[1].etag).await.unwrap();
+        let mut fresh = samples[2].clone();
+        fresh.set_text("UID", Some("added-by-another-client"));
+        let added = theirs.create(&fresh).await.unwrap();
+
+        let mut full = ours.list().await.unwrap().items;
+        full.sort_by(|a, b| a.id.cmp(&b.id));
+        for _ in 0..2 {
+            // The same cursor twice: a cursor is only ever a point to list from.
+            let next = ours.list_from(Some(&cursor)).await.unwrap();
+            let mut items = next.snapshot.items;
+            items.sort_by(|a, b| a.id.cmp(&b.id));
+            assert_eq!(items, full, "{url}");
+            assert!(next.cursor.is_some());
+            assert!(
+                items
+                    .iter()
+                    .any(|i| i.id == edited.id && i.etag == edited.etag)
+            );
+            assert!(
+                items
+                    .iter()
+                    .any(|i| i.id == added.id && i.etag == added.etag)
+            );
+            assert!(!items.iter().any(|i| i.id == made[1].id));
+            assert!(
+                items
+                    .iter()
+                    .any(|i| i.id == made[2].id && i.etag == made[2].etag)
+            );
+        }
+
+        // This address book's cursor on another one: ignored, a full listing instead.
+        let other =
+            CardDav::open(&other_url, Some(&ann()), loopback(r.port), VcardVersion::V3).unwrap();
+        let listed = other.list_from(Some(&cursor)).await.unwrap();
+        assert!(listed.snapshot.items.is_empty(), "{url}");
+    }
+}

@@ -3,6 +3,7 @@
 
 mod api;
 mod harness;
+mod hooks;
 mod matrix;
 mod sso;
 mod sync_ops;

@@ -273,6 +273,9 @@ pub async fn endpoint(ctx: &Context, cmd: EndpointCommand) -> anyhow::Result<Exi
                             Some(var) => format!("table {table} (database URL in ${var})"),
                             None => format!("table {table} (database URL stored sealed)"),
                         },
+                        EndpointSpec::Webhook { account, .. } => {
+                            format!("POST /v1/hooks/{} (signed with account {account})", e.id)
+                        }
                     };
                     println!("{:<20} {:<5} {}", e.name, e.spec.kind(), where_);
                 }
