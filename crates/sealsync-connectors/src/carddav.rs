@@ -13,8 +13,10 @@
 //! - Writes are conditional: a create sends `If-None-Match: *`, an update `If-Match` with the
 //!   etag last seen, a delete `If-Match` too; a 412 is a conflict for the link's policy, never a
 //!   blind overwrite.
-//! - Cards are written as vCard 3.0 (which every CardDAV server takes) unless the endpoint asks
-//!   for 4.0.
+//! - Cards are written in the vCard version the server says it wants (`supported-address-data`,
+//!   RFC 6352 6.2.2): 3.0 where it takes 3.0 or says nothing (every CardDAV server takes 3.0),
+//!   4.0 where it takes only 4.0. An endpoint may ask for one; a version the server does not
+//!   take is a configuration error, before anything is written.
 
 use std::fmt;
 use std::future::Future;
@@ -136,7 +138,10 @@ pub struct CardDav {
     /// The address book's path, ending in `/`: the path given, or (for a server's root or
     /// `/.well-known/carddav`) the one discovery finds.
     collection: tokio::sync::OnceCell<String>,
-    version: VcardVersion,
+    /// The version the endpoint asks for, if any.
+    version: Option<VcardVersion>,
+    /// The version cards are written in, once asked of the server.
+    writes: tokio::sync::OnceCell<VcardVersion>,
     /// For messages: scheme, host and path, no credentials.
     shown: String,
 }
@@ -160,7 +165,7 @@ impl CardDav {
         url: &str,
         credential: Option<&Credential>,
         policy: EgressPolicy,
-        version: VcardVersion,
+        version: Option<VcardVersion>,
     ) -> Result<Self, ConnectorError> {
         let parsed = url::Url::parse(url).map_err(|_| config("the CardDAV URL is not a URL"))?;
         if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -227,6 +232,7 @@ impl CardDav {
             given: path,
             collection: tokio::sync::OnceCell::new(),
             version,
+            writes: tokio::sync::OnceCell::new(),
             shown,
         })
     }
@@ -321,6 +327,45 @@ impl CardDav {
         }
     }
 
+    /// The vCard version cards are written in: see the module's notes.
+    pub async fn write_version(&self) -> Result<VcardVersion, ConnectorError> {
+        self.writes
+            .get_or_try_init(|| async {
+                let collection = self.collection().await?;
+                let taken = match self.dav.request(SupportedAddressData(collection)).await {
+                    Ok(v) => v,
+                    // A server that cannot say takes 3.0, as every CardDAV server must.
+                    Err(WebDavError::Request(e)) => {
+                        return Err(self.failed(WebDavError::Request(e)));
+                    }
+                    Err(_) => Vec::new(),
+                };
+                let takes = |v: &str| taken.is_empty() || taken.iter().any(|t| t == v);
+                match self.version {
+                    Some(VcardVersion::V4) if !takes("4.0") => Err(config(format!(
+                        "{}: the server does not take vCard 4.0 (it takes {})",
+                        self.shown,
+                        taken.join(", ")
+                    ))),
+                    Some(VcardVersion::V3) if !takes("3.0") => Err(config(format!(
+                        "{}: the server does not take vCard 3.0 (it takes {})",
+                        self.shown,
+                        taken.join(", ")
+                    ))),
+                    Some(v) => Ok(v),
+                    None if takes("3.0") => Ok(VcardVersion::V3),
+                    None if takes("4.0") => Ok(VcardVersion::V4),
+                    None => Err(config(format!(
+                        "{}: the server takes no vCard version this connector writes ({})",
+                        self.shown,
+                        taken.join(", ")
+                    ))),
+                }
+            })
+            .await
+            .copied()
+    }
+
     /// The etag of `href`, when a write's answer did not carry one.
     async fn etag_of(&self, href: &str) -> Result<Etag, ConnectorError> {
         let r = self
@@ -344,6 +389,61 @@ impl CardDav {
                 None => format!("{href}: no vCard"),
             })),
         }
+    }
+}
+
+/// `PROPFIND` (depth 0) of an address book's `supported-address-data`: the vCard versions it
+/// takes as `text/vcard` (none listed: the server did not say).
+struct SupportedAddressData<'a>(&'a str);
+
+const SUPPORTED_ADDRESS_DATA: libdav::PropertyName =
+    libdav::PropertyName::new(libdav::names::CARDDAV, "supported-address-data");
+
+impl libdav::requests::DavRequest for SupportedAddressData<'_> {
+    type Response = Vec<String>;
+    type ParseError = libdav::requests::ParseResponseError;
+    type Error<E> = WebDavError<E>;
+
+    fn prepare_request(&self, base_url: Uri) -> Result<Request<String>, http::Error> {
+        use libdav::xmlutils::XmlNode;
+        let mut prop = XmlNode::new(&libdav::names::PROP);
+        prop.children = vec![XmlNode::new(&SUPPORTED_ADDRESS_DATA)];
+        let mut propfind = XmlNode::new(&libdav::names::PROPFIND);
+        propfind.children = vec![prop];
+        let (name, value) = libdav::requests::xml_content_type_header();
+        Request::builder()
+            .method(http::Method::from_bytes(b"PROPFIND")?)
+            .uri(libdav::dav::make_relative_url(base_url, self.0)?)
+            .header("Depth", "0")
+            .header(name, value)
+            .body(propfind.render_node())
+    }
+
+    fn parse_response(
+        &self,
+        parts: &http::response::Parts,
+        body: &[u8],
+    ) -> Result<Self::Response, Self::ParseError> {
+        let doc = libdav::xmlutils::validate_xml_response(parts, body)?;
+        let mut versions = Vec::new();
+        if let Some(prop) = doc
+            .root_element()
+            .descendants()
+            .find(|n| n.tag_name() == SUPPORTED_ADDRESS_DATA)
+        {
+            for t in prop
+                .descendants()
+                .filter(|n| n.tag_name().name() == "address-data-type")
+            {
+                let vcard = t
+                    .attribute("content-type")
+                    .is_none_or(|c| c.eq_ignore_ascii_case("text/vcard"));
+                if vcard {
+                    versions.push(t.attribute("version").unwrap_or("3.0").to_owned());
+                }
+            }
+        }
+        Ok(versions)
     }
 }
 
@@ -530,7 +630,7 @@ impl Source for CardDav {
 #[async_trait]
 impl Destination for CardDav {
     async fn create(&self, contact: &Contact) -> Result<ItemMeta, ConnectorError> {
-        let text = to_vcard(contact, self.version);
+        let text = to_vcard(contact, self.write_version().await?);
         let name = file_name_for(contact);
         let collection = self.collection().await?;
         let mut href = format!("{collection}{name}");
@@ -575,7 +675,7 @@ impl Destination for CardDav {
         expected: &Etag,
         contact: &Contact,
     ) -> Result<ItemMeta, ConnectorError> {
-        let text = to_vcard(contact, self.version);
+        let text = to_vcard(contact, self.write_version().await?);
         let r = self
             .dav
             .request(PutResource::new(id.as_str()).update(text, CONTENT_TYPE, expected.as_str()))

@@ -44,7 +44,7 @@ pub enum EndpointSpec {
         /// The account whose credentials sign in (none: the server needs none).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         account: Option<String>,
-        /// vCard version of cards written: `3.0` (default) or `4.0`.
+        /// vCard version of cards written, `3.0` or `4.0`; default: what the server wants.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<String>,
         /// Addresses reached although private or loopback (`127.0.0.1:5232`): the egress
@@ -110,7 +110,7 @@ impl EndpointSpec {
                 ..
             } => {
                 dav_version(version.as_deref())?;
-                CardDav::open(url, None, egress(allow)?, VcardVersion::V3).map(|_| ())
+                CardDav::open(url, None, egress(allow)?, None).map(|_| ())
             }
             EndpointSpec::Sql {
                 url,
@@ -259,12 +259,9 @@ fn vcard_version(v: Option<&str>) -> Result<VcardVersion, ConnectorError> {
     }
 }
 
-/// CardDAV servers all take 3.0; 4.0 when asked.
-fn dav_version(v: Option<&str>) -> Result<VcardVersion, ConnectorError> {
-    match v {
-        None => Ok(VcardVersion::V3),
-        Some(v) => vcard_version(Some(v)),
-    }
+/// The version a CardDAV endpoint asks for; none: what the server wants.
+fn dav_version(v: Option<&str>) -> Result<Option<VcardVersion>, ConnectorError> {
+    v.map(|v| vcard_version(Some(v))).transpose()
 }
 
 /// The egress policy of an endpoint: public hosts, and these addresses.

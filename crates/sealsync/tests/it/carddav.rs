@@ -4,7 +4,7 @@
 use sealsync_connector::{Destination, Source};
 use sealsync_connectors::carddav::CardDav;
 use sealsync_connectors::testing::{PASSWORD, USER, ann, loopback, radicale};
-use sealsync_contact::vcard::{VcardVersion, read_all};
+use sealsync_contact::vcard::read_all;
 
 use crate::{card, sealsync, sealsync_env, stderr, stdout};
 
@@ -23,7 +23,7 @@ fn dav_two_way_sync_with_radicale() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = radicale();
     let url = format!("http://127.0.0.1:{}/{USER}/book/", server.port);
-    let dav = CardDav::open(&url, Some(&ann()), loopback(server.port), VcardVersion::V3).unwrap();
+    let dav = CardDav::open(&url, Some(&ann()), loopback(server.port), None).unwrap();
     rt.block_on(dav.create_address_book()).unwrap();
     for uid in ["d0", "d1"] {
         rt.block_on(dav.create(&contact(&card(
