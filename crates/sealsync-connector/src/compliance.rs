@@ -303,3 +303,156 @@ where
     )?;
     Ok(())
 }
+
+/// How a collection that is only read (a webhook source) is changed: from outside, by the system
+/// that sends to it, under the sender's own item keys.
+#[async_trait::async_trait]
+pub trait Feeder: Send + Sync {
+    /// Adds or replaces the item `key`.
+    async fn put(&self, key: &str, contact: &Contact) -> Result<(), String>;
+    /// Removes the item `key`.
+    async fn remove(&self, key: &str) -> Result<(), String>;
+}
+
+/// The ids listed now that were not in `before`.
+fn added(before: &[ItemMeta], now: &[ItemMeta]) -> Vec<ItemMeta> {
+    now.iter()
+        .filter(|n| !before.iter().any(|b| b.id == n.id))
+        .cloned()
+        .collect()
+}
+
+async fn list<S: crate::Source>(s: &S) -> Result<Vec<ItemMeta>, String> {
+    let mut items = s
+        .list()
+        .await
+        .map_err(|e| format!("list failed: {e}"))?
+        .items;
+    items.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(items)
+}
+
+async fn fetch<S: crate::Source>(
+    s: &S,
+    id: &RemoteId,
+) -> Result<Result<crate::Item, ConnectorError>, String> {
+    let got = s
+        .fetch(std::slice::from_ref(id))
+        .await
+        .map_err(|e| format!("fetch failed as a whole: {e}"))?;
+    check(
+        got.len() == 1,
+        "fetch of one id must answer for exactly that id",
+    )?;
+    let (gid, item) = got.into_iter().next().ok_or("fetch answered nothing")?;
+    check(&gid == id, "fetch answered for another id")?;
+    Ok(item)
+}
+
+/// The suite for a collection that is only read: what `feeder` sends shows in the listing and
+/// the contents, once each; an item sent again with other contents moves its etag; a removed
+/// item leaves the listing. `open` must open the same collection every time, empty at first.
+pub async fn run_source<S, F, Fut>(
+    open: F,
+    feeder: &dyn Feeder,
+    fidelity: Fidelity,
+) -> Result<(), String>
+where
+    S: crate::Source,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<S, ConnectorError>>,
+{
+    let s = open().await.map_err(|e| format!("open failed: {e}"))?;
+    check(
+        list(&s).await?.is_empty(),
+        "a new collection must list no items",
+    )?;
+
+    // Each item sent appears once, as sent.
+    let samples = sample_contacts();
+    let mut ids = Vec::new();
+    let mut listed = Vec::new();
+    for (i, c) in samples.iter().enumerate() {
+        feeder.put(&format!("item-{i}"), c).await?;
+        let now = list(&s).await?;
+        let new = added(&listed, &now);
+        check(
+            new.len() == 1,
+            "an item sent must add exactly one listed item",
+        )?;
+        let item = fetch(&s, &new[0].id)
+            .await?
+            .map_err(|e| format!("fetch of a sent item failed: {e}"))?;
+        check(
+            item.meta.etag == new[0].etag,
+            "fetch must give the listed etag",
+        )?;
+        check(
+            essence(&item.contact, fidelity) == essence(c, fidelity),
+            "a fetched item must hold what was sent",
+        )?;
+        ids.push(new[0].id.clone());
+        listed = now;
+    }
+    check(
+        list(&s).await? == listed,
+        "listing twice with no change must agree",
+    )?;
+
+    // The same item sent again as it was: nothing moves. With other contents: its etag moves.
+    feeder.put("item-0", &samples[0]).await?;
+    check(
+        list(&s).await? == listed,
+        "an item sent again unchanged must not move",
+    )?;
+    let mut changed = samples[0].clone();
+    changed.set_text("NOTE", Some("changed by the sender"));
+    feeder.put("item-0", &changed).await?;
+    let now = list(&s).await?;
+    check(
+        now.len() == listed.len(),
+        "an item sent again must not add an item",
+    )?;
+    let moved: Vec<&ItemMeta> = now.iter().filter(|n| !listed.contains(n)).collect();
+    check(
+        moved.len() == 1 && moved[0].id == ids[0],
+        "an item sent with other contents must move its own etag only",
+    )?;
+    let got = fetch(&s, &ids[0])
+        .await?
+        .map_err(|e| format!("fetch after a change failed: {e}"))?;
+    check(
+        essence(&got.contact, fidelity) == essence(&changed, fidelity),
+        "a changed item must be read back",
+    )?;
+
+    // Removed: gone from the listing, NotFound on fetch; the others untouched.
+    feeder.remove("item-1").await?;
+    let after = list(&s).await?;
+    check(
+        after.len() == samples.len() - 1 && !after.iter().any(|a| a.id == ids[1]),
+        "a removed item must leave the listing",
+    )?;
+    check(
+        fetch(&s, &ids[1]).await?.err() == Some(ConnectorError::NotFound),
+        "fetching a removed item must say NotFound",
+    )?;
+    let got = fetch(&s, &ids[2])
+        .await?
+        .map_err(|e| format!("fetch failed: {e}"))?;
+    check(
+        essence(&got.contact, fidelity) == essence(&samples[2], fidelity),
+        "other items must be untouched",
+    )?;
+    let unknown = RemoteId::parse("no-such-item").map_err(|e| e.to_string())?;
+    check(
+        fetch(&s, &unknown).await?.err() == Some(ConnectorError::NotFound),
+        "fetching an unknown id must say NotFound",
+    )?;
+    let reopened = open().await.map_err(|e| format!("reopen failed: {e}"))?;
+    check(
+        list(&reopened).await? == after,
+        "a new instance must list the same items",
+    )?;
+    Ok(())
+}

@@ -376,3 +376,85 @@ async fn unsigned_stale_forged_or_misaddressed_deliveries_are_refused() {
     assert!(!serde_json::to_string(&audit).unwrap().contains("Mallory"));
     app.stop().await;
 }
+
+/// Sends contacts to a webhook endpoint as its sender would: signed jCard deliveries, each with
+/// its own delivery id, the items told apart by UID.
+struct Sender<'a> {
+    app: &'a TestApp,
+    endpoint: String,
+    sent: std::sync::Mutex<(u64, std::collections::HashMap<String, String>)>,
+}
+
+impl Sender<'_> {
+    async fn send(&self, body: Value) -> Result<(), String> {
+        let id = {
+            let mut s = self.sent.lock().unwrap();
+            s.0 += 1;
+            format!("compliance-{}", s.0)
+        };
+        // Deliveries in the same second: the later one still replaces the earlier.
+        let resp = deliver(
+            self.app,
+            &self.endpoint,
+            SECRET,
+            &id,
+            now(),
+            "application/json",
+            &body.to_string(),
+        )
+        .await;
+        if resp.status() == StatusCode::ACCEPTED {
+            Ok(())
+        } else {
+            Err(format!("the delivery was answered {}", resp.status()))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl sealsync_connector::compliance::Feeder for Sender<'_> {
+    async fn put(&self, key: &str, contact: &sealsync_contact::Contact) -> Result<(), String> {
+        let uid = contact.uid().ok_or("a sample without a UID")?;
+        self.sent.lock().unwrap().1.insert(key.to_owned(), uid);
+        self.send(json!({"contacts": [sealsync_contact::jcard::to_jcard(contact)]}))
+            .await
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), String> {
+        let uid = self
+            .sent
+            .lock()
+            .unwrap()
+            .1
+            .get(key)
+            .cloned()
+            .ok_or("never sent")?;
+        self.send(json!({"deleted": [uid]})).await
+    }
+}
+
+#[tokio::test]
+async fn the_webhook_source_passes_the_compliance_suite() {
+    let app = spawn_app().await;
+    let key = app.owner_key(app.ws).await;
+    let endpoint = webhook_endpoint(&app, &key).await;
+    let keys = std::sync::Arc::new(app.hub.workspace_keys(app.ws).await.unwrap());
+    let sender = Sender {
+        app: &app,
+        endpoint: endpoint.clone(),
+        sent: Default::default(),
+    };
+    let id: sealsync_types::EndpointId = endpoint.parse().unwrap();
+    sealsync_connector::compliance::run_source(
+        || {
+            let inbox =
+                sealsync_engine::inbox::Inbox::new(app.hub.store().clone(), keys.clone(), id);
+            async move { Ok(inbox) }
+        },
+        &sender,
+        sealsync_connector::compliance::Fidelity::Full,
+    )
+    .await
+    .unwrap();
+    app.stop().await;
+}
