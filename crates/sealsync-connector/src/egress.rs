@@ -152,6 +152,25 @@ impl EgressPolicy {
     }
 }
 
+/// A host allowlist entry: a DNS name (`dav.example.com`) or every name below a domain
+/// (`*.example.com`), lowercased.
+pub fn host_pattern(s: &str) -> Result<String, String> {
+    let s = s.trim().to_ascii_lowercase();
+    let name = s.strip_prefix("*.").unwrap_or(&s);
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok {
+        Ok(s)
+    } else {
+        Err(format!("{s:?} is not a host name or *.domain pattern"))
+    }
+}
+
 /// IPv4-mapped and -compatible IPv6 addresses are judged as the IPv4 address they carry.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {

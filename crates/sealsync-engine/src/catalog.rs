@@ -63,6 +63,10 @@ pub struct Change {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyFile {
+    /// The host names the workspace's connections may reach (`dav.example.com`,
+    /// `*.example.org`); absent: left as it is.
+    #[serde(default)]
+    pub egress_hosts: Option<Vec<String>>,
     #[serde(default)]
     pub account: Vec<AccountDecl>,
     #[serde(default)]
@@ -326,6 +330,19 @@ impl LinkDecl {
 }
 
 /// Names of endpoints and links: what a person types.
+/// A host allowlist, checked and normalized, without duplicates.
+fn egress_hosts(hosts: &[String]) -> Result<Vec<String>, CatalogError> {
+    let mut out: Vec<String> = Vec::new();
+    for h in hosts {
+        let h = sealsync_connector::egress::host_pattern(h)
+            .map_err(|e| CatalogError::Invalid(format!("egress_hosts: {e}")))?;
+        if !out.contains(&h) {
+            out.push(h);
+        }
+    }
+    Ok(out)
+}
+
 pub fn check_name(name: &str) -> Result<(), CatalogError> {
     let ok = !name.is_empty()
         && name.len() <= 63
@@ -419,6 +436,10 @@ impl Engine {
         check_name(name)?;
         spec.validate()
             .map_err(|e| CatalogError::Invalid(format!("endpoint {name:?}: {e}")))?;
+        if let Some(hosts) = self.egress_hosts().await? {
+            spec.check_hosts(&hosts)
+                .map_err(|e| CatalogError::Invalid(format!("endpoint {name:?}: {e}")))?;
+        }
         let existing = self.endpoints().await?.into_iter().find(|e| e.name == name);
         let op = match &existing {
             Some(e) if &e.spec == spec => "unchanged",
@@ -552,6 +573,40 @@ impl Engine {
         Ok(())
     }
 
+    /// The workspace's host allowlist; `None`: any public host.
+    pub async fn egress_hosts(&self) -> Result<Option<Vec<String>>, CatalogError> {
+        Ok(self
+            .hub()
+            .store()
+            .egress_hosts(self.keys().workspace())
+            .await?)
+    }
+
+    /// Sets (`None`: lifts) the workspace's host allowlist; endpoints outside it fail to open.
+    pub async fn set_egress_hosts(
+        &self,
+        hosts: Option<Vec<String>>,
+        dry_run: bool,
+    ) -> Result<Change, CatalogError> {
+        let hosts = hosts.map(|h| egress_hosts(&h)).transpose()?;
+        let op = if self.egress_hosts().await? == hosts {
+            "unchanged"
+        } else {
+            "update"
+        };
+        if op != "unchanged" && !dry_run {
+            self.hub()
+                .store()
+                .set_egress_hosts(self.keys().workspace(), hosts.as_deref())
+                .await?;
+        }
+        Ok(Change {
+            op,
+            what: "egress",
+            name: "hosts".into(),
+        })
+    }
+
     /// Every link with its endpoint, ready to run: pulling links first, then push-only ones,
     /// each group by name.
     pub async fn link_defs(&self) -> Result<Vec<LinkDef>, CatalogError> {
@@ -588,6 +643,11 @@ impl Engine {
         dry_run: bool,
     ) -> Result<Vec<Change>, CatalogError> {
         // Check everything before changing anything.
+        let hosts = file
+            .egress_hosts
+            .as_ref()
+            .map(|h| egress_hosts(h))
+            .transpose()?;
         let mut accounts: Vec<(String, Credential)> = Vec::new();
         for a in &file.account {
             check_name(&a.name)?;
@@ -637,6 +697,13 @@ impl Engine {
             links.push((l.name.clone(), l.endpoint.clone(), l.to_spec()?));
         }
         let mut changes = Vec::new();
+        if let Some(hosts) = &hosts {
+            for (name, spec) in &endpoints {
+                spec.check_hosts(hosts)
+                    .map_err(|e| CatalogError::Invalid(format!("endpoint {name:?}: {e}")))?;
+            }
+            changes.push(self.set_egress_hosts(Some(hosts.clone()), dry_run).await?);
+        }
         for (name, credential) in &accounts {
             changes.push(self.apply_account(name, credential, dry_run).await?);
         }

@@ -293,7 +293,12 @@ impl Engine {
                 self.keys.clone(),
                 link.endpoint_id,
             )),
-            other => other.open(credential.as_ref()).map_err(endpoint_error)?,
+            other => {
+                let hosts = store.egress_hosts(ws).await?.unwrap_or_default();
+                other
+                    .open(credential.as_ref(), &hosts)
+                    .map_err(endpoint_error)?
+            }
         };
         drop(credential);
 

@@ -165,10 +165,25 @@ impl EndpointSpec {
         }
     }
 
-    /// Opens the connector this endpoint describes, with its account's credential.
+    /// Whether the endpoint's URL is within the workspace's host allowlist (`hosts`; empty:
+    /// any public host). Checked without connecting.
+    pub fn check_hosts(&self, hosts: &[String]) -> Result<(), ConnectorError> {
+        match self {
+            EndpointSpec::Carddav { url, allow, .. } => {
+                let mut policy = egress(allow)?;
+                policy.hosts = hosts.to_vec();
+                CardDav::open(url, None, policy, None).map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens the connector this endpoint describes, with its account's credential, reaching
+    /// only `hosts` when the workspace names any.
     pub fn open(
         &self,
         credential: Option<&Credential>,
+        hosts: &[String],
     ) -> Result<Arc<dyn Connector>, ConnectorError> {
         match self {
             EndpointSpec::Carddav {
@@ -176,12 +191,16 @@ impl EndpointSpec {
                 version,
                 allow,
                 ..
-            } => Ok(Arc::new(CardDav::open(
-                url,
-                credential,
-                egress(allow)?,
-                dav_version(version.as_deref())?,
-            )?)),
+            } => {
+                let mut policy = egress(allow)?;
+                policy.hosts = hosts.to_vec();
+                Ok(Arc::new(CardDav::open(
+                    url,
+                    credential,
+                    policy,
+                    dav_version(version.as_deref())?,
+                )?))
+            }
             EndpointSpec::Vdir { path, version } => Ok(Arc::new(Vdir::open(
                 path,
                 vcard_version(version.as_deref())?,

@@ -129,6 +129,8 @@ impl Modify for BearerAuth {
         crate::v1::delete_contact,
         crate::v1::find_contacts,
         crate::ops::list_endpoints,
+        crate::ops::get_egress,
+        crate::ops::put_egress,
         crate::ops::put_endpoint,
         crate::ops::delete_endpoint,
         crate::ops::list_accounts,

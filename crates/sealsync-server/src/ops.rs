@@ -60,6 +60,61 @@ pub async fn list_endpoints(
     ))
 }
 
+/// The host names a workspace's connections may reach.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EgressIo {
+    /// DNS names (`dav.example.com`) and `*.domain` patterns; `null`: any public host.
+    hosts: Option<Vec<String>>,
+}
+
+/// `GET /v1/workspaces/{ws}/egress`.
+#[utoipa::path(get, path = "/v1/workspaces/{ws}/egress", tag = "sync", params(("ws" = String, Path, description = "Workspace id")), responses((status = 200, body = EgressIo), crate::openapi::ApiErrors))]
+pub async fn get_egress(
+    State(state): State<AppState>,
+    Authed(p, _): Authed,
+    ApiPath(ws): ApiPath<String>,
+) -> Result<Json<EgressIo>, ApiError> {
+    let ws = ws_id(&ws)?;
+    require(&state, &p, ws, Scope::EndpointsRead).await?;
+    Ok(Json(EgressIo {
+        hosts: state.hub().store().egress_hosts(ws).await?,
+    }))
+}
+
+/// `PUT /v1/workspaces/{ws}/egress`: sets the workspace's host allowlist. Endpoints already
+/// declared outside it stop opening; new ones are refused.
+#[utoipa::path(put, path = "/v1/workspaces/{ws}/egress", tag = "sync", params(("ws" = String, Path, description = "Workspace id")), request_body = EgressIo, responses((status = 200, body = EgressIo), crate::openapi::ApiErrors))]
+pub async fn put_egress(
+    State(state): State<AppState>,
+    Authed(p, src): Authed,
+    ApiPath(ws): ApiPath<String>,
+    body: ApiJson<EgressIo>,
+) -> Result<Json<EgressIo>, ApiError> {
+    let ws = ws_id(&ws)?;
+    require(&state, &p, ws, Scope::EndpointsWrite).await?;
+    let engine = engine_for(&state, state.workspace_keys(ws).await?);
+    let change = engine
+        .set_egress_hosts(body.0.hosts, false)
+        .await
+        .map_err(catalog_error)?;
+    if change.op != "unchanged" {
+        state
+            .audit(event_on(
+                &p,
+                ws,
+                Action::EndpointChanged,
+                src,
+                ResourceKind::Workspace,
+                &ws.to_string(),
+            ))
+            .await;
+    }
+    Ok(Json(EgressIo {
+        hosts: engine.egress_hosts().await.map_err(catalog_error)?,
+    }))
+}
+
 /// A link between an endpoint and the hub.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LinkOut {

@@ -77,6 +77,8 @@ pub const ROUTES: &[RouteSpec] = &[
         Scope::ContactsWrite,
     ),
     r("GET", "/v1/workspaces/{ws}/endpoints", Scope::EndpointsRead),
+    r("GET", "/v1/workspaces/{ws}/egress", Scope::EndpointsRead),
+    r("PUT", "/v1/workspaces/{ws}/egress", Scope::EndpointsWrite),
     r(
         "PUT",
         "/v1/workspaces/{ws}/endpoints/{name}",
@@ -193,6 +195,10 @@ pub fn api() -> Router<AppState> {
                 .delete(v1::delete_contact),
         )
         .route("/v1/workspaces/{ws}/endpoints", get(ops::list_endpoints))
+        .route(
+            "/v1/workspaces/{ws}/egress",
+            get(ops::get_egress).put(ops::put_egress),
+        )
         .route(
             "/v1/workspaces/{ws}/endpoints/{name}",
             put(ops::put_endpoint).delete(ops::delete_endpoint),

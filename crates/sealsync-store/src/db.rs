@@ -180,6 +180,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     "hooks",
                     include_str!("../migrations/sqlite/0008_hooks.sql"),
                 ),
+                migration(
+                    9,
+                    "egress",
+                    include_str!("../migrations/sqlite/0009_egress.sql"),
+                ),
             ],
             vec![migration(
                 1,
@@ -228,6 +233,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     8,
                     "hooks",
                     include_str!("../migrations/postgres/0008_hooks.sql"),
+                ),
+                migration(
+                    9,
+                    "egress",
+                    include_str!("../migrations/postgres/0009_egress.sql"),
                 ),
             ],
             vec![migration(

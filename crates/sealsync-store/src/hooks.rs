@@ -1,3 +1,5 @@
+//! Webhook sources, and where a workspace's connections may go.
+//!
 //! Webhook sources: what signed deliveries brought, per endpoint, until its pull link takes it
 //! into the hub; and the delivery ids seen, so that a repeated delivery changes nothing.
 //!
@@ -206,5 +208,39 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+impl Store {
+    /// The host names the workspace's connections may reach; `None`: any public host.
+    pub async fn egress_hosts(&self, ws: WorkspaceId) -> Result<Option<Vec<String>>, StoreError> {
+        let text: Option<Option<String>> =
+            sqlx::query_scalar("SELECT egress_hosts FROM workspaces WHERE id = $1")
+                .bind(ws.as_bytes().to_vec())
+                .fetch_optional(&self.data)
+                .await
+                .map_err(StoreError::db)?;
+        Ok(text
+            .flatten()
+            .map(|t| t.lines().map(str::to_owned).collect()))
+    }
+
+    /// Sets (or, with `None`, lifts) the workspace's host allowlist.
+    pub async fn set_egress_hosts(
+        &self,
+        ws: WorkspaceId,
+        hosts: Option<&[String]>,
+    ) -> Result<(), StoreError> {
+        if hosts.is_some_and(|h| h.iter().any(|h| h.contains('\n'))) {
+            return Err(StoreError::Other("a host name holds a line break".into()));
+        }
+        let text = hosts.map(|h| h.join("\n"));
+        sqlx::query("UPDATE workspaces SET egress_hosts = $1 WHERE id = $2")
+            .bind(text)
+            .bind(ws.as_bytes().to_vec())
+            .execute(&self.data)
+            .await
+            .map_err(StoreError::db)?;
+        Ok(())
     }
 }

@@ -29,6 +29,7 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("POST", Some("clients")) => Some(json!({"name": "m", "scopes": ["contacts:read"]})),
         ("POST", Some("contacts")) | ("PUT", Some("{id}")) => Some(json!({"vcard": CARD})),
         ("POST", Some("find")) => Some(json!({"email": "x@example.com"})),
+        ("PUT", Some("egress")) => Some(json!({"hosts": null})),
         ("DELETE", Some("{ws}")) => Some(json!({"confirm": "not-the-name"})),
         ("POST", Some("invites")) => Some(json!({"email": "new@example.com", "role": "viewer"})),
         _ => None,

@@ -469,3 +469,83 @@ async fn carddav_endpoints_over_the_api_reach_public_servers_only() {
     assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_workspace_host_allowlist_bounds_where_endpoints_connect() {
+    let app = spawn_app().await;
+    let key = app.owner_key(app.ws).await;
+    assert_eq!(get(&app, &key, "/egress").await, json!({"hosts": null}));
+    let resp = put(
+        &app,
+        &key,
+        "/accounts/dav",
+        json!({"kind": "basic", "username": "ann", "password": "pw-for-the-allowlist-test"}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let carddav = |url: &str| json!({"kind": "carddav", "url": url, "account": "dav"});
+    let resp = put(
+        &app,
+        &key,
+        "/endpoints/book",
+        carddav("https://dav.example.com/ann/"),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = put(
+        &app,
+        &key,
+        "/links/book",
+        json!({"endpoint": "book", "direction": "push"}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let resp = put(
+        &app,
+        &key,
+        "/egress",
+        json!({"hosts": ["*.Example.org", "dav.partner.test"]}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"hosts": ["*.example.org", "dav.partner.test"]})
+    );
+    // New endpoints outside the list are refused; inside it, taken.
+    let resp = put(
+        &app,
+        &key,
+        "/endpoints/other",
+        carddav("https://dav.example.com/x/"),
+    )
+    .await;
+    assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    let resp = put(
+        &app,
+        &key,
+        "/endpoints/inside",
+        carddav("https://dav.example.org/x/"),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    // An endpoint declared before no longer opens: the run fails before any connection.
+    let done = run(&app, &key, "book").await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(done["counts"].to_string().contains("endpoint"), "{done}");
+    // Bad patterns are refused; null lifts the list.
+    let resp = put(&app, &key, "/egress", json!({"hosts": ["not a host!"]})).await;
+    assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    let resp = put(&app, &key, "/egress", json!({"hosts": null})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = put(
+        &app,
+        &key,
+        "/endpoints/other",
+        carddav("https://dav.example.com/x/"),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    app.stop().await;
+}
