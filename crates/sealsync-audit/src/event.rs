@@ -204,6 +204,8 @@ actions! {
     InviteAccepted => "invite.accepted",
     AccessDenied => "access.denied",
     HookRejected => "hook.rejected",
+    ConnectTokenCreated => "connect.token_created",
+    ConnectUserRemoved => "connect.user_removed",
 }
 
 impl fmt::Display for Action {
@@ -270,6 +272,7 @@ pub enum ResourceKind {
     Run,
     Conflict,
     Keys,
+    ConnectUser,
 }
 
 impl ResourceKind {
@@ -289,6 +292,7 @@ impl ResourceKind {
             ResourceKind::Run => "run",
             ResourceKind::Conflict => "conflict",
             ResourceKind::Keys => "keys",
+            ResourceKind::ConnectUser => "connect_user",
         }
     }
 }
@@ -459,7 +463,7 @@ mod tests {
                 a.as_str()
             );
         }
-        assert_eq!(seen.len(), 42);
+        assert_eq!(seen.len(), 44);
         assert!(Action::parse("login.Succeeded").is_err());
         assert!(Action::parse("").is_err());
     }

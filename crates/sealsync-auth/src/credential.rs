@@ -110,6 +110,61 @@ impl ApiKeySecret {
     }
 }
 
+/// A Connect token: `sct_<workspace id><token id>_<secret>`. It lets one external end user
+/// connect their own account, and nothing else; shown once, only its hash is stored.
+#[derive(Debug)]
+pub struct ConnectTokenSecret {
+    pub workspace: WorkspaceId,
+    pub id: KeyId,
+    pub token: SecretString,
+    /// SHA-256 of the whole token: what is stored.
+    pub hash: [u8; 32],
+}
+
+impl ConnectTokenSecret {
+    pub const PREFIX: &'static str = "sct_";
+
+    pub fn generate(workspace: WorkspaceId) -> Result<Self, CredentialError> {
+        let id = KeyId::new();
+        let secret = random_b64()?;
+        let token = format!(
+            "{}{}{id}_{secret}",
+            Self::PREFIX,
+            Uuid::from_bytes(*workspace.as_bytes()).simple()
+        );
+        let hash = sha256(token.as_bytes());
+        Ok(Self {
+            workspace,
+            id,
+            token: SecretString::from(token),
+            hash,
+        })
+    }
+
+    /// The workspace, token id and hash of a presented token, if it has the right shape.
+    pub fn parse(presented: &str) -> Result<(WorkspaceId, KeyId, [u8; 32]), CredentialError> {
+        let rest = presented
+            .strip_prefix(Self::PREFIX)
+            .ok_or(CredentialError::Malformed)?;
+        if rest.len() != 64 + 1 + 43 || rest.as_bytes()[64] != b'_' {
+            return Err(CredentialError::Malformed);
+        }
+        let ws = Uuid::try_parse(&rest[..32]).map_err(|_| CredentialError::Malformed)?;
+        let id = KeyId::parse(&rest[32..64])?;
+        if !rest[65..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(CredentialError::Malformed);
+        }
+        Ok((
+            WorkspaceId::from_bytes(*ws.as_bytes()),
+            id,
+            sha256(presented.as_bytes()),
+        ))
+    }
+}
+
 /// Constant-time equality of two stored hashes.
 pub fn hashes_equal(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
@@ -206,6 +261,30 @@ fn random_b64() -> Result<String, CredentialError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connect_token_round_trip() {
+        let ws = WorkspaceId::new();
+        let t = ConnectTokenSecret::generate(ws).unwrap();
+        let token = t.token.expose_secret();
+        assert!(token.starts_with("sct_"));
+        let (got_ws, id, hash) = ConnectTokenSecret::parse(token).unwrap();
+        assert_eq!((got_ws, id), (ws, t.id));
+        assert!(hashes_equal(&hash, &t.hash));
+        for bad in [
+            "",
+            "sct_",
+            "ssk_x",
+            &token[..token.len() - 1],
+            &token.replace('_', "-"),
+        ] {
+            assert!(ConnectTokenSecret::parse(bad).is_err(), "{bad}");
+        }
+        // An API key is not a Connect token, nor the other way round.
+        let key = ApiKeySecret::generate().unwrap();
+        assert!(ConnectTokenSecret::parse(key.token.expose_secret()).is_err());
+        assert!(ApiKeySecret::parse(token).is_err());
+    }
 
     #[test]
     fn api_key_round_trip() {

@@ -18,7 +18,9 @@ pub mod password;
 pub mod policy;
 pub mod totp;
 
-pub use credential::{ApiKeySecret, ClientCredentials, ClientId, CredentialError, KeyId};
+pub use credential::{
+    ApiKeySecret, ClientCredentials, ClientId, ConnectTokenSecret, CredentialError, KeyId,
+};
 pub use jwt::{AccessClaims, TOKEN_LIFETIME_SECS, TokenError, TokenKeys};
 pub use password::{PasswordError, hash_password, verify_password};
 pub use policy::{Denial, Principal, PrincipalKind, Scope, ScopeSet, authorize};

@@ -13,6 +13,7 @@
 
 pub mod accounts;
 pub mod catalog;
+pub mod connect;
 pub mod inbox;
 pub mod plan;
 pub mod run;

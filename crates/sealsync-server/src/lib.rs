@@ -11,6 +11,7 @@
 //! Never logs a request body, a query string, a credential or a contact field.
 
 pub mod auth;
+pub mod connect;
 pub mod error;
 pub mod hooks;
 mod json;

@@ -6,7 +6,7 @@ use axum::routing::{get, post, put};
 use sealsync_auth::Scope;
 
 use crate::state::AppState;
-use crate::{hooks, oauth, ops, session, sso, v1};
+use crate::{connect, hooks, oauth, ops, session, sso, v1};
 
 /// One API route and the scope it requires.
 #[derive(Debug, Clone, Copy)]
@@ -228,4 +228,14 @@ pub fn api() -> Router<AppState> {
         .route("/v1/workspaces/{ws}/audit", get(ops::audit_page))
         .route("/v1/workspaces/{ws}/audit/verify", get(ops::audit_verify))
         .route("/v1/hooks/{endpoint}", post(hooks::deliver))
+        .route("/v1/connect/tokens", post(connect::create_token))
+        .route("/v1/connect/accounts", post(connect::connect_via_api))
+        .route(
+            "/v1/connect/users/{external_user_id}",
+            axum::routing::delete(connect::remove_user),
+        )
+        .route(
+            "/connect",
+            get(connect::show_page).post(connect::submit_page),
+        )
 }

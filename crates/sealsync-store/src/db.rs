@@ -185,6 +185,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     "egress",
                     include_str!("../migrations/sqlite/0009_egress.sql"),
                 ),
+                migration(
+                    10,
+                    "connect",
+                    include_str!("../migrations/sqlite/0010_connect.sql"),
+                ),
             ],
             vec![migration(
                 1,
@@ -238,6 +243,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     9,
                     "egress",
                     include_str!("../migrations/postgres/0009_egress.sql"),
+                ),
+                migration(
+                    10,
+                    "connect",
+                    include_str!("../migrations/postgres/0010_connect.sql"),
                 ),
             ],
             vec![migration(
@@ -364,6 +374,7 @@ impl Store {
             "DELETE FROM link_cursors WHERE workspace_id = $1",
             "DELETE FROM hook_items WHERE workspace_id = $1",
             "DELETE FROM hook_receipts WHERE workspace_id = $1",
+            "DELETE FROM connect_tokens WHERE workspace_id = $1",
             "DELETE FROM run_events WHERE workspace_id = $1",
             "DELETE FROM runs WHERE workspace_id = $1",
             "DELETE FROM conflicts WHERE workspace_id = $1",

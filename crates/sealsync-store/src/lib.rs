@@ -8,6 +8,7 @@
 //!
 //! Never stores or logs plaintext contact data; errors name records by id only.
 
+mod connect;
 mod db;
 mod hooks;
 mod hub;
@@ -16,6 +17,7 @@ mod sealed;
 mod sync;
 pub mod testing;
 
+pub use connect::ConnectTokenRow;
 pub use db::{
     Backend, ContactRow, INSTALLATION, IndexEntries, KEYSTORE_SCHEMA, KeyPurpose, Store,
     StoreConfig, StoredKey, Workspace,

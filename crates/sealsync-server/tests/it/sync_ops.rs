@@ -296,7 +296,7 @@ async fn a_run_that_cannot_read_its_endpoint_is_recorded_as_failed() {
 }
 
 /// Every file under `dir` (database, WAL, keystore), as bytes.
-fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+pub fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
