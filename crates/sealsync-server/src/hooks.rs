@@ -44,7 +44,7 @@ const ENDPOINT_TTL: Duration = Duration::from_secs(30);
 /// Deliveries committed together at most.
 const GROUP_MAX: usize = 512;
 /// How long a link run waits for more deliveries before it starts.
-const RUN_DELAY: Duration = Duration::from_millis(500);
+const RUN_DELAY: Duration = Duration::from_secs(2);
 
 /// A webhook endpoint, ready to check deliveries.
 struct HookEndpoint {
@@ -378,8 +378,9 @@ fn schedule_runs(
                 return;
             }
         };
+        // Small batches: each commits quickly, so deliveries waiting to be kept wait little.
         let options = RunOptions {
-            batch: 500,
+            batch: 100,
             ..RunOptions::default()
         };
         for def in defs.iter().filter(|d| d.endpoint_id == endpoint) {
