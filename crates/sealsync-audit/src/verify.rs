@@ -139,62 +139,74 @@ impl AuditLog {
         let mut last: Option<(u64, Vec<u8>, bool)> = None;
         let mut reported_last = false;
         let mut after = 0u64;
-        loop {
-            let rows = self.raw_page(chain, after, PAGE).await?;
-            let Some(end) = rows.last().map(|r| r.seq) else {
-                break;
-            };
-            for row in rows {
-                checked += 1;
-                let expected = last.as_ref().map_or(1, |(seq, _, _)| seq + 1);
-                if row.seq > expected {
-                    problems.push(Problem::Removed {
-                        from_seq: expected,
-                        to_seq: row.seq - 1,
-                    });
-                }
-                reported_last = true;
-                let verified = match row.key_version {
-                    None => {
-                        problems.push(Problem::Edited { seq: row.seq });
-                        false
+        // Entries are read, then the head: an entry appended in between shows as a head ahead
+        // of the entries read, so reading goes on from where it stopped until the head is
+        // reached (or nothing more comes, which is a removed tail).
+        let mut rounds = 0;
+        let head = loop {
+            loop {
+                let rows = self.raw_page(chain, after, PAGE).await?;
+                let Some(end) = rows.last().map(|r| r.seq) else {
+                    break;
+                };
+                for row in rows {
+                    checked += 1;
+                    let expected = last.as_ref().map_or(1, |(seq, _, _)| seq + 1);
+                    if row.seq > expected {
+                        problems.push(Problem::Removed {
+                            from_seq: expected,
+                            to_seq: row.seq - 1,
+                        });
                     }
-                    Some(version) => match self.keys().key(version) {
+                    reported_last = true;
+                    let verified = match row.key_version {
                         None => {
-                            problems.push(Problem::UnknownKeyVersion {
-                                seq: row.seq,
-                                version,
-                            });
-                            false
-                        }
-                        Some(key) if row.verifies_as(key, chain, row.seq, row.at_ms) => {
-                            // The MAC covers prev_mac, so it must name the entry before.
-                            let predecessor = match &last {
-                                _ if row.seq == 1 => Some(&[0u8; 32][..]),
-                                Some((seq, mac, true)) if seq + 1 == row.seq => Some(&mac[..]),
-                                _ => None,
-                            };
-                            if predecessor.is_some_and(|p| p != row.prev_mac.as_slice()) {
-                                problems.push(Problem::Unlinked { seq: row.seq });
-                            } else {
-                                reported_last = false;
-                            }
-                            true
-                        }
-                        Some(_) if failed.len() < MAX_SEARCHED => {
-                            failed.push(row.clone());
-                            false
-                        }
-                        Some(_) => {
                             problems.push(Problem::Edited { seq: row.seq });
                             false
                         }
-                    },
-                };
-                last = Some((row.seq, row.mac, verified));
+                        Some(version) => match self.keys().key(version) {
+                            None => {
+                                problems.push(Problem::UnknownKeyVersion {
+                                    seq: row.seq,
+                                    version,
+                                });
+                                false
+                            }
+                            Some(key) if row.verifies_as(key, chain, row.seq, row.at_ms) => {
+                                // The MAC covers prev_mac, so it must name the entry before.
+                                let predecessor = match &last {
+                                    _ if row.seq == 1 => Some(&[0u8; 32][..]),
+                                    Some((seq, mac, true)) if seq + 1 == row.seq => Some(&mac[..]),
+                                    _ => None,
+                                };
+                                if predecessor.is_some_and(|p| p != row.prev_mac.as_slice()) {
+                                    problems.push(Problem::Unlinked { seq: row.seq });
+                                } else {
+                                    reported_last = false;
+                                }
+                                true
+                            }
+                            Some(_) if failed.len() < MAX_SEARCHED => {
+                                failed.push(row.clone());
+                                false
+                            }
+                            Some(_) => {
+                                problems.push(Problem::Edited { seq: row.seq });
+                                false
+                            }
+                        },
+                    };
+                    last = Some((row.seq, row.mac, verified));
+                }
+                after = end;
             }
-            after = end;
-        }
+            let head = self.head(chain).await?;
+            let last_seq = last.as_ref().map_or(0, |(seq, _, _)| *seq);
+            match &head {
+                Some(h) if h.seq > last_seq && rounds < 10 => rounds += 1,
+                _ => break head,
+            }
+        };
         if !failed.is_empty() {
             for (row, origin) in failed.iter().zip(self.origins(chain, &failed).await?) {
                 problems.push(match origin {
@@ -206,7 +218,7 @@ impl AuditLog {
                 });
             }
         }
-        match (self.head(chain).await?, &last) {
+        match (head, &last) {
             (None, None) => {}
             (None, Some(_)) => problems.push(Problem::HeadMissing),
             (Some(head), _) => match self.keys().key(head.key_version) {

@@ -76,6 +76,7 @@ both!(
     forged_head_is_noticed,
     missing_head_is_noticed_and_stops_appends,
     concurrent_appends_from_two_processes_form_one_chain,
+    verifying_during_appends_finds_nothing,
     entries_under_rotated_keys_verify,
     stored_entries_hold_no_email,
 );

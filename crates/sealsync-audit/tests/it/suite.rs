@@ -387,6 +387,31 @@ pub async fn concurrent_appends_from_two_processes_form_one_chain(config: StoreC
     assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
 }
 
+/// Verifying while entries are being appended reports nothing: an entry that lands between
+/// reading the entries and reading the head is read too.
+pub async fn verifying_during_appends_finds_nothing(config: StoreConfig, dir: &Path) {
+    let (_hub, log) = log_on(&config, dir).await;
+    let log = Arc::new(log);
+    let ws = chain_of(&log, 3).await;
+    let writer = {
+        let log = Arc::clone(&log);
+        tokio::spawn(async move {
+            for i in 0..150 {
+                log.append(event(Some(ws), 10 + i)).await.unwrap();
+            }
+        })
+    };
+    let mut rounds = 0;
+    while !writer.is_finished() {
+        let report = log.verify(ws).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+        rounds += 1;
+    }
+    writer.await.unwrap();
+    assert!(rounds > 0);
+    assert!(log.verify(ws).await.unwrap().is_ok());
+}
+
 pub async fn entries_under_rotated_keys_verify(config: StoreConfig, dir: &Path) {
     let (hub, v1) = log_on(&config, dir).await;
     let ws = WorkspaceId::new();
