@@ -47,12 +47,7 @@ impl Engine {
             IndexKind::Remote,
             &format!("connect\u{1f}{external_user_id}"),
         );
-        mac.iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-            .chars()
-            .take(TAG_LEN)
-            .collect()
+        crate::inbox::hex(&mac[..TAG_LEN / 2])
     }
 
     /// The account an end user (by tag) connects for `app`.

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{Authed, Source, event_on, require};
 use crate::error::ApiError;
 use crate::json::{ApiJson, ApiPath};
+use crate::ops::engine_for;
 use crate::state::AppState;
 
 /// The longest a Connect token lives (seconds).
@@ -169,11 +170,7 @@ pub async fn create_token(
             "expires_in must be 1 to 14400 seconds",
         ));
     }
-    let engine = Engine::new(
-        state.hub().clone(),
-        state.workspace_keys(ws).await?,
-        state.options().region.clone(),
-    );
+    let engine = engine_for(&state, state.workspace_keys(ws).await?);
     let tag = engine.connect_user_tag(user);
     let secret = ConnectTokenSecret::generate(ws).map_err(|e| ApiError::internal(&e))?;
     let now = now_ms() / 1000;
@@ -262,11 +259,7 @@ async fn connect_account(
             }
         )));
     }
-    let engine = Engine::new(
-        state.hub().clone(),
-        state.workspace_keys(g.ws).await?,
-        state.options().region.clone(),
-    );
+    let engine = engine_for(state, state.workspace_keys(g.ws).await?);
     let name = Engine::connect_account_name(app, &g.user_tag);
     let (_, id) = engine
         .put_account(&name, &credential)
@@ -372,11 +365,7 @@ pub async fn connect_via_api(
     }
     let b = body.0;
     if let Some(user) = &b.external_user_id {
-        let engine = Engine::new(
-            state.hub().clone(),
-            state.workspace_keys(g.ws).await?,
-            state.options().region.clone(),
-        );
+        let engine = engine_for(&state, state.workspace_keys(g.ws).await?);
         if engine.connect_user_tag(user.trim()) != g.user_tag {
             state.audit(denied("wrong_user")).await;
             return Err(ApiError::new(
@@ -412,11 +401,7 @@ pub async fn remove_user(
         )
     })?;
     require(&state, &p, ws, Scope::EndpointsWrite).await?;
-    let engine = Engine::new(
-        state.hub().clone(),
-        state.workspace_keys(ws).await?,
-        state.options().region.clone(),
-    );
+    let engine = engine_for(&state, state.workspace_keys(ws).await?);
     let removed = engine
         .remove_connect_user(user.trim())
         .await

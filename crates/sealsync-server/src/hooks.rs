@@ -27,7 +27,7 @@ use sealsync_engine::inbox::webhook::{
     ID_HEADER, JsonMapping, Rejected, SIGNATURE_HEADER, Signed, SigningSecret, TIMESTAMP_HEADER,
     WebhookError, read_delivery,
 };
-use sealsync_engine::{EndpointSpec, Engine, RunError, RunOptions};
+use sealsync_engine::{EndpointSpec, RunError, RunOptions};
 use sealsync_store::{HookDelivery, HookOutcome, Store};
 use sealsync_types::{EndpointId, WorkspaceId};
 use secrecy::ExposeSecret as _;
@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::Source;
 use crate::error::ApiError;
 use crate::json::ApiPath;
+use crate::ops::engine_for;
 use crate::state::AppState;
 
 /// How long a resolved endpoint (workspace, keys, secret, mapping) is reused.
@@ -289,11 +290,7 @@ async fn resolve(state: &AppState, id: EndpointId) -> Result<Arc<HookEndpoint>, 
         .workspace_keys(ws)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    let engine = Engine::new(
-        state.hub().clone(),
-        keys.clone(),
-        state.options().region.clone(),
-    );
+    let engine = engine_for(state, keys.clone());
     let endpoint = engine
         .endpoints()
         .await
@@ -370,7 +367,7 @@ fn schedule_runs(
         if let Ok(mut s) = state.inner.hooks.scheduled.lock() {
             s.remove(&endpoint);
         }
-        let engine = Engine::new(state.hub().clone(), keys, state.options().region.clone());
+        let engine = engine_for(&state, keys);
         let defs = match engine.link_defs().await {
             Ok(d) => d,
             Err(e) => {

@@ -402,7 +402,10 @@ pub async fn audit_verify(
     }))
 }
 
-fn engine_for(state: &AppState, keys: std::sync::Arc<sealsync_crypto::WorkspaceKeys>) -> Engine {
+pub(crate) fn engine_for(
+    state: &AppState,
+    keys: std::sync::Arc<sealsync_crypto::WorkspaceKeys>,
+) -> Engine {
     Engine::new(state.hub().clone(), keys, state.options().region.clone())
 }
 

@@ -8,9 +8,9 @@
 //! a server can answer each sender as soon as its delivery is in a committed group.
 
 use sealsync_types::{EndpointId, WorkspaceId};
-use sqlx::Acquire as _;
+use sqlx::{Acquire as _, AssertSqlSafe};
 
-use crate::db::{Backend, get};
+use crate::db::{Backend, Marks, get};
 use crate::{Store, StoreError};
 
 /// Delivery ids are remembered this long (milliseconds).
@@ -188,19 +188,23 @@ impl Store {
         ids: &[Vec<u8>],
     ) -> Result<Vec<HookItemRow>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let row = sqlx::query(
-                "SELECT etag, item, sent_at FROM hook_items WHERE workspace_id = $1 AND id = $2 AND endpoint_id = $3",
-            )
-            .bind(ws.as_bytes().to_vec())
-            .bind(id.clone())
-            .bind(endpoint.as_bytes().to_vec())
-            .fetch_optional(&self.data)
-            .await
-            .map_err(StoreError::db)?;
-            if let Some(r) = row {
+        for part in ids.chunks(400) {
+            let mut m = Marks::new(self.backend);
+            let sql = format!(
+                "SELECT id, etag, item, sent_at FROM hook_items WHERE workspace_id = {} AND endpoint_id = {} AND id IN ({})",
+                m.next(),
+                m.next(),
+                m.list(part.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql))
+                .bind(ws.as_bytes().to_vec())
+                .bind(endpoint.as_bytes().to_vec());
+            for id in part {
+                q = q.bind(id.clone());
+            }
+            for r in q.fetch_all(&self.data).await.map_err(StoreError::db)? {
                 out.push(HookItemRow {
-                    id: id.clone(),
+                    id: get(&r, "id")?,
                     etag: get(&r, "etag")?,
                     item: get(&r, "item")?,
                     sent_at: get(&r, "sent_at")?,
