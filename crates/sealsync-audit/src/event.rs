@@ -206,6 +206,7 @@ actions! {
     HookRejected => "hook.rejected",
     ConnectTokenCreated => "connect.token_created",
     ConnectUserRemoved => "connect.user_removed",
+    DeliveriesReplayed => "deliveries.replayed",
 }
 
 impl fmt::Display for Action {
@@ -463,7 +464,7 @@ mod tests {
                 a.as_str()
             );
         }
-        assert_eq!(seen.len(), 44);
+        assert_eq!(seen.len(), 45);
         assert!(Action::parse("login.Succeeded").is_err());
         assert!(Action::parse("").is_err());
     }

@@ -124,7 +124,7 @@ impl TokenKeys {
             // jsonwebtoken reads PKCS#8 v1 for Ed25519.
             let pkcs8 = pair.to_pkcs8v1().map_err(|_| TokenError::NoKey)?;
             let public = pair.public_key().as_ref().to_vec();
-            let kid = kid_of(&public);
+            let kid = sealsync_crypto::key_id(&public);
             keys.push(SigningKey {
                 version,
                 kid,
@@ -239,12 +239,6 @@ impl TokenKeys {
         }
         out
     }
-}
-
-/// Key id: the first 16 bytes of SHA-256 of the public key, base64url.
-fn kid_of(public: &[u8]) -> String {
-    let d = crate::credential::sha256(public);
-    B64URL.encode(&d[..16])
 }
 
 /// Seconds since the Unix epoch.

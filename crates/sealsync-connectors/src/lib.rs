@@ -8,6 +8,8 @@
 //! - [`sql`]: one table of a SQLite or PostgreSQL database through a column mapping; writes
 //!   check the row's etag in the same transaction.
 //! - [`carddav`]: a CardDAV address book, through the egress policy; conditional writes.
+//! - [`webhook`]: signed inbound webhooks and the contacts they carry; [`webhook_out`]: signed
+//!   outbound deliveries, one attempt at a time.
 //!
 //! Connectors never see the hub or keys and never put contact data in an error: errors name the
 //! file and line (or table and row id), never a value, and never a database URL.
@@ -18,6 +20,7 @@ pub mod sql;
 pub mod testing;
 pub mod vdir;
 pub mod webhook;
+pub mod webhook_out;
 
 use std::path::Path;
 

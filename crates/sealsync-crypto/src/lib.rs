@@ -28,6 +28,14 @@ pub use provider::{
 };
 pub use seal::{CryptoError, RecordRef, SEALED_V1, sealed_key_version};
 
+/// The id of a public signing key, as JWKS `kid` and webhook `webhook-key-id` name it: the
+/// first 16 bytes of SHA-256 of the key, base64url without padding.
+pub fn key_id(public: &[u8]) -> String {
+    use base64::Engine as _;
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, public);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&d.as_ref()[..16])
+}
+
 /// Fills `out` from the system's secure random generator.
 pub fn random_bytes(out: &mut [u8]) -> Result<(), CryptoError> {
     aws_lc_rs::rand::fill(out).map_err(|_| CryptoError::Random)

@@ -241,9 +241,10 @@ impl EndpointDecl {
                 "columns",
             ],
             "webhook" => &["account", "fields", "id_field"],
+            "webhook-out" => &["url", "account", "allow"],
             other => {
                 return Err(bad(&format!(
-                    "unknown kind {other:?}: expected vdir, csv, carddav, sql or webhook"
+                    "unknown kind {other:?}: expected vdir, csv, carddav, sql, webhook or webhook-out"
                 )));
             }
         };
@@ -279,6 +280,15 @@ impl EndpointDecl {
                     .ok_or_else(|| required("url"))?,
                 account: self.account.clone(),
                 version: self.version.clone(),
+                allow: self.allow.clone().unwrap_or_default(),
+            },
+            "webhook-out" => EndpointSpec::WebhookOut {
+                url: self
+                    .url
+                    .as_ref()
+                    .map(|u| u.expose_secret().to_owned())
+                    .ok_or_else(|| required("url"))?,
+                account: self.account.clone().ok_or_else(|| required("account"))?,
                 allow: self.allow.clone().unwrap_or_default(),
             },
             "webhook" => EndpointSpec::Webhook {
@@ -503,6 +513,11 @@ impl Engine {
         if ep.spec.pull_only() && spec.direction != Direction::Pull {
             return Err(CatalogError::Invalid(format!(
                 "link {name:?}: endpoint {endpoint:?} only delivers contacts, so its links pull (direction = \"pull\")"
+            )));
+        }
+        if ep.spec.push_only() && spec.direction != Direction::Push {
+            return Err(CatalogError::Invalid(format!(
+                "link {name:?}: endpoint {endpoint:?} only receives changes, so its links push (direction = \"push\")"
             )));
         }
         if let Some(l) = &existing

@@ -90,11 +90,11 @@ pub fn delivery_rows(
     })
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
@@ -196,7 +196,12 @@ impl Source for Inbox {
 }
 
 impl Inbox {
-    fn open(&self, id: &RemoteId, raw: &[u8], sealed: &[u8]) -> Result<Contact, ConnectorError> {
+    pub(crate) fn open(
+        &self,
+        id: &RemoteId,
+        raw: &[u8],
+        sealed: &[u8],
+    ) -> Result<Contact, ConnectorError> {
         let plain = zeroize::Zeroizing::new(
             self.keys
                 .open(&at(&self.keys, raw), sealed)

@@ -7,6 +7,7 @@
 //! - [`run`]: lists the endpoint, fetches what changed, matches new items to hub contacts (UID,
 //!   then email, then phone, through blind indexes), plans and executes in crash-safe batches,
 //!   and records the run with sealed per-item events.
+//! - [`inbox`] and [`outbox`]: webhook sources and destinations, kept in the store.
 //! - [`transform`]: field renames, drops and masks on the way out; merging of matched contacts.
 //!
 //! The engine never logs contact data and never depends on the web server.
@@ -15,6 +16,7 @@ pub mod accounts;
 pub mod catalog;
 pub mod connect;
 pub mod inbox;
+pub mod outbox;
 pub mod plan;
 pub mod run;
 pub mod spec;

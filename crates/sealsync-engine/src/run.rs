@@ -22,6 +22,7 @@ use sealsync_types::{ConflictId, ContactId, EndpointId, LinkId, RunId};
 use serde::Serialize;
 
 use crate::inbox::Inbox;
+use crate::outbox::Outbox;
 use crate::plan::{
     Action, Fetched, Listed, Plan, PlanError, PlanInput, RemoteKey, Resolution, plan,
 };
@@ -240,6 +241,21 @@ impl Engine {
         if options.dry_run {
             return self.run_claimed(link, options, progress, None, None).await;
         }
+        self.with_claim(link, async |holder| {
+            self.run_claimed(link, options, progress, Some(holder), run_id)
+                .await
+        })
+        .await
+    }
+
+    /// Claims `link` for this process (refused while another holds it), does `work` under
+    /// the claim and releases it, unless the work stopped as a crash would: then the claim
+    /// goes stale, or its dead holder is recognised.
+    pub(crate) async fn with_claim<T>(
+        &self,
+        link: &LinkDef,
+        work: impl AsyncFnOnce(&str) -> Result<T, RunError>,
+    ) -> Result<T, RunError> {
         let ws = self.keys.workspace();
         let store = self.hub.store();
         let holder = claim_holder();
@@ -252,10 +268,7 @@ impl Engine {
                 holder: other,
             });
         }
-        let result = self
-            .run_claimed(link, options, progress, Some(&holder), run_id)
-            .await;
-        // A crash releases nothing; the claim goes stale or its dead holder is recognised.
+        let result = work(&holder).await;
         if !matches!(result, Err(RunError::Interrupted(_))) {
             store.renew_link_claim(ws, link.id, &holder, true).await?;
         }
@@ -293,6 +306,22 @@ impl Engine {
                 self.keys.clone(),
                 link.endpoint_id,
             )),
+            EndpointSpec::WebhookOut { .. } => {
+                let sender = match &credential {
+                    Some(c) if !options.dry_run => Some(Arc::new(
+                        self.webhook_sender(&link.endpoint, c)
+                            .await
+                            .map_err(endpoint_error)?,
+                    )),
+                    _ => None,
+                };
+                Arc::new(Outbox::new(
+                    store.clone(),
+                    self.keys.clone(),
+                    link.endpoint_id,
+                    sender,
+                ))
+            }
             other => {
                 let hosts = store.egress_hosts(ws).await?.unwrap_or_default();
                 other

@@ -11,7 +11,8 @@ use sealsync_connectors::carddav::CardDav;
 use sealsync_connectors::csv::CsvFile;
 use sealsync_connectors::sql::{DatabaseUrl, SqlShape, SqlTable};
 use sealsync_connectors::vdir::Vdir;
-use sealsync_connectors::webhook::JsonMapping;
+use sealsync_connectors::webhook::{JsonMapping, SigningSecret};
+use sealsync_connectors::webhook_out::{Sender, SignKey, check_url};
 use sealsync_contact::VcardVersion;
 use sealsync_contact::csv::{CsvLayout, CsvPreset};
 use serde::{Deserialize, Serialize};
@@ -83,6 +84,18 @@ pub enum EndpointSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id_field: Option<String>,
     },
+    /// A receiver that the endpoint's push link sends each change to, as a signed webhook
+    /// (`POST url`), retried for up to 24 hours.
+    WebhookOut {
+        /// Where deliveries go.
+        url: String,
+        /// The account holding the shared signing secret (kind `api-key`).
+        account: String,
+        /// Addresses reached although private or loopback: the egress policy refuses them
+        /// otherwise.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        allow: Vec<String>,
+    },
 }
 
 impl EndpointSpec {
@@ -93,6 +106,7 @@ impl EndpointSpec {
             EndpointSpec::Carddav { .. } => "carddav",
             EndpointSpec::Sql { .. } => "sql",
             EndpointSpec::Webhook { .. } => "webhook",
+            EndpointSpec::WebhookOut { .. } => "webhook-out",
         }
     }
 
@@ -137,6 +151,7 @@ impl EndpointSpec {
                 SqlShape::parse(table, id_column, etag_column.as_deref(), columns).map(|_| ())
             }
             EndpointSpec::Webhook { .. } => self.json_mapping().map(|_| ()),
+            EndpointSpec::WebhookOut { url, allow, .. } => check_url(url, &egress(allow)?),
         }
     }
 
@@ -156,11 +171,18 @@ impl EndpointSpec {
         matches!(self, EndpointSpec::Webhook { .. })
     }
 
+    /// Whether links to this endpoint may only push (it cannot be read back from its system).
+    pub fn push_only(&self) -> bool {
+        matches!(self, EndpointSpec::WebhookOut { .. })
+    }
+
     /// The account this endpoint signs in with, if any.
     pub fn account(&self) -> Option<&str> {
         match self {
             EndpointSpec::Carddav { account, .. } => account.as_deref(),
-            EndpointSpec::Webhook { account, .. } => Some(account),
+            EndpointSpec::Webhook { account, .. } | EndpointSpec::WebhookOut { account, .. } => {
+                Some(account)
+            }
             _ => None,
         }
     }
@@ -174,7 +196,30 @@ impl EndpointSpec {
                 policy.hosts = hosts.to_vec();
                 CardDav::open(url, None, policy, None).map(|_| ())
             }
+            EndpointSpec::WebhookOut { url, allow, .. } => {
+                let mut policy = egress(allow)?;
+                policy.hosts = hosts.to_vec();
+                check_url(url, &policy)
+            }
             _ => Ok(()),
+        }
+    }
+
+    /// The sender of a webhook destination: its URL and the workspace's `hosts` checked, signed
+    /// with `secret` (the account's) and `key` (the installation's).
+    pub fn webhook_sender(
+        &self,
+        secret: SigningSecret,
+        key: SignKey,
+        hosts: &[String],
+    ) -> Result<Sender, ConnectorError> {
+        match self {
+            EndpointSpec::WebhookOut { url, allow, .. } => {
+                let mut policy = egress(allow)?;
+                policy.hosts = hosts.to_vec();
+                Sender::new(url, secret, key, policy)
+            }
+            _ => Err(ConnectorError::Config("not a webhook destination".into())),
         }
     }
 
@@ -240,9 +285,11 @@ impl EndpointSpec {
                 let shape = SqlShape::parse(table, id_column, etag_column.as_deref(), columns)?;
                 Ok(Arc::new(SqlTable::open(url, shape)?))
             }
-            EndpointSpec::Webhook { .. } => Err(ConnectorError::Config(
-                "a webhook endpoint is read from the store, not opened".into(),
-            )),
+            EndpointSpec::Webhook { .. } | EndpointSpec::WebhookOut { .. } => {
+                Err(ConnectorError::Config(
+                    "a webhook endpoint is kept in the store, not opened".into(),
+                ))
+            }
         }
     }
 
@@ -263,7 +310,8 @@ impl EndpointSpec {
             }
             EndpointSpec::Carddav { .. }
             | EndpointSpec::Sql { .. }
-            | EndpointSpec::Webhook { .. } => {}
+            | EndpointSpec::Webhook { .. }
+            | EndpointSpec::WebhookOut { .. } => {}
         }
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod connect;
+pub mod deliveries;
 pub mod error;
 pub mod hooks;
 mod json;

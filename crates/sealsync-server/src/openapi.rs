@@ -131,6 +131,8 @@ impl Modify for BearerAuth {
         crate::ops::list_endpoints,
         crate::ops::get_egress,
         crate::ops::put_egress,
+        crate::deliveries::list_deliveries,
+        crate::deliveries::replay_deliveries,
         crate::ops::put_endpoint,
         crate::ops::delete_endpoint,
         crate::ops::list_accounts,

@@ -441,7 +441,7 @@ pub struct ChangeOut {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointIn {
-    /// `vdir`, `csv`, `carddav` or `webhook`.
+    /// `vdir`, `csv`, `carddav`, `webhook` or `webhook-out`.
     kind: String,
     /// vdir, csv: a relative path (no `..`), inside the workspace's files folder.
     path: Option<String>,
@@ -451,10 +451,10 @@ pub struct EndpointIn {
     /// csv: `google` (default) or `outlook`.
     preset: Option<String>,
     /// carddav: the address book's URL (https, on a public address; a server's root is
-    /// discovered).
+    /// discovered); webhook-out: the receiver's URL (https, on a public address).
     url: Option<String>,
-    /// carddav: the account that signs in; webhook: the account (kind `api-key`) holding the
-    /// shared signing secret.
+    /// carddav: the account that signs in; webhook, webhook-out: the account (kind `api-key`)
+    /// holding the shared signing secret.
     account: Option<String>,
     /// webhook: JSON field to target (`"mail": "EMAIL"`); none: the usual field names.
     fields: Option<std::collections::BTreeMap<String, String>>,
@@ -488,9 +488,9 @@ pub async fn put_endpoint(
     require(&state, &p, ws, Scope::EndpointsWrite).await?;
     let body = body.0;
     let files = matches!(body.kind.as_str(), "vdir" | "csv");
-    if !files && body.kind != "carddav" && body.kind != "webhook" {
+    if !files && !matches!(body.kind.as_str(), "carddav" | "webhook" | "webhook-out") {
         return Err(ApiError::unprocessable(
-            "kind must be vdir, csv, carddav or webhook; sql endpoints are declared on the server with `sealsync apply`",
+            "kind must be vdir, csv, carddav, webhook or webhook-out; sql endpoints are declared on the server with `sealsync apply`",
         ));
     }
     let root = match &state.options().files_root {
@@ -513,8 +513,8 @@ pub async fn put_endpoint(
         }
         (false, None) => None,
     };
-    // Over the API a CardDAV server must be public: private and loopback addresses are
-    // allowed only in apply files, by the operator (`allow`).
+    // Over the API a CardDAV server or webhook receiver must be public: private and loopback
+    // addresses are allowed only in apply files, by the operator (`allow`).
     let decl = EndpointDecl {
         name: name.clone(),
         kind: body.kind,

@@ -6,7 +6,7 @@ use axum::routing::{get, post, put};
 use sealsync_auth::Scope;
 
 use crate::state::AppState;
-use crate::{connect, hooks, oauth, ops, session, sso, v1};
+use crate::{connect, deliveries, hooks, oauth, ops, session, sso, v1};
 
 /// One API route and the scope it requires.
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +100,12 @@ pub const ROUTES: &[RouteSpec] = &[
         "PUT",
         "/v1/workspaces/{ws}/links/{name}",
         Scope::EndpointsWrite,
+    ),
+    r("GET", "/v1/workspaces/{ws}/deliveries", Scope::RunsRead),
+    r(
+        "POST",
+        "/v1/workspaces/{ws}/deliveries/replay",
+        Scope::RunsWrite,
     ),
     r("GET", "/v1/workspaces/{ws}/runs", Scope::RunsRead),
     r("POST", "/v1/workspaces/{ws}/runs", Scope::RunsWrite),
@@ -218,6 +224,14 @@ pub fn api() -> Router<AppState> {
             get(ops::list_runs).post(ops::start_run),
         )
         .route("/v1/workspaces/{ws}/runs/{id}", get(ops::get_run))
+        .route(
+            "/v1/workspaces/{ws}/deliveries",
+            get(deliveries::list_deliveries),
+        )
+        .route(
+            "/v1/workspaces/{ws}/deliveries/replay",
+            post(deliveries::replay_deliveries),
+        )
         .route("/v1/workspaces/{ws}/runs/{id}/events", get(ops::run_events))
         .route("/v1/workspaces/{ws}/conflicts", get(ops::list_conflicts))
         .route(

@@ -190,6 +190,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     "connect",
                     include_str!("../migrations/sqlite/0010_connect.sql"),
                 ),
+                migration(
+                    11,
+                    "outbox",
+                    include_str!("../migrations/sqlite/0011_outbox.sql"),
+                ),
             ],
             vec![migration(
                 1,
@@ -248,6 +253,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     10,
                     "connect",
                     include_str!("../migrations/postgres/0010_connect.sql"),
+                ),
+                migration(
+                    11,
+                    "outbox",
+                    include_str!("../migrations/postgres/0011_outbox.sql"),
                 ),
             ],
             vec![migration(
@@ -374,6 +384,7 @@ impl Store {
             "DELETE FROM link_cursors WHERE workspace_id = $1",
             "DELETE FROM hook_items WHERE workspace_id = $1",
             "DELETE FROM hook_receipts WHERE workspace_id = $1",
+            "DELETE FROM webhook_deliveries WHERE workspace_id = $1",
             "DELETE FROM connect_tokens WHERE workspace_id = $1",
             "DELETE FROM run_events WHERE workspace_id = $1",
             "DELETE FROM runs WHERE workspace_id = $1",

@@ -13,6 +13,7 @@ mod db;
 mod hooks;
 mod hub;
 mod identity;
+mod outbox;
 mod sealed;
 mod sync;
 pub mod testing;
@@ -27,6 +28,7 @@ pub use hub::{
     Hub, ImportCounts, ImportOptions, ImportSession, PreparedContact, RecordError, ReencryptReport,
 };
 pub use identity::{ApiKeyRow, ClientRow, SessionRow, TokenRow, UserRow};
+pub use outbox::{AttemptResult, DeliveryRow, DeliveryState, OutboxChange};
 pub use sealed::{SealedField, SealedValue};
 pub use sync::{
     AccountRow, ConflictRow, EndpointRow, EventRow, HubMeta, LinkRow, RunRow, StateRow, SyncBatch,

@@ -1,7 +1,7 @@
 //! Sealed values outside the contacts table (endpoint and link configurations, client secret
-//! hashes, account secrets, run event details, link cursors, webhook items): listed and
-//! replaced by key rotation, so that a data key is retired only when nothing at all is sealed
-//! under it.
+//! hashes, account secrets, run event details, link cursors, webhook items, outgoing webhook
+//! deliveries): listed and replaced by key rotation, so that a data key is retired only when
+//! nothing at all is sealed under it.
 
 use sealsync_crypto::RecordRef;
 use sealsync_types::WorkspaceId;
@@ -20,10 +20,11 @@ pub enum SealedField {
     RunEventDetail,
     LinkCursor,
     HookItem,
+    DeliveryBody,
 }
 
 impl SealedField {
-    pub const ALL: [SealedField; 7] = [
+    pub const ALL: [SealedField; 8] = [
         SealedField::EndpointConfig,
         SealedField::LinkConfig,
         SealedField::ClientSecret,
@@ -31,6 +32,7 @@ impl SealedField {
         SealedField::RunEventDetail,
         SealedField::LinkCursor,
         SealedField::HookItem,
+        SealedField::DeliveryBody,
     ];
 
     /// Table and column, as bound into each value's AAD.
@@ -43,6 +45,7 @@ impl SealedField {
             SealedField::RunEventDetail => ("run_events", "detail"),
             SealedField::LinkCursor => ("link_cursors", "cursor"),
             SealedField::HookItem => ("hook_items", "item"),
+            SealedField::DeliveryBody => ("webhook_deliveries", "body"),
         }
     }
 }

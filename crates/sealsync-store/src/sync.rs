@@ -220,6 +220,7 @@ impl Store {
         for sql in [
             "DELETE FROM hook_items WHERE workspace_id = $1 AND endpoint_id = $2",
             "DELETE FROM hook_receipts WHERE workspace_id = $1 AND endpoint_id = $2",
+            "DELETE FROM webhook_deliveries WHERE workspace_id = $1 AND endpoint_id = $2",
             "DELETE FROM endpoints WHERE workspace_id = $1 AND id = $2",
         ] {
             sqlx::query(sql)

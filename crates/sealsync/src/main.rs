@@ -72,6 +72,9 @@ enum Command {
     /// Conflicts waiting for a decision, and deciding them.
     #[command(subcommand)]
     Conflicts(cmd::sync::ConflictsCommand),
+    /// Outgoing webhook deliveries: list them, replay dead ones, send what is due.
+    #[command(subcommand)]
+    Deliveries(cmd::sync::DeliveriesCommand),
     /// Serve the HTTPS API (TLS 1.2+; plain HTTP only on loopback when asked).
     Serve(cmd::serve::ServeArgs),
     /// Users: add one (with a role in a workspace), list a workspace's members.
@@ -146,6 +149,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply(a) => cmd::links::apply(&ctx, a).await,
         Command::Sync(a) => cmd::sync::sync(&ctx, a).await,
         Command::Conflicts(c) => cmd::sync::conflicts(&ctx, c).await,
+        Command::Deliveries(c) => cmd::sync::deliveries(&ctx, c).await,
         Command::Audit(c) => cmd::audit::run(&ctx, c).await,
         Command::Serve(a) => cmd::serve::run(&ctx, a).await,
         Command::User(c) => cmd::identity::user(&ctx, c).await,

@@ -3,6 +3,7 @@
 
 mod crash;
 mod harness;
+mod outbox;
 mod props;
 mod scenarios;
 mod sql;

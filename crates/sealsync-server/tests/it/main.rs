@@ -3,6 +3,7 @@
 
 mod api;
 mod connect;
+mod deliveries;
 mod harness;
 mod hooks;
 mod matrix;

@@ -9,7 +9,7 @@ use crate::harness::{TestApp, assert_error, spawn_app};
 
 const ALICE: &str = "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:urn:uuid:5a1ce000-0000-4000-8000-000000000001\r\nFN:Alice Example\r\nEMAIL:alice@example.com\r\nEND:VCARD\r\n";
 
-async fn put(app: &TestApp, key: &str, path: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn put(app: &TestApp, key: &str, path: &str, body: Value) -> reqwest::Response {
     app.http
         .put(app.ws_url(app.ws, path))
         .bearer_auth(key)
@@ -19,7 +19,7 @@ async fn put(app: &TestApp, key: &str, path: &str, body: Value) -> reqwest::Resp
         .unwrap()
 }
 
-async fn get(app: &TestApp, key: &str, path: &str) -> Value {
+pub(crate) async fn get(app: &TestApp, key: &str, path: &str) -> Value {
     let resp = app
         .http
         .get(app.ws_url(app.ws, path))
@@ -32,7 +32,7 @@ async fn get(app: &TestApp, key: &str, path: &str) -> Value {
 }
 
 /// Starts a run of `link` and waits until it is no longer running.
-async fn run(app: &TestApp, key: &str, link: &str) -> Value {
+pub(crate) async fn run(app: &TestApp, key: &str, link: &str) -> Value {
     let resp = app
         .http
         .post(app.ws_url(app.ws, "/runs"))

@@ -276,6 +276,9 @@ pub async fn endpoint(ctx: &Context, cmd: EndpointCommand) -> anyhow::Result<Exi
                         EndpointSpec::Webhook { account, .. } => {
                             format!("POST /v1/hooks/{} (signed with account {account})", e.id)
                         }
+                        EndpointSpec::WebhookOut { account, .. } => {
+                            format!("signed webhooks to a receiver (account {account})")
+                        }
                     };
                     println!("{:<20} {:<5} {}", e.name, e.spec.kind(), where_);
                 }

@@ -140,6 +140,8 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         })
     };
+    // Outgoing webhook deliveries: sent when due, retried for a day.
+    let deliveries = sealsync_server::deliveries::spawn_delivery_loop(state.clone());
     let app = sealsync_server::router(state, tls_on);
     let running = sealsync_server::serve_on(listener, transport, app)?;
     eprintln!(
@@ -150,6 +152,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     eprintln!("Stopping: finishing requests in flight (up to 10 s).");
     running.shutdown(Duration::from_secs(10)).await;
     reloader.abort();
+    deliveries.abort();
     hub.store().close().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -356,3 +356,161 @@ pub async fn conflicts(ctx: &Context, cmd: ConflictsCommand) -> anyhow::Result<E
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// Outgoing webhook deliveries, latest first (never their contents).
+    List {
+        /// Only `pending`, `delivered` or `dead` ones.
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead deliveries again (each gets another 24 hours of retries).
+    Replay {
+        /// Delivery ids, as listed.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Every dead delivery of the workspace.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+    },
+    /// Send every delivery that is due now (the server does this on its own).
+    Retry {
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+    },
+}
+
+pub async fn deliveries(ctx: &Context, cmd: DeliveriesCommand) -> anyhow::Result<ExitCode> {
+    use sealsync_engine::inbox::{hex, unhex};
+    use sealsync_store::DeliveryState;
+    match cmd {
+        DeliveriesCommand::List {
+            state,
+            workspace,
+            json,
+        } => {
+            let engine = engine(ctx, workspace.as_deref()).await?;
+            let filter = match state.as_deref() {
+                None => None,
+                Some(s) => Some(
+                    DeliveryState::parse(s)
+                        .ok_or_else(|| anyhow::anyhow!("--state is pending, delivered or dead"))?,
+                ),
+            };
+            let rows = engine
+                .hub()
+                .store()
+                .deliveries(engine.keys().workspace(), filter, 1000)
+                .await?;
+            if json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "id": hex(&d.id), "webhook_id": sealsync_engine::outbox::webhook_id(&d.id),
+                            "endpoint_id": d.endpoint.to_string(), "state": d.state.as_str(),
+                            "attempts": d.attempts, "created_at": d.created_at, "next_at": d.next_at,
+                            "last_status": d.last_status, "last_error": d.last_error,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if rows.is_empty() {
+                println!("No webhook deliveries.");
+            } else {
+                for d in &rows {
+                    println!(
+                        "{}  {:<9}  {} attempt(s)  {}",
+                        hex(&d.id),
+                        d.state.as_str(),
+                        d.attempts,
+                        d.last_error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        DeliveriesCommand::Replay {
+            ids,
+            all,
+            workspace,
+        } => {
+            let engine = engine(ctx, workspace.as_deref()).await?;
+            let ws = engine.keys().workspace();
+            let ids = if all {
+                None
+            } else {
+                Some(
+                    ids.iter()
+                        .map(|i| {
+                            unhex(i).filter(|b| b.len() == 32).ok_or_else(|| {
+                                anyhow::anyhow!("{i:?} is not a delivery id (64 hex characters)")
+                            })
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                )
+            };
+            let n = engine
+                .hub()
+                .store()
+                .replay_deliveries(ws, ids.as_deref())
+                .await?;
+            if n > 0 {
+                crate::cmd::audit::record(
+                    engine.hub(),
+                    crate::cmd::audit::cli_event(
+                        Some(ws),
+                        sealsync_audit::Action::DeliveriesReplayed,
+                        sealsync_audit::ResourceKind::Workspace,
+                        &ws.to_string(),
+                    )?,
+                )
+                .await?;
+            }
+            println!(
+                "{n} dead deliveries put back in line: the server sends them within seconds, or run `sealsync deliveries retry`."
+            );
+        }
+        DeliveriesCommand::Retry { workspace } => {
+            let engine = engine(ctx, workspace.as_deref()).await?;
+            let ws = engine.keys().workspace();
+            let now = sealsync_store::now_ms();
+            let mut total = sealsync_engine::outbox::DeliveryReport::default();
+            for (w, endpoint) in engine.hub().store().due_delivery_endpoints(now).await? {
+                if w != ws {
+                    continue;
+                }
+                let report = engine.deliver(endpoint, now).await?;
+                if let Some(account) = report.account {
+                    crate::cmd::audit::record(
+                        engine.hub(),
+                        crate::cmd::audit::cli_event(
+                            Some(ws),
+                            sealsync_audit::Action::AccountUsed,
+                            sealsync_audit::ResourceKind::Account,
+                            &account.to_string(),
+                        )?,
+                    )
+                    .await?;
+                }
+                total.delivered += report.delivered;
+                total.retrying += report.retrying;
+                total.dead += report.dead;
+            }
+            println!(
+                "Delivered {}, to retry later {}, dead {}.",
+                total.delivered, total.retrying, total.dead
+            );
+            if total.retrying + total.dead > 0 {
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

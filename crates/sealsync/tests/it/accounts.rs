@@ -148,3 +148,73 @@ fn accounts_are_written_once_and_never_shown() {
     let o = sealsync(&dd, &["account", "list"]);
     assert_eq!(stdout(&o).trim().lines().count(), 1, "{}", stdout(&o));
 }
+
+#[test]
+fn webhook_destinations_queue_changes_and_retry_a_receiver_that_is_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dd = tmp.path().join("data");
+    assert!(sealsync(&dd, &["init"]).status.success());
+    let phone = tmp.path().join("phone");
+    std::fs::create_dir_all(&phone).unwrap();
+    std::fs::write(
+        phone.join("a.vcf"),
+        "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:a\r\nFN:Ada Lovelace\r\nEND:VCARD\r\n",
+    )
+    .unwrap();
+    // A loopback port nobody listens on: the receiver is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file = tmp.path().join("sync.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[account]]\nname = \"out\"\nkind = \"api-key\"\nkey_env = \"HOOK_SECRET\"\n\n\
+             [[endpoint]]\nname = \"phone\"\nkind = \"vdir\"\npath = \"./phone\"\n\n\
+             [[endpoint]]\nname = \"crm\"\nkind = \"webhook-out\"\nurl = \"http://127.0.0.1:{port}/in\"\n\
+             account = \"out\"\nallow = [\"127.0.0.1:{port}\"]\n\n\
+             [[link]]\nname = \"phone\"\nendpoint = \"phone\"\ndirection = \"pull\"\n\n\
+             [[link]]\nname = \"crm\"\nendpoint = \"crm\"\ndirection = \"push\"\n"
+        ),
+    )
+    .unwrap();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let o = sealsync_env(
+        &dd,
+        &["apply", file.to_str().unwrap()],
+        &[("HOOK_SECRET", secret)],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+
+    // The run succeeds: the change is kept, and its delivery waits for the receiver.
+    let o = sealsync(&dd, &["sync"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let o = sealsync(&dd, &["deliveries", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["state"], "pending");
+    assert_eq!(listed[0]["attempts"], 1);
+    assert_eq!(listed[0]["last_error"], "could not connect");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(!text.contains("Ada") && !text.contains(secret));
+
+    // Not due yet: nothing is sent; a dead delivery's id that is not one is refused.
+    let o = sealsync(&dd, &["deliveries", "retry"]);
+    assert!(
+        stdout(&o).contains("Delivered 0, to retry later 0, dead 0"),
+        "{}",
+        stdout(&o)
+    );
+    let o = sealsync(&dd, &["deliveries", "replay", "xyz"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a delivery id"), "{}", stderr(&o));
+    let o = sealsync(&dd, &["deliveries", "replay", "--all"]);
+    assert!(stdout(&o).contains("0 dead deliveries"), "{}", stdout(&o));
+    // The body is sealed in the store: neither the contact nor the secret is readable there.
+    let raw = bytes_under(&dd);
+    assert!(!raw.windows(12).any(|w| w == b"Ada Lovelace"));
+    assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()));
+}
