@@ -6,7 +6,8 @@
 //
 // CONFIG.json: {"clients": [oidc-provider client metadata...],
 //               "accounts": [{"login", "sub", "email", "email_verified", "name"}...],
-//               "access_token_ttl": 3600 (optional), "port": 0 (optional)}
+//               "access_token_ttl": 3600 (optional), "port": 0 (optional),
+//               "rotate_refresh_tokens": false (optional: every refresh spends its token)}
 //
 // Listens on 127.0.0.1 only and, once ready, prints one line to stdout:
 // {"issuer":"http://127.0.0.1:PORT"}. Everything else goes to stderr. It exits on
@@ -85,6 +86,7 @@ const provider = new Provider(issuer, {
     Grant: 14 * 24 * 3600,
   },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+  ...(config.rotate_refresh_tokens ? { rotateRefreshToken: true } : {}),
   features: {
     devInteractions: { enabled: false },
     revocation: { enabled: true },

@@ -212,6 +212,14 @@ impl CardDav {
                 Some(format!("Basic {encoded}"))
             }
             Some(Credential::ApiKey { key }) => Some(format!("Bearer {}", key.expose_secret())),
+            Some(Credential::OAuth(grant)) => {
+                Some(format!("Bearer {}", grant.access.expose_secret()))
+            }
+            Some(Credential::OAuthApp(_)) => {
+                return Err(config(
+                    "an oauth-app account only starts grants: use the account it connected",
+                ));
+            }
         }
         .map(|v| {
             HeaderValue::from_str(&v)

@@ -8,6 +8,7 @@
 //! - [`sql`]: one table of a SQLite or PostgreSQL database through a column mapping; writes
 //!   check the row's etag in the same transaction.
 //! - [`carddav`]: a CardDAV address book, through the egress policy; conditional writes.
+//! - [`oauth`]: authorization-code grants with external apps, and their tokens refreshed.
 //! - [`webhook`]: signed inbound webhooks and the contacts they carry; [`webhook_out`]: signed
 //!   outbound deliveries, one attempt at a time.
 //!
@@ -16,6 +17,7 @@
 
 pub mod carddav;
 pub mod csv;
+pub mod oauth;
 pub mod sql;
 pub mod testing;
 pub mod vdir;

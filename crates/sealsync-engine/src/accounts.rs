@@ -1,7 +1,7 @@
 //! Connected accounts: credentials for external systems, sealed under the workspace's data key,
 //! write-only. Listing shows metadata and a masked hint; the secret is opened only for a run.
 
-use sealsync_connector::credential::Credential;
+use sealsync_connector::credential::{Credential, OAuthApp, OAuthGrant};
 use sealsync_crypto::RecordRef;
 use sealsync_store::{AccountRow, StoreError, now_ms};
 use sealsync_types::{AccountId, WorkspaceId};
@@ -23,14 +23,35 @@ pub struct AccountInfo {
     pub hint: String,
     pub created_at: i64,
     pub rotated_at: Option<i64>,
+    /// Why it cannot be used until connected again (`revoked`), if so.
+    pub status: Option<String>,
 }
 
 /// The sealed form.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 enum Sealed {
-    Basic { username: String, password: String },
-    ApiKey { key: String },
+    Basic {
+        username: String,
+        password: String,
+    },
+    ApiKey {
+        key: String,
+    },
+    OauthApp {
+        client_id: String,
+        client_secret: String,
+        authorize_url: String,
+        token_url: String,
+        scopes: Vec<String>,
+        allow: Vec<String>,
+    },
+    Oauth {
+        app: String,
+        access: String,
+        refresh: Option<String>,
+        expires_at: Option<i64>,
+    },
 }
 
 fn secret_ref(ws: WorkspaceId, id: &AccountId) -> RecordRef<'_> {
@@ -66,6 +87,19 @@ pub fn hint(c: &Credential) -> String {
                 "key set".into()
             }
         }
+        Credential::OAuthApp(app) => {
+            let first: String = app.client_id.chars().take(4).collect();
+            format!("client {first}…, secret set")
+        }
+        Credential::OAuth(grant) => format!(
+            "grant from {}{}",
+            grant.app,
+            if grant.refresh.is_some() {
+                ", refreshable"
+            } else {
+                ""
+            }
+        ),
     }
 }
 
@@ -87,8 +121,37 @@ fn check_credential(c: &Credential) -> Result<(), CatalogError> {
                 return bad("the key is empty, too long or has control characters");
             }
         }
+        Credential::OAuthApp(app) => {
+            if app.client_id.is_empty() || app.client_id.len() > 512 {
+                return bad("the client id is empty or longer than 512 bytes");
+            }
+            if app.client_secret.expose_secret().is_empty() {
+                return bad("the client secret is empty");
+            }
+            for url in [&app.authorize_url, &app.token_url] {
+                let fine = reqwest_like_url(url);
+                if !fine {
+                    return bad("authorize_url and token_url must be http(s) URLs");
+                }
+            }
+            for a in &app.allow {
+                a.parse::<sealsync_connector::egress::AllowedAddr>()
+                    .map_err(CatalogError::Invalid)?;
+            }
+        }
+        Credential::OAuth(grant) => {
+            check_name(&grant.app)?;
+            if grant.access.expose_secret().is_empty() {
+                return bad("the access token is empty");
+            }
+        }
     }
     Ok(())
+}
+
+/// An absolute http(s) URL with a host.
+fn reqwest_like_url(s: &str) -> bool {
+    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some())
 }
 
 fn crypto_error(e: impl std::fmt::Display) -> CatalogError {
@@ -110,6 +173,7 @@ impl Engine {
                 hint: r.hint,
                 created_at: r.created_at,
                 rotated_at: r.rotated_at,
+                status: r.status,
             })
             .collect())
     }
@@ -134,6 +198,20 @@ impl Engine {
             Credential::ApiKey { key } => Sealed::ApiKey {
                 key: key.expose_secret().to_owned(),
             },
+            Credential::OAuthApp(app) => Sealed::OauthApp {
+                client_id: app.client_id.clone(),
+                client_secret: app.client_secret.expose_secret().to_owned(),
+                authorize_url: app.authorize_url.clone(),
+                token_url: app.token_url.clone(),
+                scopes: app.scopes.clone(),
+                allow: app.allow.clone(),
+            },
+            Credential::OAuth(g) => Sealed::Oauth {
+                app: g.app.clone(),
+                access: g.access.expose_secret().to_owned(),
+                refresh: g.refresh.as_ref().map(|r| r.expose_secret().to_owned()),
+                expires_at: g.expires_at,
+            },
         };
         let json = Zeroizing::new(serde_json::to_vec(&plain).map_err(crypto_error)?);
         drop(plain);
@@ -153,6 +231,7 @@ impl Engine {
                     hint: hint(credential),
                     created_at: existing.as_ref().map_or(now, |a| a.created_at),
                     rotated_at: existing.as_ref().map(|_| now),
+                    status: None,
                 },
             )
             .await?;
@@ -194,6 +273,14 @@ impl Engine {
                 ) => u1 == u2 && p1.expose_secret() == p2.expose_secret(),
                 (Credential::ApiKey { key: k1 }, Credential::ApiKey { key: k2 }) => {
                     k1.expose_secret() == k2.expose_secret()
+                }
+                (Credential::OAuthApp(a), Credential::OAuthApp(b)) => {
+                    a.client_id == b.client_id
+                        && a.client_secret.expose_secret() == b.client_secret.expose_secret()
+                        && a.authorize_url == b.authorize_url
+                        && a.token_url == b.token_url
+                        && a.scopes == b.scopes
+                        && a.allow == b.allow
                 }
                 _ => false,
             },
@@ -270,6 +357,32 @@ impl Engine {
             Sealed::ApiKey { key } => Credential::ApiKey {
                 key: SecretString::from(key),
             },
+            Sealed::OauthApp {
+                client_id,
+                client_secret,
+                authorize_url,
+                token_url,
+                scopes,
+                allow,
+            } => Credential::OAuthApp(OAuthApp {
+                client_id,
+                client_secret: SecretString::from(client_secret),
+                authorize_url,
+                token_url,
+                scopes,
+                allow,
+            }),
+            Sealed::Oauth {
+                app,
+                access,
+                refresh,
+                expires_at,
+            } => Credential::OAuth(OAuthGrant {
+                app,
+                access: SecretString::from(access),
+                refresh: refresh.map(SecretString::from),
+                expires_at,
+            }),
         };
         Ok((id, credential))
     }

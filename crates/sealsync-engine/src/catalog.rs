@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use sealsync_connector::credential::Credential;
+use sealsync_connector::credential::{Credential, OAuthApp};
 use sealsync_connectors::sql::DatabaseUrl;
 use sealsync_crypto::WorkspaceKeys;
 use sealsync_store::{EndpointRow, LinkRow, StoreError, config_ref, now_ms};
@@ -80,7 +80,7 @@ pub struct ApplyFile {
 #[serde(deny_unknown_fields)]
 pub struct AccountDecl {
     pub name: String,
-    /// `basic` or `api-key`.
+    /// `basic`, `api-key` or `oauth-app`.
     pub kind: String,
     /// basic.
     pub username: Option<String>,
@@ -89,6 +89,16 @@ pub struct AccountDecl {
     /// api-key.
     pub key_env: Option<String>,
     pub key_file: Option<PathBuf>,
+    /// oauth-app: the client registered with the app, its secret from `client_secret_env` or
+    /// `client_secret_file`, the app's endpoints, the scopes asked for, and addresses allowed
+    /// although private (the token endpoint's).
+    pub client_id: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub allow: Option<Vec<String>>,
 }
 
 impl AccountDecl {
@@ -123,6 +133,18 @@ impl AccountDecl {
                 value.strip_suffix('\r').unwrap_or(value).to_owned(),
             ))
         };
+        let oauth_given = self.client_id.is_some()
+            || self.client_secret_env.is_some()
+            || self.client_secret_file.is_some()
+            || self.authorize_url.is_some()
+            || self.token_url.is_some()
+            || self.scopes.is_some()
+            || self.allow.is_some();
+        if oauth_given && self.kind != "oauth-app" {
+            return Err(bad(
+                "client_id, client_secret_*, authorize_url, token_url, scopes and allow belong to oauth-app accounts".into(),
+            ));
+        }
         match self.kind.as_str() {
             "basic" => {
                 if self.key_env.is_some() || self.key_file.is_some() {
@@ -138,6 +160,33 @@ impl AccountDecl {
                     password: read(&self.password_env, &self.password_file, "password")?,
                 })
             }
+            "oauth-app" => {
+                if self.username.is_some()
+                    || self.password_env.is_some()
+                    || self.password_file.is_some()
+                    || self.key_env.is_some()
+                    || self.key_file.is_some()
+                {
+                    return Err(bad(
+                        "an oauth-app account takes client_id, client_secret_env or client_secret_file, authorize_url, token_url, scopes and allow".into(),
+                    ));
+                }
+                let required = |v: &Option<String>, what: &str| {
+                    v.clone().ok_or_else(|| bad(format!("{what} is required")))
+                };
+                Ok(Credential::OAuthApp(OAuthApp {
+                    client_id: required(&self.client_id, "client_id")?,
+                    client_secret: read(
+                        &self.client_secret_env,
+                        &self.client_secret_file,
+                        "client_secret",
+                    )?,
+                    authorize_url: required(&self.authorize_url, "authorize_url")?,
+                    token_url: required(&self.token_url, "token_url")?,
+                    scopes: self.scopes.clone().unwrap_or_default(),
+                    allow: self.allow.clone().unwrap_or_default(),
+                }))
+            }
             "api-key" => {
                 if self.username.is_some()
                     || self.password_env.is_some()
@@ -152,7 +201,7 @@ impl AccountDecl {
                 })
             }
             other => Err(bad(format!(
-                "unknown kind {other:?}: expected basic or api-key"
+                "unknown kind {other:?}: expected basic, api-key or oauth-app (oauth accounts are connected, not declared)"
             ))),
         }
     }

@@ -15,6 +15,7 @@
 pub mod accounts;
 pub mod catalog;
 pub mod connect;
+pub mod grants;
 pub mod inbox;
 pub mod outbox;
 pub mod plan;

@@ -194,7 +194,7 @@ impl Engine {
         let secret = match credential {
             Credential::ApiKey { key } => SigningSecret::parse(key.expose_secret())
                 .map_err(|e| ConnectorError::Config(format!("the account's {e}")))?,
-            Credential::Basic { .. } => {
+            _ => {
                 return Err(ConnectorError::Config(
                     "a webhook destination's account must be of kind api-key (its signing secret)"
                         .into(),

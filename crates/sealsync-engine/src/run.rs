@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use sealsync_connector::credential::Credential;
 use sealsync_connector::{Connector, ConnectorError, Etag, ItemMeta, RemoteId};
 use sealsync_contact::Contact;
 use sealsync_contact::vcard::{VcardVersion, read_all, to_vcard};
@@ -296,6 +297,13 @@ impl Engine {
                 let (id, c) = self.open_account(name).await.map_err(|e| {
                     endpoint_error(ConnectorError::Config(format!("account {name:?}: {e}")))
                 })?;
+                // A grant's access token, refreshed first when it is about to expire.
+                let c = match c {
+                    Credential::OAuth(_) if !options.dry_run => {
+                        Credential::OAuth(self.oauth_access(name).await.map_err(endpoint_error)?)
+                    }
+                    other => other,
+                };
                 (Some(id), Some(c))
             }
             _ => (None, None),

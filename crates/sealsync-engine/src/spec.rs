@@ -332,7 +332,7 @@ fn dav_version(v: Option<&str>) -> Result<Option<VcardVersion>, ConnectorError> 
 }
 
 /// The egress policy of an endpoint: public hosts, and these addresses.
-fn egress(allow: &[String]) -> Result<EgressPolicy, ConnectorError> {
+pub(crate) fn egress(allow: &[String]) -> Result<EgressPolicy, ConnectorError> {
     let allow = allow
         .iter()
         .map(|a| a.parse::<AllowedAddr>().map_err(ConnectorError::Config))

@@ -45,10 +45,14 @@ pub const CONNECT_TOKEN_SECS: i64 = 4 * 3600;
 pub struct ConnectApp {
     /// Part of the account name: letters, digits, `-`, `_`; at most 32.
     name: String,
-    /// `basic` (username and password) or `api-key`.
+    /// `basic` (username and password), `api-key`, or `oauth` (the user is sent through the
+    /// external app's authorization).
     kind: String,
     /// What the hosted page calls it.
     label: Option<String>,
+    /// oauth: the workspace's `oauth-app` account of the external app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    oauth_app: Option<String>,
 }
 
 /// `POST /v1/connect/tokens` body.
@@ -140,11 +144,29 @@ pub async fn create_token(
     }
     for a in &b.apps {
         check_app(&a.name).map_err(|e| ApiError::unprocessable(e.to_string()))?;
-        if a.kind != "basic" && a.kind != "api-key" {
-            return Err(ApiError::unprocessable(format!(
-                "app {:?}: kind must be basic or api-key",
-                a.name
-            )));
+        match (a.kind.as_str(), &a.oauth_app) {
+            ("basic" | "api-key", None) => {}
+            ("oauth", Some(app)) => {
+                let engine = engine_for(&state, state.workspace_keys(ws).await?);
+                let fits = engine
+                    .accounts()
+                    .await
+                    .map_err(|e| ApiError::internal(&e))?
+                    .iter()
+                    .any(|x| &x.name == app && x.kind == "oauth-app");
+                if !fits {
+                    return Err(ApiError::unprocessable(format!(
+                        "app {:?}: no oauth-app account named {app:?} in this workspace",
+                        a.name
+                    )));
+                }
+            }
+            _ => {
+                return Err(ApiError::unprocessable(format!(
+                    "app {:?}: kind must be basic, api-key, or oauth with oauth_app",
+                    a.name
+                )));
+            }
         }
         if a.label.as_ref().is_some_and(|l| l.len() > 80) {
             return Err(ApiError::unprocessable(
@@ -252,10 +274,10 @@ async fn connect_account(
     if !fits {
         return Err(ApiError::unprocessable(format!(
             "app {app:?} takes {}",
-            if a.kind == "basic" {
-                "a username and password"
-            } else {
-                "a key"
+            match a.kind.as_str() {
+                "basic" => "a username and password",
+                "api-key" => "a key",
+                _ => "no secret: it connects through the app's authorization (the hosted page)",
             }
         )));
     }
@@ -423,7 +445,7 @@ pub async fn remove_user(
 // ---- the hosted page --------------------------------------------------------------------------
 
 /// Text for HTML.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -496,6 +518,16 @@ pub async fn show_page(State(state): State<AppState>, Query(q): Query<PageQuery>
     let mut body = String::from("<h1>Connect an account</h1>");
     for a in &g.apps {
         let label = esc(a.label.as_deref().unwrap_or(&a.name));
+        if a.kind == "oauth" {
+            // A link, not a form: the app's page is another origin, which `form-action`
+            // would not let a form's redirect reach.
+            body.push_str(&format!(
+                "<form><h2>{label}</h2><p><a href=\"/connect/oauth?token={}&amp;app={}\">Connect {label}</a></p></form>",
+                esc(token),
+                esc(&a.name),
+            ));
+            continue;
+        }
         let fields = if a.kind == "basic" {
             "<label>Username <input name=\"username\" autocomplete=\"username\" required></label>\
              <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>"
@@ -511,6 +543,56 @@ pub async fn show_page(State(state): State<AppState>, Query(q): Query<PageQuery>
         ));
     }
     page(StatusCode::OK, body, &g.origins)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OAuthQuery {
+    token: Option<SecretString>,
+    app: Option<String>,
+}
+
+/// `GET /connect/oauth?token=sct_…&app=NAME`: sends the end user to the app's authorization;
+/// the grant becomes their account `<app>.<user tag>`.
+pub async fn start_oauth(State(state): State<AppState>, Query(q): Query<OAuthQuery>) -> Response {
+    let (Some(token), Some(app)) = (q.token, q.app) else {
+        return expired_page();
+    };
+    let Ok(g) = grant(&state, token.expose_secret()).await else {
+        return expired_page();
+    };
+    let Some(oauth_app) = g
+        .apps
+        .iter()
+        .find(|a| a.name == app && a.kind == "oauth")
+        .and_then(|a| a.oauth_app.clone())
+    else {
+        return page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "<h1>Not connected</h1><p>This link does not offer that app.</p>".into(),
+            &g.origins,
+        );
+    };
+    let actor = Actor::new(ActorKind::ConnectToken, &g.id).unwrap_or_else(|_| Actor::anonymous());
+    let account = Engine::connect_account_name(&app, &g.user_tag);
+    match crate::grants::start(&state, g.ws, &account, &oauth_app, actor).await {
+        Ok(url) => match HeaderValue::from_str(&url) {
+            Ok(location) => {
+                let mut resp = StatusCode::SEE_OTHER.into_response();
+                resp.headers_mut().insert(header::LOCATION, location);
+                resp.headers_mut()
+                    .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+                resp.headers_mut()
+                    .insert("cache-control", HeaderValue::from_static("no-store"));
+                resp
+            }
+            Err(_) => expired_page(),
+        },
+        Err(e) => page(
+            e.status,
+            format!("<h1>Not connected</h1><p>{}</p>", esc(&e.message)),
+            &g.origins,
+        ),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -316,7 +316,7 @@ async fn resolve(state: &AppState, id: EndpointId) -> Result<Arc<HookEndpoint>, 
     let secret = match &credential {
         Credential::ApiKey { key } => SigningSecret::parse(key.expose_secret())
             .map_err(|_| unusable("not a signing secret"))?,
-        Credential::Basic { .. } => return Err(unusable("the account is not of kind api-key")),
+        _ => return Err(unusable("the account is not of kind api-key")),
     };
     drop(credential);
     let mapping = endpoint

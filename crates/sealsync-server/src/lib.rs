@@ -14,6 +14,7 @@ pub mod auth;
 pub mod connect;
 pub mod deliveries;
 pub mod error;
+pub mod grants;
 pub mod hooks;
 mod json;
 pub mod metrics;

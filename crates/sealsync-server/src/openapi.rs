@@ -132,6 +132,7 @@ impl Modify for BearerAuth {
         crate::ops::get_egress,
         crate::ops::put_egress,
         crate::deliveries::list_deliveries,
+        crate::grants::authorize,
         crate::deliveries::replay_deliveries,
         crate::ops::put_endpoint,
         crate::ops::delete_endpoint,

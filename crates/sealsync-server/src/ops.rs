@@ -910,12 +910,15 @@ pub async fn resolve_conflict(
 pub struct AccountOut {
     id: String,
     name: String,
-    /// `basic` or `api-key`.
+    /// `basic`, `api-key`, `oauth-app` or `oauth`.
     kind: String,
     /// The user name's first letter, or an API key's last four characters.
     hint: String,
     created_at: i64,
     rotated_at: Option<i64>,
+    /// `revoked` when the app refused the account's grant: its links stop until it is
+    /// connected again.
+    status: Option<String>,
 }
 
 impl From<sealsync_engine::accounts::AccountInfo> for AccountOut {
@@ -927,6 +930,7 @@ impl From<sealsync_engine::accounts::AccountInfo> for AccountOut {
             hint: a.hint,
             created_at: a.created_at,
             rotated_at: a.rotated_at,
+            status: a.status,
         }
     }
 }

@@ -6,7 +6,7 @@ use axum::routing::{get, post, put};
 use sealsync_auth::Scope;
 
 use crate::state::AppState;
-use crate::{connect, deliveries, hooks, oauth, ops, session, sso, v1};
+use crate::{connect, deliveries, grants, hooks, oauth, ops, session, sso, v1};
 
 /// One API route and the scope it requires.
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +93,11 @@ pub const ROUTES: &[RouteSpec] = &[
     r(
         "DELETE",
         "/v1/workspaces/{ws}/accounts/{name}",
+        Scope::EndpointsWrite,
+    ),
+    r(
+        "POST",
+        "/v1/workspaces/{ws}/accounts/{name}/authorize",
         Scope::EndpointsWrite,
     ),
     r("GET", "/v1/workspaces/{ws}/links", Scope::EndpointsRead),
@@ -214,6 +219,12 @@ pub fn api() -> Router<AppState> {
             "/v1/workspaces/{ws}/accounts/{name}",
             put(ops::put_account).delete(ops::delete_account),
         )
+        .route(
+            "/v1/workspaces/{ws}/accounts/{name}/authorize",
+            post(grants::authorize),
+        )
+        .route("/v1/oauth/callback", get(grants::callback))
+        .route("/connect/oauth", get(connect::start_oauth))
         .route("/v1/workspaces/{ws}/links", get(ops::list_links))
         .route(
             "/v1/workspaces/{ws}/links/{name}",

@@ -74,6 +74,7 @@ pub(crate) struct Inner {
     pub sso: Option<crate::sso::Sso>,
     pub auth_cache: Mutex<AuthCache>,
     pub hooks: crate::hooks::Hooks,
+    pub grants: crate::grants::Flows,
 }
 
 impl std::fmt::Debug for AppState {
@@ -126,6 +127,7 @@ impl AppState {
                 sso,
                 auth_cache: Mutex::new(AuthCache::default()),
                 hooks: crate::hooks::Hooks::default(),
+                grants: crate::grants::Flows::default(),
             }),
         })
     }

@@ -195,6 +195,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     "outbox",
                     include_str!("../migrations/sqlite/0011_outbox.sql"),
                 ),
+                migration(
+                    12,
+                    "grants",
+                    include_str!("../migrations/sqlite/0012_grants.sql"),
+                ),
             ],
             vec![migration(
                 1,
@@ -258,6 +263,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     11,
                     "outbox",
                     include_str!("../migrations/postgres/0011_outbox.sql"),
+                ),
+                migration(
+                    12,
+                    "grants",
+                    include_str!("../migrations/postgres/0012_grants.sql"),
                 ),
             ],
             vec![migration(

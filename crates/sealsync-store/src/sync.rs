@@ -102,6 +102,9 @@ pub struct AccountRow {
     pub hint: String,
     pub created_at: i64,
     pub rotated_at: Option<i64>,
+    /// Why it cannot be used until connected again (`revoked`); `None` when it can. Writing
+    /// the account clears it.
+    pub status: Option<String>,
 }
 
 /// Everything one batch of sync actions writes, committed together.
@@ -236,8 +239,8 @@ impl Store {
     /// Creates the account, or replaces the one with its id.
     pub async fn put_account(&self, ws: WorkspaceId, a: &AccountRow) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO accounts (workspace_id, id, name, kind, secret, hint, created_at, rotated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (workspace_id, id) DO UPDATE SET kind = excluded.kind, secret = excluded.secret, hint = excluded.hint, rotated_at = excluded.rotated_at",
+            "INSERT INTO accounts (workspace_id, id, name, kind, secret, hint, created_at, rotated_at, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (workspace_id, id) DO UPDATE SET kind = excluded.kind, secret = excluded.secret, hint = excluded.hint, rotated_at = excluded.rotated_at, status = excluded.status",
         )
         .bind(b(ws.as_bytes()))
         .bind(b(&a.id))
@@ -247,6 +250,7 @@ impl Store {
         .bind(a.hint.clone())
         .bind(a.created_at)
         .bind(a.rotated_at)
+        .bind(a.status.clone())
         .execute(&self.data)
         .await
         .map_err(StoreError::db)?;
@@ -255,7 +259,7 @@ impl Store {
 
     pub async fn accounts(&self, ws: WorkspaceId) -> Result<Vec<AccountRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name, kind, secret, hint, created_at, rotated_at FROM accounts WHERE workspace_id = $1 ORDER BY name",
+            "SELECT id, name, kind, secret, hint, created_at, rotated_at, status FROM accounts WHERE workspace_id = $1 ORDER BY name",
         )
         .bind(b(ws.as_bytes()))
         .fetch_all(&self.data)
@@ -271,9 +275,57 @@ impl Store {
                     hint: get(r, "hint")?,
                     created_at: get(r, "created_at")?,
                     rotated_at: get(r, "rotated_at")?,
+                    status: get(r, "status")?,
                 })
             })
             .collect()
+    }
+
+    /// Marks why an account cannot be used (`None`: it can again).
+    pub async fn set_account_status(
+        &self,
+        ws: WorkspaceId,
+        id: &[u8; 16],
+        status: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE accounts SET status = $1 WHERE workspace_id = $2 AND id = $3")
+            .bind(status.map(str::to_owned))
+            .bind(b(ws.as_bytes()))
+            .bind(b(id))
+            .execute(&self.data)
+            .await
+            .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    /// Takes the account's lease until `until` (ms) when no one holds it at `now`; or, with
+    /// `until` = `None`, gives it back. `false`: another holds it.
+    pub async fn lease_account(
+        &self,
+        ws: WorkspaceId,
+        id: &[u8; 16],
+        until: Option<i64>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = match until {
+            Some(until) => sqlx::query(
+                "UPDATE accounts SET lease_until = $1 WHERE workspace_id = $2 AND id = $3 \
+                 AND (lease_until IS NULL OR lease_until < $4)",
+            )
+            .bind(until)
+            .bind(b(ws.as_bytes()))
+            .bind(b(id))
+            .bind(now),
+            None => sqlx::query(
+                "UPDATE accounts SET lease_until = NULL WHERE workspace_id = $1 AND id = $2",
+            )
+            .bind(b(ws.as_bytes()))
+            .bind(b(id)),
+        }
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Deletes an account; `false` when there was none with that id.

@@ -4,6 +4,7 @@
 mod api;
 mod connect;
 mod deliveries;
+mod grants;
 mod harness;
 mod hooks;
 mod matrix;

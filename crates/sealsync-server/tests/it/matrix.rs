@@ -31,6 +31,7 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("POST", Some("find")) => Some(json!({"email": "x@example.com"})),
         ("PUT", Some("egress")) => Some(json!({"hosts": null})),
         ("POST", Some("replay")) => Some(json!({})),
+        ("POST", Some("authorize")) => Some(json!({"app": "m"})),
         ("DELETE", Some("{ws}")) => Some(json!({"confirm": "not-the-name"})),
         ("POST", Some("invites")) => Some(json!({"email": "new@example.com", "role": "viewer"})),
         _ => None,

@@ -19,10 +19,10 @@ const CLIENT_ID: &str = "sealsync";
 const CLIENT_SECRET: &str = "sso0test0secret0with0enough0length0to0matter";
 
 /// The provider, stopped (stdin closed, then killed) when dropped.
-struct Provider {
+pub(crate) struct Provider {
     child: Child,
     _stdin: ChildStdin,
-    issuer: String,
+    pub(crate) issuer: String,
     _dir: tempfile::TempDir,
 }
 
@@ -34,11 +34,7 @@ impl Drop for Provider {
 }
 
 fn start_provider() -> Provider {
-    let script = std::env::var("SEALSYNC_TEST_OIDC_PROVIDER").expect(
-        "SEALSYNC_TEST_OIDC_PROVIDER names scripts/oidc/provider.mjs (scripts/test sets it)",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let config = json!({
+    start_provider_with(json!({
         "clients": [{
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
@@ -50,7 +46,15 @@ fn start_provider() -> Provider {
             {"login": "bob", "sub": "sub-bob", "email": "bob@example.com", "email_verified": false, "name": "Bob"},
             {"login": "carol", "sub": "sub-carol", "email": "carol@example.com", "email_verified": true, "name": "Carol"},
         ],
-    });
+    }))
+}
+
+/// The provider with `config` (see scripts/oidc/provider.mjs).
+pub(crate) fn start_provider_with(config: Value) -> Provider {
+    let script = std::env::var("SEALSYNC_TEST_OIDC_PROVIDER").expect(
+        "SEALSYNC_TEST_OIDC_PROVIDER names scripts/oidc/provider.mjs (scripts/test sets it)",
+    );
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("provider.json");
     std::fs::write(&path, config.to_string()).unwrap();
     let mut child = Command::new("node")
@@ -102,13 +106,17 @@ fn cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
         })
 }
 
-fn location(resp: &reqwest::Response) -> String {
+pub(crate) fn location(resp: &reqwest::Response) -> String {
     resp.headers()[LOCATION].to_str().unwrap().to_owned()
 }
 
 /// A browser at the provider: signs in as `login` (or cancels when `None`) and returns the
 /// URL the provider sends it back to.
-async fn at_provider(provider: &Provider, authorize: &str, login: Option<&str>) -> String {
+pub(crate) async fn at_provider(
+    provider: &Provider,
+    authorize: &str,
+    login: Option<&str>,
+) -> String {
     let browser = reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())

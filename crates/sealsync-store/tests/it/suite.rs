@@ -579,6 +579,7 @@ pub async fn rotation_moves_configurations_secrets_and_events_too(
                 hint: "u...".into(),
                 created_at: 1,
                 rotated_at: None,
+                status: None,
             },
         )
         .await

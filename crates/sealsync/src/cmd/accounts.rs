@@ -132,7 +132,12 @@ pub async fn run(ctx: &Context, cmd: AccountCommand) -> anyhow::Result<ExitCode>
                 println!("No accounts.");
             } else {
                 for a in &accounts {
-                    println!("{}\t{}\t{}", a.name, a.kind, a.hint);
+                    let status = a
+                        .status
+                        .as_deref()
+                        .map(|s| format!("\t{s}: connect it again"))
+                        .unwrap_or_default();
+                    println!("{}\t{}\t{}{status}", a.name, a.kind, a.hint);
                 }
             }
         }
@@ -156,6 +161,16 @@ pub async fn run(ctx: &Context, cmd: AccountCommand) -> anyhow::Result<ExitCode>
                         key: secret_from_stdin()?,
                     }
                 }
+                Credential::OAuthApp(mut app) => {
+                    if username.is_some() {
+                        bail!("an oauth-app account takes no --username");
+                    }
+                    app.client_secret = secret_from_stdin()?;
+                    Credential::OAuthApp(app)
+                }
+                Credential::OAuth(_) => bail!(
+                    "an oauth account gets new tokens by being connected again (POST …/accounts/{name}/authorize, or a Connect link)"
+                ),
             };
             let (_, id) = engine.put_account(&name, &credential).await?;
             audit_change(&engine, id).await?;

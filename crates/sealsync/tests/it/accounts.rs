@@ -218,3 +218,64 @@ fn webhook_destinations_queue_changes_and_retry_a_receiver_that_is_down() {
     assert!(!raw.windows(12).any(|w| w == b"Ada Lovelace"));
     assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()));
 }
+
+#[test]
+fn oauth_apps_are_declared_with_their_secret_from_the_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dd = tmp.path().join("data");
+    assert!(sealsync(&dd, &["init"]).status.success());
+    let file = tmp.path().join("sync.toml");
+    let decl = "[[account]]\nname = \"crm-app\"\nkind = \"oauth-app\"\nclient_id = \"crm-client\"\n\
+                client_secret_env = \"CRM_CLIENT_SECRET\"\nauthorize_url = \"https://id.example.com/auth\"\n\
+                token_url = \"https://id.example.com/token\"\nscopes = [\"contacts\", \"offline_access\"]\n";
+    std::fs::write(&file, decl).unwrap();
+    let secret = "crm-client-secret-0123456789-XYZ";
+    let apply = || {
+        sealsync_env(
+            &dd,
+            &["apply", file.to_str().unwrap()],
+            &[("CRM_CLIENT_SECRET", secret)],
+        )
+    };
+    let o = apply();
+    assert!(
+        stdout(&o).contains("+ account crm-app (create)"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(stdout(&apply()).contains("= account crm-app (unchanged)"));
+    let o = sealsync(&dd, &["account", "list"]);
+    assert!(
+        stdout(&o).contains("crm-app\toauth-app\tclient crm-…, secret set"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        !bytes_under(&dd)
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes())
+    );
+
+    // Fields of another kind are refused, naming them; so is an inline secret.
+    std::fs::write(&file, format!("{decl}username = \"u\"\n")).unwrap();
+    let o = apply();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("oauth-app account takes"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(
+        &file,
+        "[[account]]\nname = \"k\"\nkind = \"api-key\"\nkey_env = \"CRM_CLIENT_SECRET\"\ntoken_url = \"https://x/t\"\n",
+    )
+    .unwrap();
+    let o = apply();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("belong to oauth-app accounts"),
+        "{}",
+        stderr(&o)
+    );
+}
