@@ -362,7 +362,7 @@ fn schedule_runs(
         return;
     }
     let state = state.clone();
-    tokio::spawn(async move {
+    crate::state::background().spawn(async move {
         tokio::time::sleep(RUN_DELAY).await;
         if let Ok(mut s) = state.inner.hooks.scheduled.lock() {
             s.remove(&endpoint);

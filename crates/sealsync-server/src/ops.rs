@@ -813,7 +813,7 @@ pub async fn start_run(
     let mut failed = row.clone();
     let audit = state.clone();
     let who = p.clone();
-    tokio::spawn(async move {
+    crate::state::background().spawn(async move {
         let result = engine
             .run_as(&def, &options, &|_, _| {}, Some(run_id))
             .await;

@@ -283,3 +283,24 @@ pub async fn load_token_keys(hub: &Hub, issuer: &str) -> Result<TokenKeys, Store
 fn nonzero(n: u32) -> std::num::NonZeroU32 {
     std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN)
 }
+
+/// Where sync runs go: a runtime of their own, on its own thread. A run has long stretches of
+/// work between awaits (listing, matching, planning thousands of items); on the request
+/// runtime it would hold a worker and stall the requests queued on it, here the system
+/// scheduler shares the cores between them.
+pub(crate) fn background() -> tokio::runtime::Handle {
+    static RUNS: std::sync::OnceLock<Option<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
+    let runtime = RUNS.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sealsync-runs")
+            .enable_all()
+            .build()
+            .map_err(|e| tracing::warn!(error = %e, "No runtime for sync runs: they share the request runtime."))
+            .ok()
+    });
+    match runtime {
+        Some(rt) => rt.handle().clone(),
+        None => tokio::runtime::Handle::current(),
+    }
+}

@@ -132,6 +132,10 @@ pub struct Store {
     pub(crate) data: AnyPool,
     keys: AnyPool,
     pub(crate) backend: Backend,
+    /// SQLite takes one writer at a time, and a writer that finds the file locked polls with
+    /// growing sleeps (up to 100 ms each). The busiest writers of this process (sync batches,
+    /// webhook deliveries) queue here instead, in order, and never poll each other.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 fn migration(version: i64, name: &'static str, sql: &'static str) -> Migration {
@@ -327,11 +331,20 @@ impl Store {
             data,
             keys,
             backend,
+            writer: std::sync::Arc::default(),
         })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// On SQLite, this process's turn to write (see `writer`); PostgreSQL takes writers at once.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.writer.lock().await),
+            Backend::Postgres => None,
+        }
     }
 
     pub async fn close(&self) {

@@ -75,6 +75,7 @@ impl Store {
         deliveries: &[HookDelivery],
     ) -> Result<Vec<HookOutcome>, StoreError> {
         let now = crate::now_ms();
+        let _turn = self.write_turn().await;
         let mut conn = self.data.acquire().await.map_err(StoreError::db)?;
         let sqlite = self.backend == Backend::Sqlite;
         if sqlite {

@@ -97,6 +97,7 @@ impl Store {
         let now = crate::now_ms();
         let wsb = ws.as_bytes().to_vec();
         let epb = endpoint.as_bytes().to_vec();
+        let _turn = self.write_turn().await;
         let mut conn = self.data.acquire().await.map_err(StoreError::db)?;
         let mut tx = conn.begin().await.map_err(StoreError::db)?;
         sqlx::query(

@@ -498,6 +498,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
+        let _turn = self.write_turn().await;
         let mut tx = self.data.begin().await.map_err(StoreError::db)?;
         self.write_contacts_in(&mut tx, ws, &batch.contacts).await?;
         let wsb = b(ws.as_bytes());

@@ -72,6 +72,23 @@ async fn back_at_sealsync(app: &TestApp, back: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// Starts connecting the account `crm` through `crm-app`: where to send the person.
+async fn authorize_crm(app: &TestApp, key: &str) -> String {
+    let resp = app
+        .http
+        .post(app.ws_url(app.ws, "/accounts/crm/authorize"))
+        .bearer_auth(key)
+        .json(&json!({"app": "crm-app"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json::<Value>().await.unwrap()["authorize_url"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn accounts(app: &TestApp, key: &str) -> Vec<Value> {
     app.http
         .get(app.ws_url(app.ws, "/accounts"))
@@ -113,19 +130,7 @@ async fn oidc_oauth_connect_refreshes_once_and_stops_on_revocation() {
     let engine = declare_app(&app, &p).await;
 
     // Started over the API: the URL carries state and a PKCE challenge.
-    let resp = app
-        .http
-        .post(app.ws_url(app.ws, "/accounts/crm/authorize"))
-        .bearer_auth(&key)
-        .json(&json!({"app": "crm-app"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let authorize = resp.json::<Value>().await.unwrap()["authorize_url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let authorize = authorize_crm(&app, &key).await;
     let url = reqwest::Url::parse(&authorize).unwrap();
     let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
     assert_eq!(q["code_challenge_method"], "S256");
@@ -227,18 +232,7 @@ async fn oidc_oauth_connect_refreshes_once_and_stops_on_revocation() {
     assert!(!err.to_string().contains(CLIENT_SECRET));
 
     // Connected again, it works again.
-    let resp = app
-        .http
-        .post(app.ws_url(app.ws, "/accounts/crm/authorize"))
-        .bearer_auth(&key)
-        .json(&json!({"app": "crm-app"}))
-        .send()
-        .await
-        .unwrap();
-    let authorize = resp.json::<Value>().await.unwrap()["authorize_url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let authorize = authorize_crm(&app, &key).await;
     let back = at_provider(&p, &authorize, Some("alice")).await;
     assert_eq!(back_at_sealsync(&app, &back).await.status(), StatusCode::OK);
     engine.oauth_access("crm").await.unwrap();
