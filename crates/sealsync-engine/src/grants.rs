@@ -85,8 +85,12 @@ impl Engine {
     }
 
     /// The grant of the `oauth` account `name`, its access token valid for at least another
-    /// minute: refreshed first when not, one refresh at a time.
-    pub async fn oauth_access(&self, name: &str) -> Result<OAuthGrant, ConnectorError> {
+    /// minute: refreshed first when not, one refresh at a time. With it, the `oauth-app`
+    /// account whose secret refreshed it, when this call did (callers audit the use).
+    pub async fn oauth_access(
+        &self,
+        name: &str,
+    ) -> Result<(OAuthGrant, Option<AccountId>), ConnectorError> {
         let ws = self.keys().workspace();
         let lock = REFRESHING
             .lock()
@@ -103,7 +107,7 @@ impl Engine {
                 .expires_at
                 .is_none_or(|t| t > now / 1000 + REFRESH_AHEAD_S)
             {
-                return Ok(grant);
+                return Ok((grant, None));
             }
             let Some(refresh) = grant.refresh.clone() else {
                 return Err(config(format!(
@@ -121,9 +125,16 @@ impl Engine {
             }
             let outcome = self.refresh_grant(name, &grant, refresh).await;
             let released = store.lease_account(ws, id.as_bytes(), None, now).await;
-            let grant = outcome?;
+            let refreshed = outcome?;
             released.map_err(|e| ConnectorError::Unavailable(e.to_string()))?;
-            return Ok(grant);
+            let app = self
+                .accounts()
+                .await
+                .map_err(config)?
+                .into_iter()
+                .find(|a| a.name == grant.app)
+                .map(|a| a.id);
+            return Ok((refreshed, app));
         }
         Err(ConnectorError::Unavailable(format!(
             "account {name:?}: another process has been refreshing its tokens for too long"

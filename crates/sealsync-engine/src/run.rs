@@ -112,11 +112,22 @@ pub struct RunReport {
     /// The account whose credentials the run used (callers audit the use).
     #[serde(skip)]
     pub account: Option<sealsync_types::AccountId>,
+    /// The `oauth-app` account whose client secret refreshed the account's grant, if it was.
+    #[serde(skip)]
+    pub app_account: Option<sealsync_types::AccountId>,
+}
+
+impl RunReport {
+    /// Every account whose secret the run opened.
+    pub fn accounts_used(&self) -> impl Iterator<Item = sealsync_types::AccountId> + '_ {
+        self.account.into_iter().chain(self.app_account)
+    }
 }
 
 impl RunReport {
     /// Adds a follow-up run's counts and errors to this one.
     fn absorb(&mut self, more: RunReport) {
+        self.app_account = self.app_account.or(more.app_account);
         let (a, b) = (&mut self.counts, &more.counts);
         a.hub_created += b.hub_created;
         a.hub_updated += b.hub_updated;
@@ -292,6 +303,7 @@ impl Engine {
         };
         // The account's secret is opened here, for this run only. A webhook source's account
         // signs deliveries; its run reads the store.
+        let mut app_account = None;
         let (account, credential) = match link.endpoint.account() {
             Some(name) if !link.endpoint.pull_only() => {
                 let (id, c) = self.open_account(name).await.map_err(|e| {
@@ -300,7 +312,9 @@ impl Engine {
                 // A grant's access token, refreshed first when it is about to expire.
                 let c = match c {
                     Credential::OAuth(_) if !options.dry_run => {
-                        Credential::OAuth(self.oauth_access(name).await.map_err(endpoint_error)?)
+                        let (grant, app) = self.oauth_access(name).await.map_err(endpoint_error)?;
+                        app_account = app;
+                        Credential::OAuth(grant)
                     }
                     other => other,
                 };
@@ -473,6 +487,7 @@ impl Engine {
                 plan: Some(the_plan),
                 listed,
                 account,
+                app_account,
             });
         }
 
@@ -583,6 +598,7 @@ impl Engine {
             plan: None,
             listed: Vec::new(),
             account,
+            app_account,
         })
     }
 

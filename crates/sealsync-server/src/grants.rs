@@ -232,11 +232,24 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
     .await;
     match kept {
         Ok(id) => {
-            let mut e = AuditEvent::new(Some(flow.ws), flow.actor, Action::AccountChanged);
-            if let Ok(r) = Resource::new(ResourceKind::Account, &id.to_string()) {
-                e = e.with_resource(r);
+            // The app's client secret was used for the exchange; the grant's account changed.
+            let app_id = engine
+                .accounts()
+                .await
+                .ok()
+                .and_then(|all| all.into_iter().find(|a| a.name == flow.app))
+                .map(|a| a.id);
+            let events = app_id
+                .map(|a| (Action::AccountUsed, a))
+                .into_iter()
+                .chain([(Action::AccountChanged, id)]);
+            for (action, account) in events {
+                let mut e = AuditEvent::new(Some(flow.ws), flow.actor.clone(), action);
+                if let Ok(r) = Resource::new(ResourceKind::Account, &account.to_string()) {
+                    e = e.with_resource(r);
+                }
+                state.audit(e).await;
             }
-            state.audit(e).await;
             state.inner.hooks.forget();
             page(
                 StatusCode::OK,

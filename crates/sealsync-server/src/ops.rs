@@ -817,19 +817,19 @@ pub async fn start_run(
         let result = engine
             .run_as(&def, &options, &|_, _| {}, Some(run_id))
             .await;
-        if let Ok(report) = &result
-            && let Some(account) = report.account
-        {
-            audit
-                .audit(event_on(
-                    &who,
-                    ws,
-                    Action::AccountUsed,
-                    src,
-                    ResourceKind::Account,
-                    &account.to_string(),
-                ))
-                .await;
+        if let Ok(report) = &result {
+            for account in report.accounts_used() {
+                audit
+                    .audit(event_on(
+                        &who,
+                        ws,
+                        Action::AccountUsed,
+                        src,
+                        ResourceKind::Account,
+                        &account.to_string(),
+                    ))
+                    .await;
+            }
         }
         if let Err(e) = result {
             // Before the run could start (or while it ran): the reason by kind; the details

@@ -169,7 +169,7 @@ async fn oidc_oauth_connect_refreshes_once_and_stops_on_revocation() {
     let got = spawned_together(uses).await;
     let tokens: std::collections::HashSet<String> = got
         .into_iter()
-        .map(|g| secrecy::ExposeSecret::expose_secret(&g.unwrap().access).to_owned())
+        .map(|g| secrecy::ExposeSecret::expose_secret(&g.unwrap().0.access).to_owned())
         .collect();
     assert_eq!(tokens.len(), 1, "every use got the one refreshed token");
     let refreshed = grant(&engine, "crm").await;
@@ -322,12 +322,14 @@ async fn oidc_connect_links_send_end_users_through_the_app() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let audit = app.audit_entries(app.ws).await;
-    assert!(
-        audit
-            .iter()
-            .any(|e| e["action"] == "account.changed" && e["actor"]["kind"] == "connect_token"),
-        "{audit:?}"
-    );
+    for action in ["account.changed", "account.used"] {
+        assert!(
+            audit
+                .iter()
+                .any(|e| e["action"] == action && e["actor"]["kind"] == "connect_token"),
+            "{action}: {audit:?}"
+        );
+    }
 }
 
 /// Runs the futures at once, each on its own task, and gives their outputs.

@@ -83,6 +83,23 @@ pub async fn record(hub: &Hub, event: AuditEvent) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Records that the command line opened an account's secret.
+pub async fn account_used(
+    engine: &sealsync_engine::Engine,
+    account: sealsync_types::AccountId,
+) -> anyhow::Result<()> {
+    record(
+        engine.hub(),
+        cli_event(
+            Some(engine.keys().workspace()),
+            Action::AccountUsed,
+            ResourceKind::Account,
+            &account.to_string(),
+        )?,
+    )
+    .await
+}
+
 /// An event done by the command line itself (actor `system:cli`), on `resource`.
 pub fn cli_event(
     workspace: Option<WorkspaceId>,

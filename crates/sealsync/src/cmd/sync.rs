@@ -85,17 +85,8 @@ pub async fn sync(ctx: &Context, a: SyncArgs) -> anyhow::Result<ExitCode> {
     for (name, result) in engine.run_all(&chosen, &options, &progress).await {
         match result {
             Ok(report) => {
-                if let Some(account) = report.account {
-                    crate::cmd::audit::record(
-                        engine.hub(),
-                        crate::cmd::audit::cli_event(
-                            Some(engine.keys().workspace()),
-                            sealsync_audit::Action::AccountUsed,
-                            sealsync_audit::ResourceKind::Account,
-                            &account.to_string(),
-                        )?,
-                    )
-                    .await?;
+                for account in report.accounts_used() {
+                    crate::cmd::audit::account_used(&engine, account).await?;
                 }
                 reports.push(report);
             }
@@ -488,16 +479,7 @@ pub async fn deliveries(ctx: &Context, cmd: DeliveriesCommand) -> anyhow::Result
                 }
                 let report = engine.deliver(endpoint, now).await?;
                 if let Some(account) = report.account {
-                    crate::cmd::audit::record(
-                        engine.hub(),
-                        crate::cmd::audit::cli_event(
-                            Some(ws),
-                            sealsync_audit::Action::AccountUsed,
-                            sealsync_audit::ResourceKind::Account,
-                            &account.to_string(),
-                        )?,
-                    )
-                    .await?;
+                    crate::cmd::audit::account_used(&engine, account).await?;
                 }
                 total.delivered += report.delivered;
                 total.retrying += report.retrying;
