@@ -61,14 +61,10 @@ pub fn delivery_rows(
     let mut items = Vec::with_capacity(delivery.upserts.len() + delivery.deletes.len());
     for u in &delivery.upserts {
         let id = item_id(keys, endpoint, &u.id);
-        let mac = Hub::content_mac(keys, &u.contact);
-        let text = zeroize::Zeroizing::new(to_vcard(&u.contact, VcardVersion::V4));
-        let sealed = keys
-            .seal(&at(keys, &id), text.as_bytes())
-            .map_err(|_| ConnectorError::Unavailable("the workspace key cannot seal".into()))?;
+        let (etag, sealed) = seal_item(keys, &id, &u.contact)?;
         items.push(HookItemRow {
             id,
-            etag: hex(&mac[..16]),
+            etag,
             item: Some(sealed),
             sent_at,
         });
@@ -88,6 +84,21 @@ pub fn delivery_rows(
         answer,
         items,
     })
+}
+
+/// An endpoint's item `id` as kept: its etag (a keyed hash of the contents) and the sealed
+/// vCard.
+pub(crate) fn seal_item(
+    keys: &WorkspaceKeys,
+    id: &[u8],
+    contact: &Contact,
+) -> Result<(String, Vec<u8>), ConnectorError> {
+    let mac = Hub::content_mac(keys, contact);
+    let text = zeroize::Zeroizing::new(to_vcard(contact, VcardVersion::V4));
+    let sealed = keys
+        .seal(&at(keys, id), text.as_bytes())
+        .map_err(|_| ConnectorError::Unavailable("the workspace key cannot seal".into()))?;
+    Ok((hex(&mac[..16]), sealed))
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -26,16 +26,13 @@ use sealsync_connectors::webhook::SigningSecret;
 pub use sealsync_connectors::webhook_out;
 use sealsync_connectors::webhook_out::{Outcome, Sender, SignKey, delete_body, upsert_body};
 use sealsync_contact::Contact;
-use sealsync_contact::vcard::{VcardVersion, to_vcard};
 use sealsync_crypto::{IndexKind, RecordRef, WorkspaceKeys};
-use sealsync_store::{
-    AttemptResult, HookItemRow, Hub, KeyPurpose, OutboxChange, Store, StoreError,
-};
+use sealsync_store::{AttemptResult, HookItemRow, KeyPurpose, OutboxChange, Store, StoreError};
 use sealsync_types::{AccountId, EndpointId};
 
 use secrecy::ExposeSecret as _;
 
-use crate::inbox::{Inbox, hex, item_id, unhex};
+use crate::inbox::{Inbox, hex, item_id, seal_item, unhex};
 use crate::{EndpointSpec, Engine, RunError};
 
 /// How long a delivery is retried, from when it was queued or replayed (milliseconds).
@@ -264,6 +261,11 @@ impl Engine {
     }
 }
 
+/// A delivery id as listed (64 hex characters).
+pub fn parse_delivery_id(s: &str) -> Option<Vec<u8>> {
+    unhex(s).filter(|b| b.len() == 32)
+}
+
 /// The `webhook-id` of a delivery.
 pub fn webhook_id(id: &[u8]) -> String {
     format!("msg_{}", hex(&id[..id.len().min(16)]))
@@ -359,20 +361,10 @@ impl Outbox {
         let remote = RemoteId::parse(uid)?;
         let raw = item_id(&self.keys, self.endpoint, &remote);
         let id = RemoteId::parse(&hex(&raw))?;
-        let seal_error = |_| ConnectorError::Unavailable("the workspace key cannot seal".into());
         let (etag, item, body) = match contact {
             Some(c) => {
-                let mac = Hub::content_mac(&self.keys, c);
-                let text = zeroize::Zeroizing::new(to_vcard(c, VcardVersion::V4));
-                let sealed = self
-                    .keys
-                    .seal(&item_at(&self.keys, &raw), text.as_bytes())
-                    .map_err(seal_error)?;
-                (
-                    hex(&mac[..16]),
-                    Some(sealed),
-                    zeroize::Zeroizing::new(upsert_body(c)),
-                )
+                let (etag, sealed) = seal_item(&self.keys, &raw, c)?;
+                (etag, Some(sealed), zeroize::Zeroizing::new(upsert_body(c)))
             }
             None => (
                 String::new(),
@@ -394,7 +386,7 @@ impl Outbox {
         let body = self
             .keys
             .seal(&body_at(&self.keys, &delivery), &body)
-            .map_err(seal_error)?;
+            .map_err(|_| ConnectorError::Unavailable("the workspace key cannot seal".into()))?;
         let change = OutboxChange {
             item: HookItemRow {
                 id: raw,
@@ -414,15 +406,6 @@ impl Outbox {
             etag: Etag::new(etag),
             modified_ms: None,
         })
-    }
-}
-
-fn item_at<'a>(keys: &'a WorkspaceKeys, id: &'a [u8]) -> RecordRef<'a> {
-    RecordRef {
-        table: "hook_items",
-        workspace: keys.workspace(),
-        record: id,
-        field: "item",
     }
 }
 

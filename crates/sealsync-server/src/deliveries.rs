@@ -10,6 +10,7 @@ use sealsync_audit::{Action, Actor, AuditEvent, Resource, ResourceKind};
 use sealsync_auth::Scope;
 use sealsync_engine::RunError;
 use sealsync_engine::inbox::hex;
+use sealsync_engine::outbox::parse_delivery_id;
 use sealsync_store::{DeliveryRow, DeliveryState, now_ms};
 use sealsync_types::WorkspaceId;
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{Authed, event_on, require};
 use crate::error::ApiError;
 use crate::json::{ApiJson, ApiPath, ApiQuery};
-use crate::ops::engine_for;
+use crate::ops::{engine_for, ws_id};
 use crate::state::AppState;
 
 /// How often the loop looks for due deliveries.
@@ -137,10 +138,6 @@ pub struct DeliveriesQuery {
     limit: Option<u32>,
 }
 
-fn ws_id(s: &str) -> Result<WorkspaceId, ApiError> {
-    WorkspaceId::parse(s).map_err(|_| ApiError::not_found())
-}
-
 /// `GET /v1/workspaces/{ws}/deliveries`: outgoing webhook deliveries, latest first.
 #[utoipa::path(get, path = "/v1/workspaces/{ws}/deliveries", tag = "sync", params(("ws" = String, Path, description = "Workspace id"), DeliveriesQuery), responses((status = 200, body = Vec<DeliveryOut>), crate::openapi::ApiErrors))]
 pub async fn list_deliveries(
@@ -193,8 +190,7 @@ pub async fn replay_deliveries(
         Some(ids) => Some(
             ids.iter()
                 .map(|i| {
-                    sealsync_engine::inbox::unhex(i)
-                        .filter(|b| b.len() == 32)
+                    parse_delivery_id(i)
                         .ok_or_else(|| ApiError::bad_request("a delivery id is 64 hex characters"))
                 })
                 .collect::<Result<Vec<_>, _>>()?,

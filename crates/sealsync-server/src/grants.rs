@@ -133,7 +133,7 @@ pub async fn authorize(
     ApiPath((ws, name)): ApiPath<(String, String)>,
     body: ApiJson<AuthorizeIn>,
 ) -> Result<Json<AuthorizeOut>, ApiError> {
-    let ws = WorkspaceId::parse(&ws).map_err(|_| ApiError::not_found())?;
+    let ws = crate::ops::ws_id(&ws)?;
     require(&state, &p, ws, Scope::EndpointsWrite).await?;
     let actor = crate::auth::actor(&p);
     let url = start(&state, ws, &name, &body.0.app, actor).await?;

@@ -25,7 +25,7 @@ use crate::error::ApiError;
 use crate::json::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
-fn ws_id(s: &str) -> Result<WorkspaceId, ApiError> {
+pub(crate) fn ws_id(s: &str) -> Result<WorkspaceId, ApiError> {
     WorkspaceId::parse(s).map_err(|_| ApiError::not_found())
 }
 

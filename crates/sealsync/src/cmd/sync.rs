@@ -379,7 +379,8 @@ pub enum DeliveriesCommand {
 }
 
 pub async fn deliveries(ctx: &Context, cmd: DeliveriesCommand) -> anyhow::Result<ExitCode> {
-    use sealsync_engine::inbox::{hex, unhex};
+    use sealsync_engine::inbox::hex;
+    use sealsync_engine::outbox::parse_delivery_id;
     use sealsync_store::DeliveryState;
     match cmd {
         DeliveriesCommand::List {
@@ -440,7 +441,7 @@ pub async fn deliveries(ctx: &Context, cmd: DeliveriesCommand) -> anyhow::Result
                 Some(
                     ids.iter()
                         .map(|i| {
-                            unhex(i).filter(|b| b.len() == 32).ok_or_else(|| {
+                            parse_delivery_id(i).ok_or_else(|| {
                                 anyhow::anyhow!("{i:?} is not a delivery id (64 hex characters)")
                             })
                         })
