@@ -14,7 +14,7 @@ use sealsync_types::{ContactId, WorkspaceId, WorkspaceName};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, AssertSqlSafe, Executor as _, Row as _};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Executor as _, Row as _};
 
 use crate::StoreError;
 
@@ -552,6 +552,17 @@ impl Store {
         ws: WorkspaceId,
         ids: &[ContactId],
     ) -> Result<Vec<ContactRow>, StoreError> {
+        let mut conn = self.data.acquire().await.map_err(StoreError::db)?;
+        self.contacts_by_id_on(&mut conn, ws, ids).await
+    }
+
+    /// [`Store::contacts_by_id`] on `conn` (inside its transaction, if one is open).
+    pub(crate) async fn contacts_by_id_on(
+        &self,
+        conn: &mut AnyConnection,
+        ws: WorkspaceId,
+        ids: &[ContactId],
+    ) -> Result<Vec<ContactRow>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let mut m = Marks::new(self.backend);
@@ -565,7 +576,7 @@ impl Store {
             for id in chunk {
                 q = q.bind(id.as_bytes().to_vec());
             }
-            for r in q.fetch_all(&self.data).await.map_err(StoreError::db)? {
+            for r in q.fetch_all(&mut *conn).await.map_err(StoreError::db)? {
                 out.push(contact_from_row(&r)?);
             }
         }
@@ -575,6 +586,18 @@ impl Store {
     /// Which contacts carry each of these index values.
     pub async fn lookup_index(
         &self,
+        ws: WorkspaceId,
+        kind: IndexKind,
+        values: &[[u8; 32]],
+    ) -> Result<Vec<([u8; 32], ContactId)>, StoreError> {
+        let mut conn = self.data.acquire().await.map_err(StoreError::db)?;
+        self.lookup_index_on(&mut conn, ws, kind, values).await
+    }
+
+    /// [`Store::lookup_index`] on `conn`.
+    pub(crate) async fn lookup_index_on(
+        &self,
+        conn: &mut AnyConnection,
         ws: WorkspaceId,
         kind: IndexKind,
         values: &[[u8; 32]],
@@ -593,7 +616,7 @@ impl Store {
             for v in chunk {
                 q = q.bind(v.to_vec());
             }
-            for r in q.fetch_all(&self.data).await.map_err(StoreError::db)? {
+            for r in q.fetch_all(&mut *conn).await.map_err(StoreError::db)? {
                 let value: Vec<u8> = get(&r, "value")?;
                 let id: Vec<u8> = get(&r, "contact_id")?;
                 out.push((to32(&value)?, contact_id(&id)?));
@@ -605,6 +628,17 @@ impl Store {
     /// Live contacts whose content hash is one of these.
     pub async fn lookup_content(
         &self,
+        ws: WorkspaceId,
+        macs: &[[u8; 32]],
+    ) -> Result<Vec<([u8; 32], ContactId)>, StoreError> {
+        let mut conn = self.data.acquire().await.map_err(StoreError::db)?;
+        self.lookup_content_on(&mut conn, ws, macs).await
+    }
+
+    /// [`Store::lookup_content`] on `conn`.
+    pub(crate) async fn lookup_content_on(
+        &self,
+        conn: &mut AnyConnection,
         ws: WorkspaceId,
         macs: &[[u8; 32]],
     ) -> Result<Vec<([u8; 32], ContactId)>, StoreError> {
@@ -620,7 +654,7 @@ impl Store {
             for v in chunk {
                 q = q.bind(v.to_vec());
             }
-            for r in q.fetch_all(&self.data).await.map_err(StoreError::db)? {
+            for r in q.fetch_all(&mut *conn).await.map_err(StoreError::db)? {
                 let mac: Vec<u8> = get(&r, "content_mac")?;
                 let id: Vec<u8> = get(&r, "id")?;
                 out.push((to32(&mac)?, contact_id(&id)?));

@@ -68,10 +68,19 @@ pub struct ReencryptReport {
     pub other_failed: Vec<String>,
 }
 
+/// Rows written in one import transaction before it commits: far fewer pages written than one
+/// transaction a batch (the blind index takes random inserts, so every commit rewrites most of
+/// its pages), while the rows themselves go to the database a batch at a time.
+const COMMIT_ROWS: usize = 25_000;
+
+/// How long an import keeps its write transaction open at most: other writers of the same
+/// SQLite file wait for it.
+const COMMIT_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// An import in progress: decided and sealed rows not yet written, and what the database will
-/// hold once they are, so that many batches can go to the database in one transaction (far
-/// fewer pages written than one transaction a batch: the blind index takes random inserts).
-#[derive(Debug)]
+/// hold once they are. Rows go to the database a batch at a time, into one transaction that
+/// commits every [`COMMIT_ROWS`] rows or [`COMMIT_AFTER`]; the session's lookups read through
+/// that transaction, so they see what it wrote.
 pub struct ImportSession {
     workspace: WorkspaceId,
     options: ImportOptions,
@@ -82,6 +91,24 @@ pub struct ImportSession {
     existing: HashMap<ContactId, (i64, [u8; 32])>,
     /// Content hashes of the rows not yet written.
     pending_content: HashSet<[u8; 32]>,
+    /// The open transaction, the rows written into it, and when it began.
+    tx: Option<ImportTx>,
+}
+
+struct ImportTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    written: usize,
+    began: std::time::Instant,
+}
+
+impl std::fmt::Debug for ImportSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportSession")
+            .field("workspace", &self.workspace)
+            .field("pending", &self.rows.len())
+            .field("uncommitted", &self.tx.as_ref().map_or(0, |t| t.written))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ImportSession {
@@ -95,7 +122,27 @@ impl ImportSession {
             by_uid: HashMap::new(),
             existing: HashMap::new(),
             pending_content: HashSet::new(),
+            tx: None,
         }
+    }
+
+    /// Takes the session's transaction, begun if none is open (the caller puts it back). On
+    /// SQLite it takes the write lock at once: a transaction that read first could not write
+    /// once another writer had committed.
+    async fn take_tx(&mut self, store: &Store) -> Result<ImportTx, StoreError> {
+        if let Some(open) = self.tx.take() {
+            return Ok(open);
+        }
+        let tx = match store.backend {
+            crate::db::Backend::Sqlite => store.data.begin_with("BEGIN IMMEDIATE").await,
+            crate::db::Backend::Postgres => store.data.begin().await,
+        }
+        .map_err(StoreError::db)?;
+        Ok(ImportTx {
+            tx,
+            written: 0,
+            began: std::time::Instant::now(),
+        })
     }
 
     /// Rows waiting to be written.
@@ -247,13 +294,30 @@ impl Hub {
     }
 
     /// Imports one batch into `session`: decided and sealed now, written by the next
-    /// [`Hub::flush_import`]. Later batches see earlier ones exactly as if each had been written
-    /// on its own (same outcome, versions and counts as [`Hub::import`] batch after batch).
+    /// [`Hub::write_import`] or [`Hub::flush_import`]. Later batches see earlier ones exactly as
+    /// if each had been written on its own (same outcome, versions and counts as
+    /// [`Hub::import`] batch after batch).
     pub async fn import_into(
         &self,
         keys: &WorkspaceKeys,
         session: &mut ImportSession,
         contacts: Vec<Contact>,
+    ) -> Result<ImportCounts, StoreError> {
+        let region = session.options.default_region.clone();
+        let prepared = contacts
+            .into_iter()
+            .map(|c| Self::prepare(keys, c, region.as_deref()))
+            .collect();
+        self.import_prepared(keys, session, prepared).await
+    }
+
+    /// [`Hub::import_into`] with contacts already [`Hub::prepare`]d (with the session's
+    /// default region), so that a caller can hash the next batch while this one is written.
+    pub async fn import_prepared(
+        &self,
+        keys: &WorkspaceKeys,
+        session: &mut ImportSession,
+        prepared: Vec<PreparedContact>,
     ) -> Result<ImportCounts, StoreError> {
         let ws = keys.workspace();
         if ws != session.workspace {
@@ -261,48 +325,7 @@ impl Hub {
                 "import session belongs to another workspace".into(),
             ));
         }
-        let blind = keys.blind_index();
-        let options = &session.options;
         let mut counts = ImportCounts::default();
-        struct Prepared {
-            contact: Contact,
-            uid_mac: Option<[u8; 32]>,
-            content_mac: [u8; 32],
-            index: Vec<(IndexKind, [u8; 32])>,
-        }
-        let prepared: Vec<Prepared> = contacts
-            .into_iter()
-            .map(|contact| {
-                let mut index = Vec::new();
-                let uid_mac = contact
-                    .uid()
-                    .and_then(|u| normalize_uid(&u))
-                    .map(|u| blind.index(IndexKind::Uid, &u));
-                if let Some(m) = uid_mac {
-                    index.push((IndexKind::Uid, m));
-                }
-                for e in contact.emails() {
-                    if let Some(e) = Email::parse(&e) {
-                        index.push((IndexKind::Email, blind.index(IndexKind::Email, e.as_str())));
-                    }
-                }
-                for p in contact.phones() {
-                    if let Some(p) = Phone::parse(&p, options.default_region.as_deref()) {
-                        index.push((IndexKind::Phone, blind.index(IndexKind::Phone, p.as_str())));
-                    }
-                }
-                index.sort_unstable();
-                index.dedup();
-                let content_mac =
-                    blind.index(IndexKind::Content, &ContentHash::of(&contact).to_hex());
-                Prepared {
-                    contact,
-                    uid_mac,
-                    content_mac,
-                    index,
-                }
-            })
-            .collect();
 
         // Existing contacts by UID and (for UID-less cards) by content: what the session holds
         // unwritten first, then the database.
@@ -311,9 +334,11 @@ impl Hub {
             .filter_map(|p| p.uid_mac)
             .filter(|m| !session.by_uid.contains_key(m))
             .collect();
+        let mut open = session.take_tx(&self.store).await?;
+        let conn = &mut *open.tx;
         let found: HashMap<[u8; 32], ContactId> = self
             .store
-            .lookup_index(ws, IndexKind::Uid, &uid_macs)
+            .lookup_index_on(conn, ws, IndexKind::Uid, &uid_macs)
             .await?
             .into_iter()
             .collect();
@@ -326,7 +351,7 @@ impl Hub {
         // A stored contact with a row waiting to replace it no longer has its stored content.
         let mut known_content: HashSet<[u8; 32]> = self
             .store
-            .lookup_content(ws, &content_macs)
+            .lookup_content_on(conn, ws, &content_macs)
             .await?
             .into_iter()
             .filter(|(_, id)| !session.row_at.contains_key(id))
@@ -338,11 +363,16 @@ impl Hub {
             .filter(|id| !session.existing.contains_key(id))
             .copied()
             .collect();
-        session.by_uid.extend(found);
-        for r in self.store.contacts_by_id(ws, &existing_ids).await? {
+        for r in self
+            .store
+            .contacts_by_id_on(conn, ws, &existing_ids)
+            .await?
+        {
             session.existing.insert(r.id, (r.version, r.content_mac));
         }
+        session.tx = Some(open);
 
+        session.by_uid.extend(found);
         // Which rows this batch wrote: a UID seen earlier in the same batch was counted then.
         let mut written: HashSet<ContactId> = HashSet::new();
         for p in prepared {
@@ -372,27 +402,13 @@ impl Hub {
             }
             session.existing.insert(id, (version, p.content_mac));
             written.insert(id);
-            let body = Zeroizing::new(to_vcard(&p.contact, VcardVersion::V4));
-            let sealed = keys
-                .seal(&body_ref(ws, &id), body.as_bytes())
-                .map_err(|e| StoreError::Crypto {
-                    record: id.to_string(),
-                    error: e.to_string(),
-                })?;
-            let row = ContactRow {
-                id,
-                version,
-                key_version: keys.current_version(),
-                body: Some(sealed),
-                content_mac: p.content_mac,
-                updated_at: session.updated_at,
-            };
+            let row = Self::seal_row(keys, id, version, &p, session.updated_at)?;
             // A row not yet written is replaced: the later card wins, as a later write would.
             match session.row_at.get(&id) {
-                Some(&at) => session.rows[at] = (row, p.index),
+                Some(&at) => session.rows[at] = row,
                 None => {
                     session.row_at.insert(id, session.rows.len());
-                    session.rows.push((row, p.index));
+                    session.rows.push(row);
                 }
             }
         }
@@ -401,12 +417,37 @@ impl Hub {
         Ok(counts)
     }
 
-    /// Writes what `session` holds, in one transaction.
+    /// Writes the rows `session` holds into its transaction, and commits once the transaction
+    /// holds [`COMMIT_ROWS`] rows or has been open [`COMMIT_AFTER`].
+    pub async fn write_import(&self, session: &mut ImportSession) -> Result<(), StoreError> {
+        if !session.rows.is_empty() {
+            let ws = session.workspace;
+            let mut open = session.take_tx(&self.store).await?;
+            self.store
+                .write_contacts_in(&mut open.tx, ws, &session.rows)
+                .await?;
+            open.written += session.rows.len();
+            session.tx = Some(open);
+            session.clear();
+        }
+        if let Some(open) = &session.tx
+            && (open.written >= COMMIT_ROWS || open.began.elapsed() >= COMMIT_AFTER)
+        {
+            self.commit_import(session).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what `session` holds and commits everything it wrote.
     pub async fn flush_import(&self, session: &mut ImportSession) -> Result<(), StoreError> {
-        self.store
-            .write_contacts(session.workspace, &session.rows)
-            .await?;
-        session.clear();
+        self.write_import(session).await?;
+        self.commit_import(session).await
+    }
+
+    async fn commit_import(&self, session: &mut ImportSession) -> Result<(), StoreError> {
+        if let Some(open) = session.tx.take() {
+            open.tx.commit().await.map_err(StoreError::db)?;
+        }
         Ok(())
     }
 

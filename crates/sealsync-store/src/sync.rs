@@ -608,44 +608,47 @@ impl Store {
     }
 
     /// Writes contacts and replaces their index entries inside a transaction.
+    ///
+    /// A contact given twice is written once, as the last of them. New contacts (version 1)
+    /// are inserted with conflicts ignored (on SQLite `INSERT OR IGNORE`: a statement that
+    /// cannot abort half-way needs no statement journal, a copy of every page it touches); a
+    /// chunk where some row was not inserted (its id was taken) loses those ids' index entries
+    /// and is written again as an upsert, like replaced contacts.
     pub(crate) async fn write_contacts_in(
         &self,
         tx: &mut AnyConnection,
         ws: WorkspaceId,
         rows: &[(ContactRow, IndexEntries)],
     ) -> Result<(), StoreError> {
+        const CHUNK: usize = 200;
+        const INDEX_CHUNK: usize = 300;
         let wsb = b(ws.as_bytes());
-        for chunk in rows.chunks(200) {
-            let replaced: Vec<&ContactRow> = chunk
-                .iter()
-                .map(|(r, _)| r)
-                .filter(|r| r.version > 1)
-                .collect();
-            if !replaced.is_empty() {
-                let mut m = Marks::new(self.backend);
-                let sql = format!(
-                    "DELETE FROM contact_index WHERE workspace_id = {} AND contact_id IN ({})",
-                    m.next(),
-                    m.list(replaced.len())
-                );
-                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(wsb.clone());
-                for row in replaced {
-                    q = q.bind(b(row.id.as_bytes()));
-                }
-                q.execute(&mut *tx).await.map_err(StoreError::db)?;
-            }
+        let sqlite = self.backend == crate::db::Backend::Sqlite;
+        let (mut delete_sql, mut insert_sql, mut upsert_sql) = Default::default();
+        let rows = last_per_id(rows);
+        let (fresh, replaced): (Vec<_>, Vec<_>) = rows.iter().partition(|(r, _)| r.version == 1);
+        for chunk in replaced.chunks(CHUNK) {
+            self.unindex(tx, &wsb, chunk, &mut delete_sql).await?;
+        }
+        let columns = "contacts (workspace_id, id, version, key_version, body, content_mac, deleted, updated_at)";
+        let statement = |n: usize, upsert: bool| {
             let mut m = Marks::new(self.backend);
-            let values = (0..chunk.len())
-                .map(|_| m.tuple(8))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut q = sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO contacts (workspace_id, id, version, key_version, body, content_mac, deleted, updated_at) \
-                 VALUES {values} \
-                 ON CONFLICT (workspace_id, id) DO UPDATE SET version = excluded.version, \
-                 key_version = excluded.key_version, body = excluded.body, content_mac = excluded.content_mac, \
-                 deleted = excluded.deleted, updated_at = excluded.updated_at"
-            )));
+            let values = (0..n).map(|_| m.tuple(8)).collect::<Vec<_>>().join(", ");
+            match (upsert, sqlite) {
+                (false, true) => format!("INSERT OR IGNORE INTO {columns} VALUES {values}"),
+                (false, false) => {
+                    format!("INSERT INTO {columns} VALUES {values} ON CONFLICT DO NOTHING")
+                }
+                (true, _) => format!(
+                    "INSERT INTO {columns} VALUES {values} \
+                     ON CONFLICT (workspace_id, id) DO UPDATE SET version = excluded.version, \
+                     key_version = excluded.key_version, body = excluded.body, content_mac = excluded.content_mac, \
+                     deleted = excluded.deleted, updated_at = excluded.updated_at"
+                ),
+            }
+        };
+        let bind_rows = |text: String, chunk: &[&(ContactRow, IndexEntries)]| {
+            let mut q = sqlx::query(AssertSqlSafe(text));
             for (row, _) in chunk {
                 q = q
                     .bind(wsb.clone())
@@ -657,31 +660,85 @@ impl Store {
                     .bind(i64::from(row.body.is_none()))
                     .bind(row.updated_at);
             }
-            q.execute(&mut *tx).await.map_err(StoreError::db)?;
-            let entries: Vec<(&ContactRow, &str, &[u8; 32])> = chunk
-                .iter()
-                .flat_map(|(row, index)| index.iter().map(move |(k, v)| (row, k.as_str(), v)))
-                .collect();
-            for part in entries.chunks(300) {
-                let mut m = Marks::new(self.backend);
-                let values = (0..part.len())
-                    .map(|_| m.tuple(4))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let mut q = sqlx::query(AssertSqlSafe(format!(
-                    "INSERT INTO contact_index (workspace_id, kind, value, contact_id) VALUES {values} \
-                     ON CONFLICT DO NOTHING"
-                )));
-                for (row, kind, value) in part {
-                    q = q
-                        .bind(wsb.clone())
-                        .bind(*kind)
-                        .bind(value.to_vec())
-                        .bind(b(row.id.as_bytes()));
-                }
-                q.execute(&mut *tx).await.map_err(StoreError::db)?;
+            q
+        };
+        for chunk in fresh.chunks(CHUNK) {
+            let text = SqlShapes::get(&mut insert_sql, chunk.len(), |n| statement(n, false));
+            let done = bind_rows(text, chunk)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db)?;
+            if done.rows_affected() != chunk.len() as u64 {
+                self.unindex(tx, &wsb, chunk, &mut delete_sql).await?;
+                let text = SqlShapes::get(&mut upsert_sql, chunk.len(), |n| statement(n, true));
+                bind_rows(text, chunk)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db)?;
             }
         }
+        for chunk in replaced.chunks(CHUNK) {
+            let text = SqlShapes::get(&mut upsert_sql, chunk.len(), |n| statement(n, true));
+            bind_rows(text, chunk)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db)?;
+        }
+        let entries: Vec<(&ContactRow, &str, &[u8; 32])> = rows
+            .iter()
+            .flat_map(|(row, index)| index.iter().map(move |(k, v)| (row, k.as_str(), v)))
+            .collect();
+        let mut index_sql = SqlShapes::default();
+        for part in entries.chunks(INDEX_CHUNK) {
+            let text = SqlShapes::get(&mut index_sql, part.len(), |n| {
+                let mut m = Marks::new(self.backend);
+                let values = (0..n).map(|_| m.tuple(4)).collect::<Vec<_>>().join(", ");
+                // The index holds each (value, contact) once; a repeat is the same entry.
+                if sqlite {
+                    format!(
+                        "INSERT OR IGNORE INTO contact_index (workspace_id, kind, value, contact_id) VALUES {values}"
+                    )
+                } else {
+                    format!(
+                        "INSERT INTO contact_index (workspace_id, kind, value, contact_id) VALUES {values} \
+                         ON CONFLICT DO NOTHING"
+                    )
+                }
+            });
+            let mut q = sqlx::query(AssertSqlSafe(text));
+            for (row, kind, value) in part {
+                q = q
+                    .bind(wsb.clone())
+                    .bind(*kind)
+                    .bind(value.to_vec())
+                    .bind(b(row.id.as_bytes()));
+            }
+            q.execute(&mut *tx).await.map_err(StoreError::db)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the index entries of these contacts.
+    async fn unindex(
+        &self,
+        tx: &mut AnyConnection,
+        wsb: &[u8],
+        chunk: &[&(ContactRow, IndexEntries)],
+        shapes: &mut SqlShapes,
+    ) -> Result<(), StoreError> {
+        let text = SqlShapes::get(shapes, chunk.len(), |n| {
+            let mut m = Marks::new(self.backend);
+            format!(
+                "DELETE FROM contact_index WHERE workspace_id = {} AND contact_id IN ({})",
+                m.next(),
+                m.list(n)
+            )
+        });
+        let mut q = sqlx::query(AssertSqlSafe(text)).bind(wsb.to_vec());
+        for (row, _) in chunk {
+            q = q.bind(b(row.id.as_bytes()));
+        }
+        q.execute(&mut *tx).await.map_err(StoreError::db)?;
         Ok(())
     }
 
@@ -911,4 +968,30 @@ fn conflict_from_row(r: &AnyRow) -> Result<ConflictRow, StoreError> {
         resolution: get(r, "resolution")?,
         created_at: get(r, "created_at")?,
     })
+}
+
+/// SQL texts built once per shape (a statement's row count) within one write.
+#[derive(Default)]
+struct SqlShapes(std::collections::HashMap<usize, String>);
+
+impl SqlShapes {
+    fn get(shapes: &mut Self, shape: usize, build: impl FnOnce(usize) -> String) -> String {
+        shapes
+            .0
+            .entry(shape)
+            .or_insert_with(|| build(shape))
+            .clone()
+    }
+}
+
+/// Each contact's last row, in the order of those rows.
+fn last_per_id(rows: &[(ContactRow, IndexEntries)]) -> Vec<&(ContactRow, IndexEntries)> {
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    let mut out: Vec<_> = rows
+        .iter()
+        .rev()
+        .filter(|(r, _)| seen.insert(r.id))
+        .collect();
+    out.reverse();
+    out
 }

@@ -78,4 +78,6 @@ both!(
     reencryption_resumes_after_a_crash,
     rotation_moves_configurations_secrets_and_events_too,
     master_key_rotation_rewraps_every_key,
+    import_batches_see_earlier_uncommitted_ones,
+    new_rows_with_taken_ids_are_upserted,
 );

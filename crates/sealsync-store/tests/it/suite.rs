@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sealsync_contact::vcard::read_all;
 use sealsync_contact::{Contact, Property};
 use sealsync_crypto::{IndexKind, LocalKeyfile};
-use sealsync_store::{Hub, ImportOptions, Store, StoreConfig};
+use sealsync_store::{Hub, ImportOptions, ImportSession, Store, StoreConfig};
 use sealsync_types::WorkspaceName;
 use secrecy::ExposeSecret;
 
@@ -620,4 +620,96 @@ pub async fn rotation_moves_configurations_secrets_and_events_too(
         keys.open(&value.at(ws), &value.sealed).unwrap(),
         b"hunter2hunter2"
     );
+}
+
+/// An import writes batch after batch into one transaction: later batches see what earlier
+/// ones wrote (an edit is an update, a repeat is unchanged, never a second contact), other
+/// connections see nothing until it commits, and then all of it.
+pub async fn import_batches_see_earlier_uncommitted_ones(config: StoreConfig, dir: &Path, _db: Db) {
+    let hub = hub_on(&config, dir).await;
+    let (workspace, _) = hub.ensure_workspace(&ws()).await.unwrap();
+    let (_, keys) = hub.open_workspace(&ws()).await.unwrap();
+    let corpus: Vec<Contact> = corpus()
+        .into_iter()
+        .filter(|c| c.uid().is_some())
+        .take(4)
+        .collect();
+    let mut plain = Contact::new();
+    plain.push(Property::text("FN", "No Uid Person"));
+    let mut session = ImportSession::new(keys.workspace(), ImportOptions::default());
+    let mut first = corpus[..3].to_vec();
+    first.push(plain.clone());
+    let a = hub.import_into(&keys, &mut session, first).await.unwrap();
+    assert_eq!((a.imported, a.updated, a.unchanged), (4, 0, 0));
+    hub.write_import(&mut session).await.unwrap();
+    assert_eq!(session.pending(), 0, "rows are written batch by batch");
+    let outside = hub
+        .store()
+        .contacts_page(workspace.id, None, 100)
+        .await
+        .unwrap();
+    assert!(
+        outside.is_empty(),
+        "uncommitted rows are visible: {}",
+        outside.len()
+    );
+
+    let mut edited = corpus[0].clone();
+    edited.set_text("NOTE", Some("changed in the second batch"));
+    let second = vec![edited.clone(), corpus[1].clone(), plain, corpus[3].clone()];
+    let b = hub.import_into(&keys, &mut session, second).await.unwrap();
+    assert_eq!((b.imported, b.updated, b.unchanged), (1, 1, 2));
+    hub.flush_import(&mut session).await.unwrap();
+
+    let back = export_all(&hub, &keys).await;
+    assert_eq!(back.len(), 5);
+    assert!(back.contains(&edited));
+    let rows = hub
+        .store()
+        .contacts_page(workspace.id, None, 100)
+        .await
+        .unwrap();
+    let mut versions: Vec<i64> = rows.iter().map(|r| r.version).collect();
+    versions.sort();
+    assert_eq!(versions, [1, 1, 1, 1, 2]);
+}
+
+/// Rows written as new that are not (the same id twice in one write, or an id already
+/// stored) end up as the last of them, body and index entries, as upserts would.
+pub async fn new_rows_with_taken_ids_are_upserted(config: StoreConfig, dir: &Path, _db: Db) {
+    let hub = hub_on(&config, dir).await;
+    let (workspace, _) = hub.ensure_workspace(&ws()).await.unwrap();
+    let (_, keys) = hub.open_workspace(&ws()).await.unwrap();
+    let mut corpus: Vec<Contact> = corpus()
+        .into_iter()
+        .filter(|c| !c.emails().is_empty())
+        .collect();
+    corpus.dedup_by_key(|c| c.emails()[0].to_lowercase());
+    corpus.truncate(3);
+    let found_by_email = async |c: &Contact| {
+        let email = sealsync_contact::Email::parse(&c.emails()[0]).unwrap();
+        hub.find(&keys, IndexKind::Email, email.as_str())
+            .await
+            .unwrap()
+            .len()
+    };
+    let id = sealsync_types::ContactId::new();
+    let row = |c: &Contact| {
+        let prepared = Hub::prepare(&keys, c.clone(), None);
+        Hub::seal_row(&keys, id, 1, &prepared, 1).unwrap()
+    };
+    let store = hub.store();
+    store
+        .write_contacts(workspace.id, &[row(&corpus[0]), row(&corpus[1])])
+        .await
+        .unwrap();
+    assert_eq!(export_all(&hub, &keys).await, vec![corpus[1].clone()]);
+    store
+        .write_contacts(workspace.id, &[row(&corpus[2])])
+        .await
+        .unwrap();
+    assert_eq!(export_all(&hub, &keys).await, vec![corpus[2].clone()]);
+    assert_eq!(found_by_email(&corpus[0]).await, 0);
+    assert_eq!(found_by_email(&corpus[1]).await, 0);
+    assert_eq!(found_by_email(&corpus[2]).await, 1);
 }

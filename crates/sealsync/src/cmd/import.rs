@@ -15,7 +15,7 @@ use sealsync_contact::csv::{CsvLayout, CsvPreset, CsvReader};
 use sealsync_contact::jcard::from_jcard_str;
 use sealsync_contact::vcard::VcardReader;
 use sealsync_crypto::WorkspaceKeys;
-use sealsync_store::{Hub, ImportCounts, ImportOptions, ImportSession};
+use sealsync_store::{Hub, ImportCounts, ImportOptions, ImportSession, PreparedContact};
 use serde::Serialize;
 
 use crate::context::{Context, workspace_name};
@@ -298,13 +298,14 @@ pub async fn import_stream<R: BufRead>(
     pipeline.finish(outcome).await
 }
 
-/// Imports batches one behind the reader: while the hub seals one batch on another worker, this
-/// task parses the next. One batch in flight at a time, in order, so a contact repeated in a
-/// later batch sees the earlier one. Sealed rows are written every [`WRITE_EVERY`] contacts, in
-/// one transaction.
+/// Imports batches one behind the reader: while the hub matches, seals and writes one batch on
+/// another worker, this task parses and hashes (blind indexes, content hash) the next. One batch in flight at a time, in order, so a contact repeated in a
+/// later batch sees the earlier one. Sealed rows are written every [`WRITE_EVERY`] contacts into
+/// the session's open transaction, which the hub commits every so many rows.
 struct Pipeline {
     hub: Hub,
     keys: Arc<WorkspaceKeys>,
+    region: Option<String>,
     session: Option<ImportSession>,
     inflight: Option<tokio::task::JoinHandle<SessionStep>>,
 }
@@ -314,11 +315,10 @@ type SessionStep = (
     Result<ImportCounts, sealsync_store::StoreError>,
 );
 
-/// Contacts per write transaction. Larger transactions write far fewer pages (the blind
-/// index takes random inserts), but on the 100k-contact benchmark 4,000 and more pushed peak
-/// RSS from about 125 MB to 145-200 MB, over the 150 MB budget; so rows are written after
-/// every parsed batch, and only the rows a batch leaves unwritten (when it had fewer new or
-/// changed contacts) wait for the next.
+/// Contacts held in memory before they are written. Rows are written after every parsed batch
+/// (holding more costs memory: on the 100k-contact benchmark, 4,000 and more pushed peak RSS
+/// over the 150 MB budget), and only the rows a batch leaves unwritten (when it had fewer new
+/// or changed contacts) wait for the next.
 const WRITE_EVERY: usize = BATCH;
 
 impl Pipeline {
@@ -326,6 +326,7 @@ impl Pipeline {
         Self {
             hub: hub.clone(),
             keys: keys.clone(),
+            region: options.default_region.clone(),
             session: Some(ImportSession::new(keys.workspace(), options.clone())),
             inflight: None,
         }
@@ -336,15 +337,19 @@ impl Pipeline {
         batch: Vec<Contact>,
         outcome: &mut ImportOutcome,
     ) -> anyhow::Result<()> {
+        let prepared: Vec<PreparedContact> = batch
+            .into_iter()
+            .map(|c| Hub::prepare(&self.keys, c, self.region.as_deref()))
+            .collect();
         self.drain(outcome).await?;
         let Some(mut session) = self.session.take() else {
             bail!("import session lost");
         };
         let (hub, keys) = (self.hub.clone(), self.keys.clone());
         self.inflight = Some(tokio::spawn(async move {
-            let counts = match hub.import_into(&keys, &mut session, batch).await {
+            let counts = match hub.import_prepared(&keys, &mut session, prepared).await {
                 Ok(c) if session.pending() >= WRITE_EVERY => {
-                    hub.flush_import(&mut session).await.map(|()| c)
+                    hub.write_import(&mut session).await.map(|()| c)
                 }
                 other => other,
             };
