@@ -93,6 +93,7 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode> {
         default_region: ctx.default_region(),
     };
     let mut outcome = ImportOutcome::default();
+    let mut pipeline = Pipeline::new(&hub, &keys, &options);
     for path in &args.paths {
         for (file, format) in expand(path, args.format, &mut outcome)? {
             let source = file.display().to_string();
@@ -107,19 +108,10 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode> {
                     continue;
                 }
             };
-            import_stream(
-                &hub,
-                &keys,
-                &source,
-                format,
-                &csv,
-                reader,
-                &options,
-                &mut outcome,
-            )
-            .await?;
+            import_stream(&mut pipeline, &source, format, &csv, reader, &mut outcome).await?;
         }
     }
+    pipeline.finish(&mut outcome).await?;
     hub.store().close().await;
     tracing::info!(workspace = %ws.name, imported = outcome.imported, updated = outcome.updated, "Import finished.");
     report(&outcome, args.json)?;
@@ -203,20 +195,16 @@ fn expand(
     Ok(vec![(path.to_owned(), format)])
 }
 
-/// Imports one stream, in batches.
-#[allow(clippy::too_many_arguments)]
+/// Imports one stream into `pipeline`: contacts of many streams (a folder of one-card files)
+/// share batches and transactions.
 pub async fn import_stream<R: BufRead>(
-    hub: &Hub,
-    keys: &Arc<WorkspaceKeys>,
+    pipeline: &mut Pipeline,
     source: &str,
     format: InputFormat,
     csv: &CsvChoice,
     mut reader: R,
-    options: &ImportOptions,
     outcome: &mut ImportOutcome,
 ) -> anyhow::Result<()> {
-    let mut batch: Vec<Contact> = Vec::with_capacity(BATCH);
-    let mut pipeline = Pipeline::new(hub, keys, options);
     let reject = |outcome: &mut ImportOutcome, line: u64, error: String| {
         outcome.rejected.push(RejectedItem {
             source: source.to_owned(),
@@ -236,12 +224,9 @@ pub async fn import_stream<R: BufRead>(
                                 "Card accepted with a warning: {w}."
                             );
                         }
-                        batch.push(card.contact);
+                        pipeline.add(card.contact, outcome).await?;
                     }
                     Err(r) => reject(outcome, r.line, r.reason),
-                }
-                if batch.len() >= BATCH {
-                    pipeline.push(std::mem::take(&mut batch), outcome).await?;
                 }
             }
         }
@@ -249,10 +234,14 @@ pub async fn import_stream<R: BufRead>(
             let mut text = String::new();
             if let Err(e) = reader.read_to_string(&mut text) {
                 reject(outcome, 0, format!("cannot read: {}", e.kind()));
-                return pipeline.finish(outcome).await;
+                return Ok(());
             }
             match from_jcard_str(&text) {
-                Ok(contacts) => batch = contacts,
+                Ok(contacts) => {
+                    for contact in contacts {
+                        pipeline.add(contact, outcome).await?;
+                    }
+                }
                 Err(e) => reject(outcome, 0, e.to_string()),
             }
         }
@@ -269,7 +258,7 @@ pub async fn import_stream<R: BufRead>(
                         Some(p) => CsvLayout::preset(p),
                         None => {
                             reject(outcome, 1, "unknown CSV layout; pass --csv-preset google|outlook or --csv-map FILE".into());
-                            return pipeline.finish(outcome).await;
+                            return Ok(());
                         }
                     }
                 }
@@ -278,34 +267,31 @@ pub async fn import_stream<R: BufRead>(
                 Ok(r) => r,
                 Err(e) => {
                     reject(outcome, 1, e.to_string());
-                    return pipeline.finish(outcome).await;
+                    return Ok(());
                 }
             };
             for row in rows {
                 match row {
-                    Ok((_, contact)) => batch.push(contact),
+                    Ok((_, contact)) => pipeline.add(contact, outcome).await?,
                     Err(r) => reject(outcome, r.line, r.reason),
-                }
-                if batch.len() >= BATCH {
-                    pipeline.push(std::mem::take(&mut batch), outcome).await?;
                 }
             }
         }
     }
-    if !batch.is_empty() {
-        pipeline.push(batch, outcome).await?;
-    }
-    pipeline.finish(outcome).await
+    Ok(())
 }
 
 /// Imports batches one behind the reader: while the hub matches, seals and writes one batch on
-/// another worker, this task parses and hashes (blind indexes, content hash) the next. One batch in flight at a time, in order, so a contact repeated in a
-/// later batch sees the earlier one. Sealed rows are written every [`WRITE_EVERY`] contacts into
-/// the session's open transaction, which the hub commits every so many rows.
-struct Pipeline {
+/// another worker, this task parses and hashes (blind indexes, content hash) the next. One
+/// batch in flight at a time, in order, so a contact repeated in a later batch sees the
+/// earlier one. Sealed rows are written every [`WRITE_EVERY`] contacts into the session's open
+/// transaction, which the hub commits every so many rows; [`Pipeline::finish`] commits the
+/// rest.
+pub struct Pipeline {
     hub: Hub,
     keys: Arc<WorkspaceKeys>,
     region: Option<String>,
+    batch: Vec<Contact>,
     session: Option<ImportSession>,
     inflight: Option<tokio::task::JoinHandle<SessionStep>>,
 }
@@ -322,22 +308,27 @@ type SessionStep = (
 const WRITE_EVERY: usize = BATCH;
 
 impl Pipeline {
-    fn new(hub: &Hub, keys: &Arc<WorkspaceKeys>, options: &ImportOptions) -> Self {
+    pub fn new(hub: &Hub, keys: &Arc<WorkspaceKeys>, options: &ImportOptions) -> Self {
         Self {
             hub: hub.clone(),
             keys: keys.clone(),
             region: options.default_region.clone(),
+            batch: Vec::with_capacity(BATCH),
             session: Some(ImportSession::new(keys.workspace(), options.clone())),
             inflight: None,
         }
     }
 
-    async fn push(
-        &mut self,
-        batch: Vec<Contact>,
-        outcome: &mut ImportOutcome,
-    ) -> anyhow::Result<()> {
-        let prepared: Vec<PreparedContact> = batch
+    async fn add(&mut self, contact: Contact, outcome: &mut ImportOutcome) -> anyhow::Result<()> {
+        self.batch.push(contact);
+        if self.batch.len() >= BATCH {
+            self.push(outcome).await?;
+        }
+        Ok(())
+    }
+
+    async fn push(&mut self, outcome: &mut ImportOutcome) -> anyhow::Result<()> {
+        let prepared: Vec<PreparedContact> = std::mem::take(&mut self.batch)
             .into_iter()
             .map(|c| Hub::prepare(&self.keys, c, self.region.as_deref()))
             .collect();
@@ -369,7 +360,11 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn finish(mut self, outcome: &mut ImportOutcome) -> anyhow::Result<()> {
+    /// Imports what is left and commits everything.
+    pub async fn finish(mut self, outcome: &mut ImportOutcome) -> anyhow::Result<()> {
+        if !self.batch.is_empty() {
+            self.push(outcome).await?;
+        }
         self.drain(outcome).await?;
         if let Some(session) = self.session.as_mut() {
             self.hub.flush_import(session).await?;

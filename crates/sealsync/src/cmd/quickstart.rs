@@ -13,7 +13,7 @@ use sealsync_engine::{
 };
 
 use crate::cmd::export::{OutputFormat, export_file, export_vdir};
-use crate::cmd::import::{CsvChoice, ImportOutcome, InputFormat, import_stream};
+use crate::cmd::import::{CsvChoice, ImportOutcome, InputFormat, Pipeline, import_stream};
 use crate::context::Context;
 
 include!(concat!(env!("OUT_DIR"), "/samples.rs"));
@@ -37,20 +37,20 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
         default_region: ctx.default_region(),
     };
     let mut outcome = ImportOutcome::default();
+    let mut pipeline = Pipeline::new(&hub, &keys, &options);
     for (name, bytes) in SAMPLES {
         let source = format!("examples/contacts/{name}");
         import_stream(
-            &hub,
-            &keys,
+            &mut pipeline,
             &source,
             InputFormat::Vcard,
             &CsvChoice::Detect,
             BufReader::new(*bytes),
-            &options,
             &mut outcome,
         )
         .await?;
     }
+    pipeline.finish(&mut outcome).await?;
     println!(
         "Imported {} sample contacts from {} files into the sealed hub: {} new, {} updated, {} unchanged, {} rejected.",
         outcome.imported + outcome.updated + outcome.unchanged,

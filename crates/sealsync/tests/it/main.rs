@@ -184,6 +184,63 @@ fn import_reports_rejections_as_json_and_goes_on() {
     );
 }
 
+/// A folder of one-card files is imported as one stream of batches: a UID given by two files
+/// is one contact (counted once) holding the later file's card, and a bad file is reported
+/// while the rest goes in.
+#[test]
+fn importing_a_folder_shares_batches_across_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dd = tmp.path().join("data");
+    assert!(sealsync(&dd, &["init"]).status.success());
+    let folder = tmp.path().join("cards");
+    std::fs::create_dir(&folder).unwrap();
+    let card = |uid: &str, note: &str| {
+        format!(
+            "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:{uid}\r\nFN:Person {uid}\r\nNOTE:{note}\r\nEND:VCARD\r\n"
+        )
+    };
+    for n in 0..30 {
+        std::fs::write(
+            folder.join(format!("c{n:03}.vcf")),
+            card(&format!("u{n}"), "first"),
+        )
+        .unwrap();
+    }
+    std::fs::write(folder.join("c500.vcf"), card("u7", "second")).unwrap();
+    std::fs::write(folder.join("c501.vcf"), "not a vCard at all\n").unwrap();
+    let o = sealsync(&dd, &["import", folder.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        (v["imported"].as_u64(), v["updated"].as_u64()),
+        (Some(30), Some(0)),
+        "{v}"
+    );
+    assert_eq!(v["rejected"].as_array().unwrap().len(), 1, "{v}");
+    let out = tmp.path().join("all.vcf");
+    let e = sealsync(
+        &dd,
+        &[
+            "export",
+            "--format",
+            "vcard4",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(e.status.success(), "{}", stderr(&e));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.matches("BEGIN:VCARD").count(), 30);
+    assert_eq!(text.matches("NOTE:second").count(), 1);
+    let again = sealsync(&dd, &["import", folder.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&again).trim()).unwrap();
+    assert_eq!(
+        (v["imported"].as_u64(), v["updated"].as_u64()),
+        (Some(0), Some(1)),
+        "the earlier file still names u7 first: {v}"
+    );
+}
+
 #[test]
 fn export_formats_round_trip_through_import() {
     let tmp = tempfile::tempdir().unwrap();
