@@ -145,6 +145,36 @@ fn id_of(path: &Path) -> Result<RemoteId, ConnectorError> {
     RemoteId::parse(name)
 }
 
+/// Every `.vcf` file of `dir`, with its etag, without reading any.
+fn list_dir(dir: &Path) -> Result<Snapshot, ConnectorError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| io_error(dir, &e))?;
+    let mut items = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(dir, &e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') || !name.ends_with(".vcf") {
+            continue;
+        }
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            // Removed between the directory read and the stat: not there.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_error(&entry.path(), &e)),
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let (etag, modified_ms) = file_etag(&meta);
+        items.push(ItemMeta {
+            id: RemoteId::parse(name)?,
+            etag,
+            modified_ms,
+        });
+    }
+    Ok(Snapshot { items })
+}
+
 /// A file name for a new contact: its UID when that is a plain, safe name.
 pub(crate) fn file_name_for(contact: &Contact) -> String {
     let uid = contact.uid().unwrap_or_default();
@@ -165,32 +195,12 @@ pub(crate) fn file_name_for(contact: &Contact) -> String {
 #[async_trait]
 impl Source for Vdir {
     async fn list(&self) -> Result<Snapshot, ConnectorError> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| io_error(&self.dir, &e))?;
-        let mut items = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| io_error(&self.dir, &e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name.starts_with('.') || !name.ends_with(".vcf") {
-                continue;
-            }
-            let meta = match entry.metadata() {
-                Ok(m) => m,
-                // Removed between the directory read and the stat: not there.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_error(&entry.path(), &e)),
-            };
-            if !meta.is_file() {
-                continue;
-            }
-            let (etag, modified_ms) = file_etag(&meta);
-            items.push(ItemMeta {
-                id: RemoteId::parse(name)?,
-                etag,
-                modified_ms,
-            });
-        }
-        Ok(Snapshot { items })
+        // A large folder takes a stat a file: on a blocking thread, so that the run's other
+        // reads (its link state, the hub) go on meanwhile.
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || list_dir(&dir))
+            .await
+            .map_err(|e| ConnectorError::Unavailable(format!("listing stopped: {e}")))?
     }
 
     async fn fetch(

@@ -353,13 +353,18 @@ impl Engine {
         };
         drop(credential);
 
-        // 1. What is there now, on both sides. The endpoint's listing builds on the cursor its
-        // last one left, which describes only the endpoint, so it is kept at once.
+        // 1. What is there now, on both sides, read at the same time. The endpoint's listing
+        // builds on the cursor its last one left, which describes only the endpoint, so it is
+        // kept at once.
         let earlier = self.open_cursor(link.id).await?;
-        let listing = conn
-            .list_from(earlier.as_deref().map(Vec::as_slice))
-            .await
-            .map_err(endpoint_error)?;
+        let (listing, state, hub, conflicts) = tokio::join!(
+            conn.list_from(earlier.as_deref().map(Vec::as_slice)),
+            store.link_state(ws, link.id),
+            store.hub_meta(ws),
+            store.conflicts(ws),
+        );
+        let listing = listing.map_err(endpoint_error)?;
+        let (state, hub, conflicts) = (state?, hub?, conflicts?);
         drop(earlier);
         let cursor = listing.cursor.map(zeroize::Zeroizing::new);
         if !options.dry_run {
@@ -375,16 +380,8 @@ impl Engine {
                 meta,
             })
             .collect();
-        let state = store.link_state(ws, link.id).await?;
-        let hub: HashMap<ContactId, HubMeta> = store
-            .hub_meta(ws)
-            .await?
-            .into_iter()
-            .map(|h| (h.id, h))
-            .collect();
-        let queued: HashMap<ContactId, Option<Resolution>> = store
-            .conflicts(ws)
-            .await?
+        let hub: HashMap<ContactId, HubMeta> = hub.into_iter().map(|h| (h.id, h)).collect();
+        let queued: HashMap<ContactId, Option<Resolution>> = conflicts
             .into_iter()
             .filter(|c| c.link == link.id)
             .map(|c| {
