@@ -5,6 +5,7 @@
 //! last synced. Remote ids are stored only as keyed hashes. [`Store::apply_sync_batch`] writes
 //! hub contacts, link state, events and conflicts of a batch of actions in one transaction.
 
+use futures_util::TryStreamExt as _;
 use sealsync_crypto::RecordRef;
 use sealsync_types::{ConflictId, ContactId, EndpointId, LinkId, RunId, WorkspaceId};
 use sqlx::any::AnyRow;
@@ -457,11 +458,15 @@ impl Store {
              WHERE workspace_id = $1 AND link_id = $2",
         )
         .bind(b(ws.as_bytes()))
-        .bind(b(link.as_bytes()))
-        .fetch_all(&self.data)
-        .await
-        .map_err(StoreError::db)?;
-        rows.iter().map(state_from_row).collect()
+        .bind(b(link.as_bytes()));
+        // Row by row: a link's state can hold a row per contact, and a run reads it beside
+        // the hub's metadata; neither keeps a second copy in driver rows.
+        let mut stream = rows.fetch(&self.data);
+        let mut out = Vec::new();
+        while let Some(r) = stream.try_next().await.map_err(StoreError::db)? {
+            out.push(state_from_row(&r)?);
+        }
+        Ok(out)
     }
 
     /// Metadata of every hub contact, tombstones included, without opening any.
@@ -469,21 +474,19 @@ impl Store {
         let rows = sqlx::query(
             "SELECT id, version, content_mac, deleted, updated_at FROM contacts WHERE workspace_id = $1",
         )
-        .bind(b(ws.as_bytes()))
-        .fetch_all(&self.data)
-        .await
-        .map_err(StoreError::db)?;
-        rows.iter()
-            .map(|r| {
-                Ok(HubMeta {
-                    id: contact_id(&get::<Vec<u8>>(r, "id")?)?,
-                    version: get(r, "version")?,
-                    mac: to32(&get::<Vec<u8>>(r, "content_mac")?)?,
-                    deleted: get::<i64>(r, "deleted")? != 0,
-                    updated_at: get(r, "updated_at")?,
-                })
-            })
-            .collect()
+        .bind(b(ws.as_bytes()));
+        let mut stream = rows.fetch(&self.data);
+        let mut out = Vec::new();
+        while let Some(r) = stream.try_next().await.map_err(StoreError::db)? {
+            out.push(HubMeta {
+                id: contact_id(&get::<Vec<u8>>(&r, "id")?)?,
+                version: get(&r, "version")?,
+                mac: to32(&get::<Vec<u8>>(&r, "content_mac")?)?,
+                deleted: get::<i64>(&r, "deleted")? != 0,
+                updated_at: get(&r, "updated_at")?,
+            });
+        }
+        Ok(out)
     }
 
     /// Writes a batch of sync actions in one transaction: hub contacts with their index
