@@ -14,7 +14,7 @@ use sealsync_types::{ContactId, WorkspaceId, WorkspaceName};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Executor as _, Row as _};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions as _, Executor as _, Row as _};
 
 use crate::StoreError;
 
@@ -844,7 +844,15 @@ async fn pool(
                 Ok(())
             })
         });
-    options.connect(url).await.map_err(StoreError::connect)
+    // Reading a whole link state or the hub's metadata (a row per contact) takes over a
+    // second on large workspaces: expected, not worth a warning on every sync.
+    let connect = <sqlx::any::AnyConnectOptions as std::str::FromStr>::from_str(url)
+        .map_err(StoreError::connect)?
+        .log_slow_statements(log::LevelFilter::Info, Duration::from_secs(1));
+    options
+        .connect_with(connect)
+        .await
+        .map_err(StoreError::connect)
 }
 
 /// Placeholders for a statement built at run time: plain `?` for SQLite (its numbered and named
