@@ -625,17 +625,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Live contacts whose content hash is one of these.
-    pub async fn lookup_content(
-        &self,
-        ws: WorkspaceId,
-        macs: &[[u8; 32]],
-    ) -> Result<Vec<([u8; 32], ContactId)>, StoreError> {
-        let mut conn = self.data.acquire().await.map_err(StoreError::db)?;
-        self.lookup_content_on(&mut conn, ws, macs).await
-    }
-
-    /// [`Store::lookup_content`] on `conn`.
+    /// Live contacts whose content hash is one of these, read on `conn` (inside its
+    /// transaction, if one is open).
     pub(crate) async fn lookup_content_on(
         &self,
         conn: &mut AnyConnection,
