@@ -20,7 +20,7 @@ mod kms;
 mod provider;
 mod seal;
 
-pub use keys::{BlindIndex, IndexKind, KeyBytes, WorkspaceKeys};
+pub use keys::{BlindIndex, IndexKind, KeyBytes, SetSum, WorkspaceKeys};
 #[cfg(feature = "aws-kms")]
 pub use kms::{AwsKmsConfig, AwsKmsProvider, testing as kms_testing};
 pub use provider::{

@@ -14,10 +14,10 @@ use sealsync_connector::credential::Credential;
 use sealsync_connector::{Connector, ConnectorError, Etag, ItemMeta, RemoteId};
 use sealsync_contact::Contact;
 use sealsync_contact::vcard::{VcardVersion, read_all, to_vcard};
-use sealsync_crypto::{IndexKind, RecordRef, WorkspaceKeys};
+use sealsync_crypto::{IndexKind, RecordRef, SetSum, WorkspaceKeys};
 use sealsync_store::{
-    ConflictRow, EventRow, Hub, HubMeta, PreparedContact, RunRow, StateRow, StoreError, SyncBatch,
-    now_ms,
+    ConflictRow, EventRow, Hub, HubMeta, LinkMark, PreparedContact, RunRow, StateRow, StoreError,
+    SyncBatch, now_ms,
 };
 use sealsync_types::{ConflictId, ContactId, EndpointId, LinkId, RunId};
 use serde::Serialize;
@@ -109,6 +109,10 @@ pub struct RunReport {
     pub plan: Option<Plan>,
     #[serde(skip)]
     pub listed: Vec<Listed>,
+    /// The link was settled: nothing its plan reads had changed since its last run left
+    /// nothing to do, so it was not planned again.
+    #[serde(skip)]
+    pub settled: bool,
     /// The account whose credentials the run used (callers audit the use).
     #[serde(skip)]
     pub account: Option<sealsync_types::AccountId>,
@@ -209,6 +213,8 @@ struct Ctx<'a> {
     seq: i64,
     steps: u64,
     interrupt_at: Option<u64>,
+    /// The endpoint's listing as this run leaves it: the listing it read, with its own writes.
+    listing: SetSum,
 }
 
 impl Engine {
@@ -353,24 +359,69 @@ impl Engine {
         };
         drop(credential);
 
-        // 1. What is there now, on both sides, read at the same time. The endpoint's listing
-        // builds on the cursor its last one left, which describes only the endpoint, so it is
-        // kept at once.
+        // 1. What is there now, on both sides. The change clocks are read before anything
+        // they cover, so that a mark recorded with them never claims a later state.
         let earlier = self.open_cursor(link.id).await?;
-        let (listing, state, hub, conflicts) = tokio::join!(
-            conn.list_from(earlier.as_deref().map(Vec::as_slice)),
-            store.link_state(ws, link.id),
-            store.hub_meta(ws),
-            store.conflicts(ws),
-        );
+        let from = earlier.as_deref().map(Vec::as_slice);
+        let clocks = store.clocks(ws, link.id).await?;
+        let mark = match options.dry_run {
+            true => None,
+            false => store
+                .link_mark(ws, link.id)
+                .await?
+                .filter(|m| m.clocks == clocks),
+        };
+        let (listing, loaded) = if mark.is_some() {
+            // Nothing the hub side of the plan reads has changed since the link last settled:
+            // only the listing can show work, so it is read alone first.
+            (conn.list_from(from).await, None)
+        } else {
+            // Both sides at the same time.
+            let (listing, state, hub, conflicts) = tokio::join!(
+                conn.list_from(from),
+                store.link_state(ws, link.id),
+                store.hub_meta(ws),
+                store.conflicts(ws),
+            );
+            (listing, Some((state, hub, conflicts)))
+        };
+        // The endpoint's listing builds on the cursor its last one left, which describes only
+        // the endpoint, so it is kept at once.
         let listing = listing.map_err(endpoint_error)?;
-        let (state, hub, conflicts) = (state?, hub?, conflicts?);
         drop(earlier);
         let cursor = listing.cursor.map(zeroize::Zeroizing::new);
         if !options.dry_run {
             self.keep_cursor(link.id, cursor.as_deref().map(Vec::as_slice))
                 .await?;
         }
+        let mut listing_sum = SetSum::default();
+        for meta in &listing.snapshot.items {
+            listing_sum.add(&self.listing_member(&meta.id, &meta.etag));
+        }
+        let settled = mark.is_some_and(|m| m.digest == self.mark_digest(link, listing_sum));
+        // A settled link's run has nothing to do. Debug builds plan it anyway and check that
+        // the plan is empty, so that every test that syncs twice checks the marks.
+        if settled && !cfg!(debug_assertions) {
+            return self
+                .record_settled(
+                    link,
+                    run_id,
+                    listing_sum.count(),
+                    progress,
+                    account,
+                    app_account,
+                )
+                .await;
+        }
+        let (state, hub, conflicts) = match loaded {
+            Some(loaded) => loaded,
+            None => tokio::join!(
+                store.link_state(ws, link.id),
+                store.hub_meta(ws),
+                store.conflicts(ws),
+            ),
+        };
+        let (state, hub, conflicts) = (state?, hub?, conflicts?);
         let listed: Vec<Listed> = listing
             .snapshot
             .items
@@ -472,6 +523,28 @@ impl Engine {
                     error,
                 })?;
         }
+        if settled {
+            debug_assert!(
+                the_plan.actions.is_empty() && the_plan.unchanged == listing_sum.count(),
+                "link {}: its mark says settled, but its plan has {} actions",
+                link.name,
+                the_plan.actions.len()
+            );
+            return self
+                .record_settled(
+                    link,
+                    run_id,
+                    listing_sum.count(),
+                    progress,
+                    account,
+                    app_account,
+                )
+                .await;
+        }
+        // Whether the state this run leaves, if every action goes through, is settled: its plan
+        // would be empty. Skips and conflicts come back every run; an unlinked contact may
+        // be pushed again.
+        let settles = the_plan.actions.iter().all(settles);
         if options.dry_run {
             return Ok(RunReport {
                 link: link.name.clone(),
@@ -483,6 +556,7 @@ impl Engine {
                 errors: Vec::new(),
                 plan: Some(the_plan),
                 listed,
+                settled: false,
                 account,
                 app_account,
             });
@@ -518,7 +592,10 @@ impl Engine {
             seq: 0,
             steps: 0,
             interrupt_at: options.interrupt_at,
+            listing: listing_sum,
         };
+        // The clocks as this run's own writes move them; `None` once another writer moved one.
+        let mut expect = Some(clocks);
         let total = the_plan.actions.len() as u64;
         let batch = options.batch.max(1);
         progress(0, total);
@@ -547,7 +624,18 @@ impl Engine {
                 return Err(endpoint_error(e));
             }
             let batch = std::mem::take(&mut ctx.batch);
-            store.apply_sync_batch(ws, link.id, run_id, &batch).await?;
+            let moved = store.apply_sync_batch(ws, link.id, run_id, &batch).await?;
+            expect = expect.and_then(|mut c| {
+                let step = |at: &mut i64, to: Option<i64>| match to {
+                    Some(to) if to != *at + 1 => false,
+                    Some(to) => {
+                        *at = to;
+                        true
+                    }
+                    None => true,
+                };
+                (step(&mut c.hub, moved.hub) && step(&mut c.link, moved.link)).then_some(c)
+            });
             if let Some(holder) = holder {
                 store.renew_link_claim(ws, link.id, holder, false).await?;
             }
@@ -567,6 +655,19 @@ impl Engine {
         .into();
         run_row.counts = serde_json::to_string(&ctx.counts).unwrap_or_else(|_| "{}".into());
         store.put_run(ws, &run_row).await?;
+        let c = &ctx.counts;
+        if let Some(clocks) = expect
+            && settles
+            && ctx.errors.is_empty()
+            && c.rejected == 0
+            && c.conflicts == 0
+        {
+            let mark = LinkMark {
+                clocks,
+                digest: self.mark_digest(link, ctx.listing),
+            };
+            store.put_link_mark(ws, link.id, Some(&mark)).await?;
+        }
         // This run's own writes would show as changes in the next listing: move the cursor past
         // them now (their etags are in the link state). Best effort: the old cursor stays valid.
         let wrote =
@@ -594,9 +695,74 @@ impl Engine {
             errors: ctx.errors,
             plan: None,
             listed: Vec::new(),
+            settled: false,
             account,
             app_account,
         })
+    }
+
+    /// Records the run of a settled link: nothing to do, every listed item unchanged.
+    async fn record_settled(
+        &self,
+        link: &LinkDef,
+        run_id: Option<RunId>,
+        unchanged: u64,
+        progress: Progress<'_>,
+        account: Option<sealsync_types::AccountId>,
+        app_account: Option<sealsync_types::AccountId>,
+    ) -> Result<RunReport, RunError> {
+        progress(0, 0);
+        let counts = Counts {
+            unchanged,
+            ..Counts::default()
+        };
+        let now = now_ms();
+        let run_id = run_id.unwrap_or_default();
+        let row = RunRow {
+            id: run_id,
+            link: link.id,
+            started_at: now,
+            ended_at: Some(now),
+            status: "ok".into(),
+            counts: serde_json::to_string(&counts).unwrap_or_else(|_| "{}".into()),
+        };
+        self.hub
+            .store()
+            .put_run(self.keys.workspace(), &row)
+            .await?;
+        tracing::info!(link = %link.name, run = %run_id, unchanged, "Link run finished: nothing changed since the last one.");
+        Ok(RunReport {
+            link: link.name.clone(),
+            run: Some(run_id),
+            counts,
+            errors: Vec::new(),
+            plan: None,
+            listed: Vec::new(),
+            settled: true,
+            account,
+            app_account,
+        })
+    }
+
+    /// A listed item as a member of the listing's [`SetSum`].
+    fn listing_member(&self, id: &RemoteId, etag: &Etag) -> [u8; 32] {
+        self.keys
+            .blind_index()
+            .member(id.as_str().as_bytes(), etag.as_str().as_bytes())
+    }
+
+    /// The digest a link's mark keeps: keyed, over the link's settings, its endpoint's and
+    /// the endpoint's listing.
+    fn mark_digest(&self, link: &LinkDef, listing: SetSum) -> [u8; 32] {
+        let settings = serde_json::to_string(&(&link.spec, &link.endpoint)).unwrap_or_default();
+        let mut text = format!(
+            "{}\u{1e}{}\u{1e}{settings}\u{1e}",
+            link.id, link.endpoint_id
+        );
+        for byte in listing.to_bytes() {
+            text.push_str(&format!("{byte:02x}"));
+        }
+        self.keys.blind_index().index(IndexKind::Remote, &text)
     }
 
     /// Runs links in order (pulling links first), then once more every pushing link that ran
@@ -781,6 +947,7 @@ impl Engine {
                     ctx.step()?;
                     match ctx.conn.update(&l.meta.id, &etag, &out).await {
                         Ok(meta) => {
+                            ctx.remote_wrote(self, Some(&l.meta), Some(&meta));
                             etag = meta.etag;
                             meta_id = meta.id;
                             bound_remote_mac =
@@ -858,6 +1025,7 @@ impl Engine {
                 let out = outbound(spec, current);
                 match ctx.conn.update(&l.meta.id, &l.meta.etag, &out).await {
                     Ok(meta) => {
+                        ctx.remote_wrote(self, Some(&l.meta), Some(&meta));
                         ctx.step()?;
                         let key = self.remote_key(ctx.link.id, &meta.id);
                         let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
@@ -873,6 +1041,7 @@ impl Engine {
                 let l = &listed[*remote];
                 match ctx.conn.delete(&l.meta.id, &l.meta.etag).await {
                     Ok(()) => {
+                        ctx.remote_wrote(self, Some(&l.meta), None);
                         ctx.step()?;
                         ctx.batch.forget.push(l.key);
                         ctx.counts.remote_deleted += 1;
@@ -923,6 +1092,7 @@ impl Engine {
                 let mut copy_key = l.key;
                 match ctx.conn.update(&l.meta.id, &etag, &copy_out).await {
                     Ok(meta) => {
+                        ctx.remote_wrote(self, Some(&l.meta), Some(&meta));
                         etag = meta.etag;
                         remote_mac = Hub::content_mac(&self.keys, &inbound_raw(spec, &copy_out));
                         copy_key = self.remote_key(ctx.link.id, &meta.id);
@@ -975,6 +1145,7 @@ impl Engine {
         let out = outbound(spec, current);
         match ctx.conn.create(&out).await {
             Ok(meta) => {
+                ctx.remote_wrote(self, None, Some(&meta));
                 ctx.step()?;
                 let key = self.remote_key(ctx.link.id, &meta.id);
                 let hub_mac = ctx.hub.get(&contact).map(|h| h.mac).unwrap_or_default();
@@ -1086,6 +1257,21 @@ impl Engine {
 }
 
 impl Ctx<'_> {
+    /// Follows an endpoint write in the listing's digest: `before` left, `after` came.
+    fn remote_wrote(
+        &mut self,
+        engine: &Engine,
+        before: Option<&ItemMeta>,
+        after: Option<&ItemMeta>,
+    ) {
+        if let Some(m) = before {
+            self.listing.remove(&engine.listing_member(&m.id, &m.etag));
+        }
+        if let Some(m) = after {
+            self.listing.add(&engine.listing_member(&m.id, &m.etag));
+        }
+    }
+
     fn step(&mut self) -> Result<(), RunError> {
         self.steps += 1;
         if self.interrupt_at == Some(self.steps) {
@@ -1194,6 +1380,19 @@ fn holder_gone(holder: &str) -> bool {
         && pid
             .parse::<u32>()
             .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Whether the state an action leaves, once done, needs nothing more of the next run. A skipped
+/// item and a queued conflict come back; keep-both writes a copy the next run reads back; a
+/// forgotten binding may leave a contact that a pushing link creates again.
+fn settles(a: &Action) -> bool {
+    !matches!(
+        a,
+        Action::Skip { .. }
+            | Action::Queue { .. }
+            | Action::KeepBoth { .. }
+            | Action::Forget { .. }
+    )
 }
 
 /// The hub contact an action must open, if any.

@@ -204,6 +204,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     "grants",
                     include_str!("../migrations/sqlite/0012_grants.sql"),
                 ),
+                migration(
+                    13,
+                    "marks",
+                    include_str!("../migrations/sqlite/0013_marks.sql"),
+                ),
             ],
             vec![migration(
                 1,
@@ -272,6 +277,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     12,
                     "grants",
                     include_str!("../migrations/postgres/0012_grants.sql"),
+                ),
+                migration(
+                    13,
+                    "marks",
+                    include_str!("../migrations/postgres/0013_marks.sql"),
                 ),
             ],
             vec![migration(
@@ -405,6 +415,8 @@ impl Store {
             "DELETE FROM contacts WHERE workspace_id = $1",
             "DELETE FROM link_state WHERE workspace_id = $1",
             "DELETE FROM link_cursors WHERE workspace_id = $1",
+            "DELETE FROM link_marks WHERE workspace_id = $1",
+            "DELETE FROM sync_clocks WHERE workspace_id = $1",
             "DELETE FROM hook_items WHERE workspace_id = $1",
             "DELETE FROM hook_receipts WHERE workspace_id = $1",
             "DELETE FROM webhook_deliveries WHERE workspace_id = $1",
@@ -492,6 +504,7 @@ impl Store {
         }
         let mut tx = self.data.begin().await.map_err(StoreError::db)?;
         self.write_contacts_in(&mut tx, ws, rows).await?;
+        self.bump_hub_clock(&mut tx, ws).await?;
         tx.commit().await.map_err(StoreError::db)?;
         Ok(())
     }
@@ -521,6 +534,7 @@ impl Store {
         }
         self.write_contacts_in(&mut tx, ws, std::slice::from_ref(row))
             .await?;
+        self.bump_hub_clock(&mut tx, ws).await?;
         tx.commit().await.map_err(StoreError::db)?;
         Ok(true)
     }

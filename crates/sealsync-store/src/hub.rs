@@ -445,7 +445,12 @@ impl Hub {
     }
 
     async fn commit_import(&self, session: &mut ImportSession) -> Result<(), StoreError> {
-        if let Some(open) = session.tx.take() {
+        if let Some(mut open) = session.tx.take() {
+            if open.written > 0 {
+                self.store
+                    .bump_hub_clock(&mut open.tx, session.workspace)
+                    .await?;
+            }
             open.tx.commit().await.map_err(StoreError::db)?;
         }
         Ok(())

@@ -31,8 +31,8 @@ pub use identity::{ApiKeyRow, ClientRow, SessionRow, TokenRow, UserRow};
 pub use outbox::{AttemptResult, DeliveryRow, DeliveryState, OutboxChange};
 pub use sealed::{SealedField, SealedValue};
 pub use sync::{
-    AccountRow, ConflictRow, EndpointRow, EventRow, HubMeta, LinkRow, RunRow, StateRow, SyncBatch,
-    config_ref, now_ms,
+    AccountRow, Clocks, ConflictRow, EndpointRow, EventRow, HubMeta, LinkMark, LinkRow, Moved,
+    RunRow, StateRow, SyncBatch, config_ref, now_ms,
 };
 
 use sealsync_crypto::KeyError;

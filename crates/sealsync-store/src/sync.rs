@@ -108,6 +108,34 @@ pub struct AccountRow {
     pub status: Option<String>,
 }
 
+/// The change clocks a link's plan depends on: the workspace's hub clock and the link's own.
+/// Each moves by one with every transaction that changes what it covers (hub contacts; the
+/// link's state and conflicts), in that transaction. Zero until the first such change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Clocks {
+    pub hub: i64,
+    pub link: i64,
+}
+
+/// The clocks a transaction moved: the value each has now, `None` for one it left alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    pub hub: Option<i64>,
+    pub link: Option<i64>,
+}
+
+/// What a link's last run left settled: the clocks as of that state, and a keyed digest of the
+/// link's configuration and its endpoint's listing. While all three are unchanged, a run of the
+/// link has nothing to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkMark {
+    pub clocks: Clocks,
+    pub digest: [u8; 32],
+}
+
+/// The clock scope of a workspace's hub contacts (a link's is its id).
+const HUB_SCOPE: &[u8] = &[];
+
 /// Everything one batch of sync actions writes, committed together.
 #[derive(Debug, Default)]
 pub struct SyncBatch {
@@ -121,6 +149,14 @@ pub struct SyncBatch {
 }
 
 impl SyncBatch {
+    /// Whether the batch changes the link's state or its conflicts.
+    fn moves_link(&self) -> bool {
+        !(self.forget.is_empty()
+            && self.upserts.is_empty()
+            && self.open_conflicts.is_empty()
+            && self.close_conflicts.is_empty())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.contacts.is_empty()
             && self.forget.is_empty()
@@ -395,6 +431,8 @@ impl Store {
             "DELETE FROM link_locks WHERE workspace_id = $1 AND link_id = $2",
             "DELETE FROM link_state WHERE workspace_id = $1 AND link_id = $2",
             "DELETE FROM link_cursors WHERE workspace_id = $1 AND id = $2",
+            "DELETE FROM link_marks WHERE workspace_id = $1 AND link_id = $2",
+            "DELETE FROM sync_clocks WHERE workspace_id = $1 AND scope = $2",
             "DELETE FROM conflicts WHERE workspace_id = $1 AND link_id = $2",
             "DELETE FROM links WHERE workspace_id = $1 AND id = $2",
         ] {
@@ -497,9 +535,9 @@ impl Store {
         link: LinkId,
         run: RunId,
         batch: &SyncBatch,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Moved, StoreError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Moved::default());
         }
         let _turn = self.write_turn().await;
         let mut tx = self.data.begin().await.map_err(StoreError::db)?;
@@ -607,10 +645,124 @@ impl Store {
             .await
             .map_err(StoreError::db)?;
         }
-        tx.commit().await.map_err(StoreError::db)
+        // Last, so that on PostgreSQL the clock rows stay locked only until the commit.
+        let mut moved = Moved::default();
+        if !batch.contacts.is_empty() {
+            moved.hub = Some(self.bump_hub_clock(&mut tx, ws).await?);
+        }
+        if batch.moves_link() {
+            moved.link = Some(self.bump_clock(&mut tx, ws, link.as_bytes()).await?);
+        }
+        tx.commit().await.map_err(StoreError::db)?;
+        Ok(moved)
     }
 
-    /// Writes contacts and replaces their index entries inside a transaction.
+    /// Moves a clock of `ws` by one inside `tx` and returns its new value. Call it just before
+    /// the commit: on PostgreSQL the clock's row stays locked until then.
+    pub(crate) async fn bump_clock(
+        &self,
+        tx: &mut AnyConnection,
+        ws: WorkspaceId,
+        scope: &[u8],
+    ) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "INSERT INTO sync_clocks (workspace_id, scope, n) VALUES ($1, $2, 1) \
+             ON CONFLICT (workspace_id, scope) DO UPDATE SET n = sync_clocks.n + 1 RETURNING n",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(scope.to_vec())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::db)
+    }
+
+    /// Moves the hub clock of `ws`: every transaction that writes hub contacts
+    /// ([`Store::write_contacts_in`]) calls it before its commit.
+    pub(crate) async fn bump_hub_clock(
+        &self,
+        tx: &mut AnyConnection,
+        ws: WorkspaceId,
+    ) -> Result<i64, StoreError> {
+        self.bump_clock(tx, ws, HUB_SCOPE).await
+    }
+
+    /// The hub's and `link`'s clocks now.
+    pub async fn clocks(&self, ws: WorkspaceId, link: LinkId) -> Result<Clocks, StoreError> {
+        let rows = sqlx::query(
+            "SELECT scope, n FROM sync_clocks WHERE workspace_id = $1 AND scope IN ($2, $3)",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(HUB_SCOPE.to_vec())
+        .bind(b(link.as_bytes()))
+        .fetch_all(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        let mut clocks = Clocks::default();
+        for r in &rows {
+            let n: i64 = get(r, "n")?;
+            if get::<Vec<u8>>(r, "scope")?.is_empty() {
+                clocks.hub = n;
+            } else {
+                clocks.link = n;
+            }
+        }
+        Ok(clocks)
+    }
+
+    /// The mark `link`'s last settled run left, if any.
+    pub async fn link_mark(
+        &self,
+        ws: WorkspaceId,
+        link: LinkId,
+    ) -> Result<Option<LinkMark>, StoreError> {
+        let row = sqlx::query(
+            "SELECT hub_clock, link_clock, digest FROM link_marks WHERE workspace_id = $1 AND link_id = $2",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(b(link.as_bytes()))
+        .fetch_optional(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        row.map(|r| {
+            Ok(LinkMark {
+                clocks: Clocks {
+                    hub: get(&r, "hub_clock")?,
+                    link: get(&r, "link_clock")?,
+                },
+                digest: to32(&get::<Vec<u8>>(&r, "digest")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Keeps `link`'s mark, or forgets it.
+    pub async fn put_link_mark(
+        &self,
+        ws: WorkspaceId,
+        link: LinkId,
+        mark: Option<&LinkMark>,
+    ) -> Result<(), StoreError> {
+        let q = match mark {
+            Some(m) => sqlx::query(
+                "INSERT INTO link_marks (workspace_id, link_id, hub_clock, link_clock, digest) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, link_id) DO UPDATE SET \
+                 hub_clock = excluded.hub_clock, link_clock = excluded.link_clock, digest = excluded.digest",
+            )
+            .bind(b(ws.as_bytes()))
+            .bind(b(link.as_bytes()))
+            .bind(m.clocks.hub)
+            .bind(m.clocks.link)
+            .bind(m.digest.to_vec()),
+            None => sqlx::query("DELETE FROM link_marks WHERE workspace_id = $1 AND link_id = $2")
+                .bind(b(ws.as_bytes()))
+                .bind(b(link.as_bytes())),
+        };
+        q.execute(&self.data).await.map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    /// Writes contacts and replaces their index entries inside a transaction. The caller moves
+    /// the hub clock ([`Store::bump_hub_clock`]) before it commits.
     ///
     /// A contact given twice is written once, as the last of them. New contacts (version 1)
     /// are inserted with conflicts ignored (on SQLite `INSERT OR IGNORE`: a statement that
@@ -929,15 +1081,23 @@ impl Store {
         id: ConflictId,
         resolution: &str,
     ) -> Result<bool, StoreError> {
-        let r =
-            sqlx::query("UPDATE conflicts SET resolution = $1 WHERE workspace_id = $2 AND id = $3")
-                .bind(resolution.to_owned())
-                .bind(b(ws.as_bytes()))
-                .bind(b(id.as_bytes()))
-                .execute(&self.data)
-                .await
-                .map_err(StoreError::db)?;
-        Ok(r.rows_affected() > 0)
+        let mut tx = self.data.begin().await.map_err(StoreError::db)?;
+        let link: Option<Vec<u8>> = sqlx::query_scalar(
+            "UPDATE conflicts SET resolution = $1 WHERE workspace_id = $2 AND id = $3 RETURNING link_id",
+        )
+        .bind(resolution.to_owned())
+        .bind(b(ws.as_bytes()))
+        .bind(b(id.as_bytes()))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::db)?;
+        let Some(link) = link else {
+            return Ok(false);
+        };
+        // The link's next run must look again.
+        self.bump_clock(&mut tx, ws, &link).await?;
+        tx.commit().await.map_err(StoreError::db)?;
+        Ok(true)
     }
 }
 

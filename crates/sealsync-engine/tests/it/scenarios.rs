@@ -637,3 +637,90 @@ async fn a_uid_match_wins_over_another_items_email_match() {
     assert_eq!(vdir(&a), hub);
     assert_eq!(vdir(&b), hub);
 }
+
+/// A link whose last run left nothing to do is not planned again (its run is recorded as
+/// settled) until something its plan reads changes: a file of its folder, the hub, its
+/// settings. Every run that follows a change carries the change.
+#[tokio::test]
+async fn a_settled_link_is_planned_again_only_after_a_change() {
+    let w = world().await;
+    let a = w.vdir_link("a", both(ConflictPolicy::Newest)).await;
+    let b = w
+        .vdir_link(
+            "b",
+            LinkSpec {
+                direction: Direction::Push,
+                ..LinkSpec::default()
+            },
+        )
+        .await;
+    for i in 1..=10 {
+        let uid = format!("p{i}");
+        put(
+            &a,
+            &format!("{uid}.vcf"),
+            &card(&uid, &uid, &format!("{uid}@example.org"), ""),
+        );
+    }
+    let settled = async |name: &str| {
+        let r = w.sync(name).await;
+        (
+            r.settled,
+            r.counts.created,
+            r.counts.updated,
+            r.counts.deleted,
+            r.counts.unchanged,
+        )
+    };
+    assert_eq!(settled("a").await, (false, 10, 0, 0, 0));
+    assert_eq!(settled("b").await, (false, 10, 0, 0, 0));
+    // Runs that carried changes left their links settled.
+    assert_eq!(settled("a").await, (true, 0, 0, 0, 10));
+    assert_eq!(settled("b").await, (true, 0, 0, 0, 10));
+
+    // An edit in a's folder: a pulls it; the hub moved, so b pushes it.
+    put(&a, "p1.vcf", &card("p1", "p1", "p1@example.org", "edited"));
+    assert_eq!(settled("a").await, (false, 0, 1, 0, 9));
+    assert_eq!(settled("b").await, (false, 0, 1, 0, 9));
+    assert_eq!(settled("a").await, (true, 0, 0, 0, 10));
+    assert_eq!(settled("b").await, (true, 0, 0, 0, 10));
+    assert_eq!(vdir(&b)["p1"].note, "edited");
+
+    // An edit in place, same size, only the modification time moved.
+    let p2 = a.join("p2.vcf");
+    let text = std::fs::read_to_string(&p2)
+        .unwrap()
+        .replace("FN:p2", "FN:q2");
+    std::fs::write(&p2, text).unwrap();
+    touch_future(&p2, 5);
+    assert_eq!(settled("a").await, (false, 0, 1, 0, 9));
+    assert_eq!(settled("b").await, (false, 0, 1, 0, 9));
+    assert_eq!(vdir(&b)["p2"].name, "q2");
+
+    // A file removed from b's folder comes back; a file of b's own stays and is counted.
+    std::fs::remove_file(file_of(&b, "p3")).unwrap();
+    put(&b, "own.vcf", &card("own", "Own", "own@example.net", ""));
+    assert_eq!(settled("b").await, (false, 1, 0, 0, 10));
+    assert_eq!(settled("b").await, (true, 0, 0, 0, 11));
+
+    // The hub changed through another link.
+    let c = w.vdir_link("c", both(ConflictPolicy::Newest)).await;
+    put(&c, "p11.vcf", &card("p11", "p11", "p11@example.org", ""));
+    assert_eq!(settled("c").await, (false, 11, 0, 0, 0));
+    assert_eq!(settled("a").await, (false, 1, 0, 0, 10));
+    assert_eq!(settled("b").await, (false, 1, 0, 0, 11));
+    assert!(settled("a").await.0);
+
+    // A deletion in a's folder.
+    std::fs::remove_file(a.join("p4.vcf")).unwrap();
+    assert_eq!(settled("a").await, (false, 0, 0, 1, 10));
+    assert_eq!(settled("b").await, (false, 0, 0, 1, 11));
+    assert!(!w.hub().await.contains_key("p4"));
+
+    // New settings are planned with.
+    let mut spec = w.def("b").await.spec;
+    spec.drop = vec!["NOTE".into()];
+    w.engine.put_link("b", "b", &spec, false).await.unwrap();
+    assert_eq!(settled("b").await, (false, 0, 0, 0, 11));
+    assert_eq!(settled("b").await, (true, 0, 0, 0, 11));
+}

@@ -80,4 +80,5 @@ both!(
     master_key_rotation_rewraps_every_key,
     import_batches_see_earlier_uncommitted_ones,
     new_rows_with_taken_ids_are_upserted,
+    change_clocks_move_with_every_write,
 );

@@ -713,3 +713,144 @@ pub async fn new_rows_with_taken_ids_are_upserted(config: StoreConfig, dir: &Pat
     assert_eq!(found_by_email(&corpus[1]).await, 0);
     assert_eq!(found_by_email(&corpus[2]).await, 1);
 }
+
+/// Every write a link's plan reads moves a change clock in its own transaction: hub contacts
+/// (API writes, imports, sync batches) the workspace's hub clock; a link's state and conflicts
+/// (sync batches, decisions) that link's clock. A link's mark is kept and goes with its link.
+pub async fn change_clocks_move_with_every_write(config: StoreConfig, dir: &Path, _db: Db) {
+    use sealsync_store::{Clocks, ConflictRow, EventRow, LinkMark, Moved, StateRow, SyncBatch};
+    use sealsync_types::{ConflictId, ContactId, LinkId, RunId};
+
+    let hub = hub_on(&config, dir).await;
+    let (workspace, _) = hub.ensure_workspace(&ws()).await.unwrap();
+    let (_, keys) = hub.open_workspace(&ws()).await.unwrap();
+    let store = hub.store();
+    let ws = workspace.id;
+    let (link, other) = (LinkId::new(), LinkId::new());
+    let clocks = async |link| store.clocks(ws, link).await.unwrap();
+    let at = |hub, link| Clocks { hub, link };
+    assert_eq!(clocks(link).await, at(0, 0));
+
+    let people: Vec<Contact> = corpus().into_iter().take(3).collect();
+    let id = ContactId::new();
+    let row = |c: &Contact, version| {
+        Hub::seal_row(&keys, id, version, &Hub::prepare(&keys, c.clone(), None), 1).unwrap()
+    };
+    store
+        .write_contacts(ws, &[row(&people[0], 1)])
+        .await
+        .unwrap();
+    assert_eq!(clocks(link).await, at(1, 0), "an API write");
+    assert!(
+        store
+            .write_contact_if_version(ws, &row(&people[1], 2), 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(clocks(link).await, at(2, 0), "a conditional write");
+
+    let mut session = ImportSession::new(ws, ImportOptions::default());
+    hub.import_into(&keys, &mut session, people.clone())
+        .await
+        .unwrap();
+    hub.flush_import(&mut session).await.unwrap();
+    assert_eq!(clocks(link).await, at(3, 0), "an import, once per commit");
+    let mut session = ImportSession::new(ws, ImportOptions::default());
+    hub.import_into(&keys, &mut session, people.clone())
+        .await
+        .unwrap();
+    hub.flush_import(&mut session).await.unwrap();
+    assert_eq!(clocks(link).await, at(3, 0), "an import that wrote nothing");
+
+    let state = StateRow {
+        remote_key: [7; 32],
+        contact: id,
+        etag: "e1".into(),
+        remote_mac: [1; 32],
+        hub_mac: [2; 32],
+    };
+    let batch = SyncBatch {
+        contacts: vec![row(&people[2], 3)],
+        upserts: vec![state],
+        ..SyncBatch::default()
+    };
+    let run = RunId::new();
+    let moved = store.apply_sync_batch(ws, link, run, &batch).await.unwrap();
+    assert_eq!(
+        moved,
+        Moved {
+            hub: Some(4),
+            link: Some(1)
+        }
+    );
+    let events = SyncBatch {
+        events: vec![EventRow {
+            seq: 1,
+            action: "rejected".into(),
+            contact: None,
+            detail: None,
+            at: 1,
+        }],
+        ..SyncBatch::default()
+    };
+    let moved = store
+        .apply_sync_batch(ws, link, run, &events)
+        .await
+        .unwrap();
+    assert_eq!(
+        moved,
+        Moved::default(),
+        "events alone change nothing a plan reads"
+    );
+    let conflict = ConflictRow {
+        id: ConflictId::new(),
+        link,
+        contact: id,
+        kind: "both-changed".into(),
+        resolution: None,
+        created_at: 1,
+    };
+    let queued = SyncBatch {
+        open_conflicts: vec![conflict.clone()],
+        ..SyncBatch::default()
+    };
+    let moved = store
+        .apply_sync_batch(ws, link, run, &queued)
+        .await
+        .unwrap();
+    assert_eq!(moved.link, Some(2));
+    assert!(
+        store
+            .resolve_conflict(ws, conflict.id, "hub")
+            .await
+            .unwrap()
+    );
+    assert_eq!(clocks(link).await, at(4, 3), "a decision");
+    assert!(
+        !store
+            .resolve_conflict(ws, ConflictId::new(), "hub")
+            .await
+            .unwrap()
+    );
+    assert_eq!(clocks(link).await, at(4, 3));
+    assert_eq!(clocks(other).await, at(4, 0), "each link has its own clock");
+
+    let mark = LinkMark {
+        clocks: at(4, 3),
+        digest: [9; 32],
+    };
+    assert_eq!(store.link_mark(ws, link).await.unwrap(), None);
+    store.put_link_mark(ws, link, Some(&mark)).await.unwrap();
+    assert_eq!(store.link_mark(ws, link).await.unwrap(), Some(mark.clone()));
+    assert_eq!(store.link_mark(ws, other).await.unwrap(), None);
+    store.put_link_mark(ws, link, None).await.unwrap();
+    assert_eq!(store.link_mark(ws, link).await.unwrap(), None);
+    store.put_link_mark(ws, link, Some(&mark)).await.unwrap();
+    store.delete_link(ws, link).await.unwrap();
+    assert_eq!(store.link_mark(ws, link).await.unwrap(), None);
+    assert_eq!(
+        clocks(link).await,
+        at(4, 0),
+        "a deleted link's clock goes with it"
+    );
+}
