@@ -55,13 +55,14 @@ pub(crate) fn io_error(path: &Path, e: &std::io::Error) -> ConnectorError {
 /// A file's etag: inode, modification time (ns) and size. An atomic rename changes the inode,
 /// an in-place edit the time or size.
 pub(crate) fn file_etag(meta: &std::fs::Metadata) -> (sealsync_connector::Etag, Option<i64>) {
+    use std::fmt::Write as _;
     use std::os::unix::fs::MetadataExt as _;
     let ns = meta
         .mtime()
         .saturating_mul(1_000_000_000)
         .saturating_add(meta.mtime_nsec());
-    (
-        sealsync_connector::Etag::new(format!("{:x}-{:x}-{:x}", meta.ino(), ns, meta.len())),
-        Some(ns / 1_000_000),
-    )
+    // Sized once: a listing makes one per file.
+    let mut etag = String::with_capacity(48);
+    let _ = write!(etag, "{:x}-{:x}-{:x}", meta.ino(), ns, meta.len());
+    (sealsync_connector::Etag::new(etag), Some(ns / 1_000_000))
 }

@@ -361,6 +361,7 @@ impl Engine {
 
         // 1. What is there now, on both sides. The change clocks are read before anything
         // they cover, so that a mark recorded with them never claims a later state.
+        let began = std::time::Instant::now();
         let earlier = self.open_cursor(link.id).await?;
         let from = earlier.as_deref().map(Vec::as_slice);
         let clocks = store.clocks(ws, link.id).await?;
@@ -399,6 +400,7 @@ impl Engine {
             listing_sum.add(&self.listing_member(&meta.id, &meta.etag));
         }
         let settled = mark.is_some_and(|m| m.digest == self.mark_digest(link, listing_sum));
+        let listed_in = began.elapsed();
         // A settled link's run has nothing to do. Debug builds plan it anyway and check that
         // the plan is empty, so that every test that syncs twice checks the marks.
         if settled && !cfg!(debug_assertions) {
@@ -422,6 +424,7 @@ impl Engine {
             ),
         };
         let (state, hub, conflicts) = (state?, hub?, conflicts?);
+        let loaded_in = began.elapsed();
         let listed: Vec<Listed> = listing
             .snapshot
             .items
@@ -515,6 +518,15 @@ impl Engine {
             queued: &queued,
         };
         let the_plan = plan(&input);
+        tracing::debug!(
+            link = %link.name,
+            listed = listing_sum.count(),
+            listed_ms = listed_in.as_millis(),
+            loaded_ms = loaded_in.as_millis(),
+            planned_ms = began.elapsed().as_millis(),
+            actions = the_plan.actions.len(),
+            "Link run planned."
+        );
         if !options.allow_mass_delete {
             the_plan
                 .check_guard(&link.spec, listed.len())
