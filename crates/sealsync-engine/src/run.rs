@@ -403,17 +403,19 @@ impl Engine {
         let listed_in = began.elapsed();
         // A settled link's run has nothing to do. Debug builds plan it anyway and check that
         // the plan is empty, so that every test that syncs twice checks the marks.
+        let settled_run = async || {
+            self.record_settled(
+                link,
+                run_id,
+                listing_sum.count(),
+                progress,
+                account,
+                app_account,
+            )
+            .await
+        };
         if settled && !cfg!(debug_assertions) {
-            return self
-                .record_settled(
-                    link,
-                    run_id,
-                    listing_sum.count(),
-                    progress,
-                    account,
-                    app_account,
-                )
-                .await;
+            return settled_run().await;
         }
         let (state, hub, conflicts) = match loaded {
             Some(loaded) => loaded,
@@ -542,16 +544,7 @@ impl Engine {
                 link.name,
                 the_plan.actions.len()
             );
-            return self
-                .record_settled(
-                    link,
-                    run_id,
-                    listing_sum.count(),
-                    progress,
-                    account,
-                    app_account,
-                )
-                .await;
+            return settled_run().await;
         }
         // Whether the state this run leaves, if every action goes through, is settled: its plan
         // would be empty. Skips and conflicts come back every run; an unlinked contact may
