@@ -2,10 +2,13 @@
 //! is the file's inode, modification time and size, so listing needs no reads.
 //!
 //! New files are named after the contact's UID when it is a safe file name, else a fresh UUID;
-//! a create never replaces an existing file (hard link of a finished temporary file), an update
-//! replaces the file by rename. Hidden files and other extensions are ignored.
+//! a create never replaces an existing file (hard link of a finished file that had no name: an
+//! unnamed `O_TMPFILE` where the filesystem has them, else a temporary file in a hidden staging
+//! folder), an update replaces the file by rename. Hidden files and other extensions are ignored.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use sealsync_connector::{
@@ -16,6 +19,9 @@ use sealsync_contact::vcard::{VcardVersion, read_all, to_vcard};
 
 use crate::{file_etag, io_error};
 
+/// A written file without a name yet, with its etag and modification time.
+type Unnamed = (std::fs::File, Etag, Option<i64>);
+
 /// The hidden folder where files are written before they are moved into place.
 const STAGING: &str = ".sealsync-staging";
 
@@ -25,6 +31,9 @@ pub struct Vdir {
     dir: PathBuf,
     version: VcardVersion,
     sync: bool,
+    /// Whether new files start unnamed (`O_TMPFILE`, linked by `/proc/self/fd`); turned off
+    /// for good the first time the filesystem refuses one.
+    unnamed: Arc<AtomicBool>,
 }
 
 impl Vdir {
@@ -41,6 +50,7 @@ impl Vdir {
             dir: dir.to_owned(),
             version,
             sync: false,
+            unnamed: Arc::new(AtomicBool::new(Path::new("/proc/self/fd").is_dir())),
         })
     }
 
@@ -48,6 +58,16 @@ impl Vdir {
     /// loss, not only a crash of sealsync).
     pub fn with_fsync(mut self, sync: bool) -> Self {
         self.sync = sync;
+        self
+    }
+
+    /// Whether new files may start unnamed (`O_TMPFILE`, the default where the system has
+    /// them); off, every new file is staged in the hidden staging folder first.
+    pub fn with_unnamed_files(self, on: bool) -> Self {
+        self.unnamed.store(
+            on && self.unnamed.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         self
     }
 
@@ -82,6 +102,66 @@ impl Vdir {
                 Err(io_error(&tmp, &e))
             }
         }
+    }
+
+    /// Writes `bytes` to a new file of the folder that has no name yet (`O_TMPFILE`): a crash
+    /// before it is linked leaves nothing behind, and it costs no staging file to remove.
+    /// `None` where the filesystem has no unnamed files: the caller stages instead.
+    fn write_unnamed(&self, bytes: &[u8]) -> Option<Result<Unnamed, ConnectorError>> {
+        use rustix::fs::{CWD, Mode, OFlags};
+        use rustix::io::Errno;
+        use std::io::Write as _;
+        if !self.unnamed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(CWD, &self.dir, flags, Mode::from_raw_mode(0o666)) {
+            Ok(fd) => fd,
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOSYS) => {
+                self.unnamed.store(false, Ordering::Relaxed);
+                return None;
+            }
+            Err(e) => return Some(Err(io_error(&self.dir, &e.into()))),
+        };
+        let mut file = std::fs::File::from(fd);
+        let written = (|| {
+            file.write_all(bytes)?;
+            if self.sync {
+                file.sync_all()?;
+            }
+            file.metadata()
+        })();
+        Some(match written {
+            Ok(meta) => {
+                let (etag, modified) = file_etag(&meta);
+                Ok((file, etag, modified))
+            }
+            Err(e) => Err(io_error(&self.dir, &e)),
+        })
+    }
+
+    /// Gives a finished file the name `base`, or `base-2`, `base-3`… when taken: `link`
+    /// makes the name and fails when it exists, so a create never replaces a file.
+    fn name_new(
+        &self,
+        base: &str,
+        link: impl Fn(&Path) -> std::io::Result<()>,
+    ) -> Result<RemoteId, ConnectorError> {
+        let mut name = base.to_owned();
+        for attempt in 0..100 {
+            let path = self.dir.join(&name);
+            match link(&path) {
+                Ok(()) => return RemoteId::parse(&name),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    name = format!("{}-{}.vcf", base.trim_end_matches(".vcf"), attempt + 2);
+                }
+                Err(e) => return Err(io_error(&path, &e)),
+            }
+        }
+        Err(ConnectorError::Unavailable(format!(
+            "{}: no free file name for a new contact",
+            self.dir.display()
+        )))
     }
 
     fn path(&self, id: &RemoteId) -> Result<PathBuf, ConnectorError> {
@@ -249,38 +329,33 @@ impl Source for Vdir {
 #[async_trait]
 impl Destination for Vdir {
     async fn create(&self, contact: &Contact) -> Result<ItemMeta, ConnectorError> {
+        use std::os::fd::AsRawFd as _;
         let text = to_vcard(contact, self.version);
         let base = file_name_for(contact);
-        let (tmp, etag, modified_ms) = self.stage(text.as_bytes())?;
-        let mut name = base.clone();
-        let mut result = Err(ConnectorError::Unavailable(format!(
-            "{}: no free file name for a new contact",
-            self.dir.display()
-        )));
-        for attempt in 0..100 {
-            let path = self.dir.join(&name);
-            // A hard link never replaces an existing file: a create cannot clobber. The link
-            // is the same inode with the same modification time, so the etag is the staged one.
-            match std::fs::hard_link(&tmp, &path) {
-                Ok(()) => {
-                    result = Ok(ItemMeta {
-                        id: RemoteId::parse(&name)?,
-                        etag,
-                        modified_ms,
-                    });
-                    break;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    name = format!("{}-{}.vcf", base.trim_end_matches(".vcf"), attempt + 2);
-                }
-                Err(e) => {
-                    result = Err(io_error(&path, &e));
-                    break;
-                }
-            }
+        // The link is the same inode with the same modification time, so the etag is the
+        // written file's.
+        if let Some(unnamed) = self.write_unnamed(text.as_bytes()) {
+            let (file, etag, modified_ms) = unnamed?;
+            let from = format!("/proc/self/fd/{}", file.as_raw_fd());
+            let id = self.name_new(&base, |to| {
+                use rustix::fs::{AtFlags, CWD};
+                rustix::fs::linkat(CWD, from.as_str(), CWD, to, AtFlags::SYMLINK_FOLLOW)
+                    .map_err(std::io::Error::from)
+            })?;
+            return Ok(ItemMeta {
+                id,
+                etag,
+                modified_ms,
+            });
         }
+        let (tmp, etag, modified_ms) = self.stage(text.as_bytes())?;
+        let id = self.name_new(&base, |to| std::fs::hard_link(&tmp, to));
         let _ = std::fs::remove_file(&tmp);
-        result
+        Ok(ItemMeta {
+            id: id?,
+            etag,
+            modified_ms,
+        })
     }
 
     async fn update(

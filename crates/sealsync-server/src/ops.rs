@@ -806,7 +806,7 @@ pub async fn start_run(
         .await;
     let options = RunOptions {
         allow_mass_delete: body.0.allow_mass_delete,
-        batch: 500,
+        batch: sealsync_engine::DEFAULT_BATCH,
         ..RunOptions::default()
     };
     let (run_id, store) = (row.id, state.hub().store().clone());

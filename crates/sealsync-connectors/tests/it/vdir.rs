@@ -5,13 +5,37 @@ use sealsync_contact::VcardVersion;
 
 #[tokio::test]
 async fn vdir_passes_the_compliance_suite() {
-    for version in [VcardVersion::V4, VcardVersion::V3] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("book");
-        compliance::run(|| async { Vdir::open(&path, version) }, Fidelity::Full)
-            .await
-            .unwrap();
+    // New files unnamed until complete (`O_TMPFILE`), and staged (where there are none).
+    for unnamed in [true, false] {
+        for version in [VcardVersion::V4, VcardVersion::V3] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("book");
+            let open = || async { Ok(Vdir::open(&path, version)?.with_unnamed_files(unnamed)) };
+            compliance::run(open, Fidelity::Full).await.unwrap();
+        }
     }
+}
+
+#[tokio::test]
+async fn a_large_vdir_is_listed_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut names: Vec<String> = (0..9000).map(|i| format!("c{i}.vcf")).collect();
+    for name in &names {
+        std::fs::write(dir.path().join(name), name).unwrap();
+    }
+    std::fs::create_dir(dir.path().join("folder.vcf")).unwrap();
+    let v = Vdir::open(dir.path(), VcardVersion::V4).unwrap();
+    let mut listed: Vec<String> = v
+        .list()
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|m| m.id.to_string())
+        .collect();
+    listed.sort();
+    names.sort();
+    assert_eq!(listed, names);
 }
 
 #[tokio::test]
@@ -30,24 +54,34 @@ async fn vdir_ignores_hidden_and_foreign_files_and_reports_bad_ones() {
 
 #[tokio::test]
 async fn vdir_create_never_replaces_a_file_with_the_same_uid() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = Vdir::open(dir.path(), VcardVersion::V4).unwrap();
-    let c = &compliance::sample_contacts()[0];
-    let a = v.create(c).await.unwrap();
-    let b = v.create(c).await.unwrap();
-    assert_ne!(a.id, b.id);
-    assert_eq!(v.list().await.unwrap().items.len(), 2);
-    // No temporary files are left behind.
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(
-        names.iter().all(|n| !n.to_string_lossy().ends_with(".tmp")),
-        "{names:?}"
-    );
-    let staged = std::fs::read_dir(dir.path().join(".sealsync-staging"))
-        .unwrap()
-        .count();
-    assert_eq!(staged, 0);
+    for unnamed in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vdir::open(dir.path(), VcardVersion::V4)
+            .unwrap()
+            .with_unnamed_files(unnamed);
+        let c = &compliance::sample_contacts()[0];
+        let a = v.create(c).await.unwrap();
+        let b = v.create(c).await.unwrap();
+        assert_ne!(a.id, b.id);
+        assert_eq!(v.list().await.unwrap().items.len(), 2);
+        // No temporary files are left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.to_string_lossy().ends_with(".tmp")),
+            "{names:?}"
+        );
+        let staged = std::fs::read_dir(dir.path().join(".sealsync-staging"))
+            .map(Iterator::count)
+            .unwrap_or(0);
+        assert_eq!(staged, 0);
+        // The etag a create answers is the one the listing shows.
+        let listed = v.list().await.unwrap().items;
+        for made in [&a, &b] {
+            let seen = listed.iter().find(|m| m.id == made.id).unwrap();
+            assert_eq!(seen.etag, made.etag);
+        }
+    }
 }

@@ -174,7 +174,7 @@ async fn demo(ctx: &Context, engine: Engine) -> anyhow::Result<String> {
 
 async fn sync_all(engine: &Engine) -> anyhow::Result<Vec<RunReport>> {
     let options = RunOptions {
-        batch: 500,
+        batch: sealsync_engine::DEFAULT_BATCH,
         ..RunOptions::default()
     };
     let defs: Vec<_> = engine

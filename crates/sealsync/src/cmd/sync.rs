@@ -29,7 +29,7 @@ pub struct SyncArgs {
     #[arg(long, value_name = "W")]
     pub workspace: Option<String>,
     /// Actions per transaction.
-    #[arg(long, default_value_t = 500, hide = true)]
+    #[arg(long, default_value_t = sealsync_engine::DEFAULT_BATCH, hide = true)]
     pub batch: usize,
 }
 
