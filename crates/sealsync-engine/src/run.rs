@@ -62,7 +62,7 @@ pub struct LinkDef {
 /// Actions per transaction of a link run, unless a caller needs smaller ones (webhook groups
 /// that answer a sender). Each commit writes every page it touched; random keys (blind
 /// indexes, link state) touch many, so fewer, larger commits write far less.
-pub const DEFAULT_BATCH: usize = 2000;
+pub const DEFAULT_BATCH: usize = 1000;
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
