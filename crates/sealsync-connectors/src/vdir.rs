@@ -75,7 +75,6 @@ impl Vdir {
     /// rename or link into place stays on one filesystem, and apart from the contacts so that
     /// staging does not cost a search of a large folder). Returns its path and etag.
     fn stage(&self, bytes: &[u8]) -> Result<(PathBuf, Etag, Option<i64>), ConnectorError> {
-        use std::io::Write as _;
         let staging = self.dir.join(STAGING);
         let tmp = staging.join(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
         let written = (|| {
@@ -86,17 +85,10 @@ impl Vdir {
                 }
                 other => other?,
             };
-            f.write_all(bytes)?;
-            if self.sync {
-                f.sync_all()?;
-            }
-            f.metadata()
+            self.fill(&mut f, bytes)
         })();
         match written {
-            Ok(meta) => {
-                let (etag, modified) = file_etag(&meta);
-                Ok((tmp, etag, modified))
-            }
+            Ok((etag, modified)) => Ok((tmp, etag, modified)),
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 Err(io_error(&tmp, &e))
@@ -110,7 +102,6 @@ impl Vdir {
     fn write_unnamed(&self, bytes: &[u8]) -> Option<Result<Unnamed, ConnectorError>> {
         use rustix::fs::{CWD, Mode, OFlags};
         use rustix::io::Errno;
-        use std::io::Write as _;
         if !self.unnamed.load(Ordering::Relaxed) {
             return None;
         }
@@ -124,20 +115,21 @@ impl Vdir {
             Err(e) => return Some(Err(io_error(&self.dir, &e.into()))),
         };
         let mut file = std::fs::File::from(fd);
-        let written = (|| {
-            file.write_all(bytes)?;
-            if self.sync {
-                file.sync_all()?;
-            }
-            file.metadata()
-        })();
-        Some(match written {
-            Ok(meta) => {
-                let (etag, modified) = file_etag(&meta);
-                Ok((file, etag, modified))
-            }
+        Some(match self.fill(&mut file, bytes) {
+            Ok((etag, modified)) => Ok((file, etag, modified)),
             Err(e) => Err(io_error(&self.dir, &e)),
         })
+    }
+
+    /// Writes `bytes` into a new file (synced to disk when the folder asks for it) and returns
+    /// its etag and modification time.
+    fn fill(&self, file: &mut std::fs::File, bytes: &[u8]) -> std::io::Result<(Etag, Option<i64>)> {
+        use std::io::Write as _;
+        file.write_all(bytes)?;
+        if self.sync {
+            file.sync_all()?;
+        }
+        Ok(file_etag(&file.metadata()?))
     }
 
     /// Gives a finished file the name `base`, or `base-2`, `base-3`… when taken: `link`
