@@ -15,6 +15,7 @@
 pub mod accounts;
 pub mod catalog;
 pub mod connect;
+mod gather;
 pub mod grants;
 pub mod inbox;
 pub mod outbox;

@@ -7,7 +7,7 @@
 //! item is found equal to its hub contact and adopted), so a rerun converges to the state one
 //! uninterrupted run gives, with no duplicates.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sealsync_connector::credential::Credential;
@@ -22,11 +22,10 @@ use sealsync_store::{
 use sealsync_types::{ConflictId, ContactId, EndpointId, LinkId, RunId};
 use serde::Serialize;
 
+use crate::gather::{Gathered, Member, members_to_bytes, same_plans};
 use crate::inbox::Inbox;
 use crate::outbox::Outbox;
-use crate::plan::{
-    Action, Fetched, Listed, Plan, PlanError, PlanInput, RemoteKey, Resolution, plan,
-};
+use crate::plan::{Action, Listed, Plan, PlanError, RemoteKey, Resolution};
 use crate::spec::{EndpointSpec, LinkSpec};
 use crate::transform::{inbound, inbound_raw, merge, outbound};
 
@@ -118,6 +117,10 @@ pub struct RunReport {
     /// nothing to do, so it was not planned again.
     #[serde(skip)]
     pub settled: bool,
+    /// The run planned from what changed since the link's last settled run (the listed items
+    /// whose etag moved, the hub contacts written since), not from its whole state.
+    #[serde(skip)]
+    pub since_mark: bool,
     /// The account whose credentials the run used (callers audit the use).
     #[serde(skip)]
     pub account: Option<sealsync_types::AccountId>,
@@ -170,7 +173,7 @@ pub struct Engine {
 /// A fetched remote item: what planning and matching need, and the contact itself as vCard
 /// text, a fraction of the parsed form's size (an initial sync holds every item until it is
 /// executed), parsed again when its action runs.
-struct Incoming {
+pub(crate) struct Incoming {
     meta: ItemMeta,
     vcard: zeroize::Zeroizing<String>,
     content_mac: [u8; 32],
@@ -180,7 +183,7 @@ struct Incoming {
 }
 
 impl Incoming {
-    fn new(meta: ItemMeta, p: PreparedContact) -> Self {
+    pub(crate) fn new(meta: ItemMeta, p: PreparedContact) -> Self {
         Self {
             meta,
             vcard: zeroize::Zeroizing::new(to_vcard(&p.contact, VcardVersion::V4)),
@@ -220,6 +223,9 @@ struct Ctx<'a> {
     interrupt_at: Option<u64>,
     /// The endpoint's listing as this run leaves it: the listing it read, with its own writes.
     listing: SetSum,
+    /// Members this run's writes took from the listing and added to it.
+    members_gone: Vec<Member>,
+    members_came: Vec<Member>,
 }
 
 impl Engine {
@@ -235,7 +241,7 @@ impl Engine {
         &self.hub
     }
 
-    fn remote_key(&self, link: LinkId, id: &RemoteId) -> RemoteKey {
+    pub(crate) fn remote_key(&self, link: LinkId, id: &RemoteId) -> RemoteKey {
         self.keys
             .blind_index()
             .index(IndexKind::Remote, &format!("{link}\u{1f}{}", id.as_str()))
@@ -370,26 +376,27 @@ impl Engine {
         let earlier = self.open_cursor(link.id).await?;
         let from = earlier.as_deref().map(Vec::as_slice);
         let clocks = store.clocks(ws, link.id).await?;
+        let settings = self.settings_digest(link);
+        // A mark is of use while the link's state and settings are as it left them; the hub
+        // may have moved since (its contacts say when they were written).
         let mark = match options.dry_run {
             true => None,
-            false => store
-                .link_mark(ws, link.id)
-                .await?
-                .filter(|m| m.clocks == clocks),
+            false => store.link_mark(ws, link.id).await?.filter(|m| {
+                m.clocks.link == clocks.link && m.clocks.hub <= clocks.hub && m.settings == settings
+            }),
         };
         let (listing, loaded) = if mark.is_some() {
-            // Nothing the hub side of the plan reads has changed since the link last settled:
-            // only the listing can show work, so it is read alone first.
+            // Only the listing and what was written since the mark can show work: the listing
+            // is read alone first.
             (conn.list_from(from).await, None)
         } else {
             // Both sides at the same time.
-            let (listing, state, hub, conflicts) = tokio::join!(
+            let (listing, state, hub) = tokio::join!(
                 conn.list_from(from),
                 store.link_state(ws, link.id),
                 store.hub_meta(ws),
-                store.conflicts(ws),
             );
-            (listing, Some((state, hub, conflicts)))
+            (listing, Some((state, hub)))
         };
         // The endpoint's listing builds on the cursor its last one left, which describes only
         // the endpoint, so it is kept at once.
@@ -400,11 +407,17 @@ impl Engine {
             self.keep_cursor(link.id, cursor.as_deref().map(Vec::as_slice))
                 .await?;
         }
+        let items = listing.snapshot.items;
         let mut listing_sum = SetSum::default();
-        for meta in &listing.snapshot.items {
-            listing_sum.add(&self.listing_member(&meta.id, &meta.etag));
+        let mut members: Vec<Member> = Vec::with_capacity(items.len());
+        for meta in &items {
+            let member = self.listing_member(&meta.id, &meta.etag);
+            listing_sum.add(&member);
+            members.push(short(&member));
         }
-        let settled = mark.is_some_and(|m| m.digest == self.mark_digest(link, listing_sum));
+        let settled = mark
+            .as_ref()
+            .is_some_and(|m| m.clocks == clocks && m.digest == self.mark_digest(link, listing_sum));
         let listed_in = began.elapsed();
         // A settled link's run has nothing to do. Debug builds plan it anyway and check that
         // the plan is empty, so that every test that syncs twice checks the marks.
@@ -422,26 +435,7 @@ impl Engine {
         if settled && !cfg!(debug_assertions) {
             return settled_run().await;
         }
-        let (state, hub, conflicts) = match loaded {
-            Some(loaded) => loaded,
-            None => tokio::join!(
-                store.link_state(ws, link.id),
-                store.hub_meta(ws),
-                store.conflicts(ws),
-            ),
-        };
-        let (state, hub, conflicts) = (state?, hub?, conflicts?);
-        let loaded_in = began.elapsed();
-        let listed: Vec<Listed> = listing
-            .snapshot
-            .items
-            .into_iter()
-            .map(|meta| Listed {
-                key: self.remote_key(link.id, &meta.id),
-                meta,
-            })
-            .collect();
-        let hub: HashMap<ContactId, HubMeta> = hub.into_iter().map(|h| (h.id, h)).collect();
+        let conflicts = store.conflicts(ws).await?;
         let queued: HashMap<ContactId, Option<Resolution>> = conflicts
             .into_iter()
             .filter(|c| c.link == link.id)
@@ -455,79 +449,56 @@ impl Engine {
             })
             .collect();
 
-        // 2. Fetch what is new or whose etag moved.
-        let etags: HashMap<RemoteKey, &str> = state
-            .iter()
-            .map(|s| (s.remote_key, s.etag.as_str()))
-            .collect();
-        let wanted: Vec<&Listed> = listed
-            .iter()
-            .filter(|l| etags.get(&l.key).is_none_or(|e| *e != l.meta.etag.as_str()))
-            .collect();
-        let mut fetched: HashMap<RemoteKey, Fetched> = HashMap::with_capacity(wanted.len());
-        let mut incoming: HashMap<RemoteKey, Incoming> = HashMap::with_capacity(wanted.len());
-        let key_of: HashMap<&RemoteId, RemoteKey> =
-            wanted.iter().map(|l| (&l.meta.id, l.key)).collect();
-        for chunk in wanted.chunks(500) {
-            let ids: Vec<RemoteId> = chunk.iter().map(|l| l.meta.id.clone()).collect();
-            for (n, (id, item)) in conn
-                .fetch(&ids)
-                .await
-                .map_err(endpoint_error)?
-                .into_iter()
-                .enumerate()
-            {
-                if n % 16 == 15 {
-                    tokio::task::yield_now().await;
-                }
-                let Some(&key) = key_of.get(&id) else {
-                    continue;
-                };
-                match item {
-                    Ok(item) => {
-                        let contact = if link.spec.is_identity() {
-                            item.contact
-                        } else {
-                            inbound_raw(&link.spec, &item.contact)
-                        };
-                        let prepared = Hub::prepare(&self.keys, contact, self.region.as_deref());
-                        fetched.insert(key, Fetched::Mac(prepared.content_mac));
-                        incoming.insert(key, Incoming::new(item.meta, prepared));
-                    }
-                    Err(e) => {
-                        fetched.insert(key, Fetched::Failed(e.to_string()));
-                    }
-                }
+        // 2. Fetch what is new or whose etag moved; match new items to hub contacts; plan.
+        // Since the mark where one serves, else in full.
+        let since = match &mark {
+            Some(m) if !settled => {
+                self.gather_since(link, &conn, m, clocks, &items, &members)
+                    .await?
             }
-        }
-
-        // 3. Match new items to hub contacts: UID, then email, then phone. Items bound to a
-        // contact deleted in the hub are matched too: the hub may hold that person anew.
-        let bound: std::collections::HashSet<RemoteKey> = state
-            .iter()
-            .filter(|s| hub.get(&s.contact).is_some_and(|h| !h.deleted))
-            .map(|s| s.remote_key)
-            .collect();
-        let fresh: Vec<&Listed> = listed
-            .iter()
-            .filter(|l| !bound.contains(&l.key) && incoming.contains_key(&l.key))
-            .collect();
-        let matches = self.match_items(&fresh, &incoming).await?;
-
-        // 4. Plan.
-        let input = PlanInput {
-            spec: &link.spec,
-            state: &state,
-            listed: &listed,
-            fetched: &fetched,
-            hub: &hub,
-            matches: &matches,
-            queued: &queued,
+            _ => None,
         };
-        let the_plan = plan(&input);
+        let gathered = match since {
+            Some(since) => {
+                if cfg!(debug_assertions) {
+                    let (state, hub) =
+                        tokio::join!(store.link_state(ws, link.id), store.hub_meta(ws));
+                    let full = self
+                        .gather_full(link, &conn, items.clone(), state?, hub?)
+                        .await?;
+                    let (a, b) = (
+                        since.plan(&link.spec, &queued),
+                        full.plan(&link.spec, &queued),
+                    );
+                    debug_assert!(
+                        same_plans(&a, &since.listed, &b, &full.listed),
+                        "link {}: planned since its mark {a:?}, in full {b:?}",
+                        link.name
+                    );
+                }
+                since
+            }
+            None => {
+                let (state, hub) = match loaded {
+                    Some(loaded) => loaded,
+                    None => tokio::join!(store.link_state(ws, link.id), store.hub_meta(ws)),
+                };
+                self.gather_full(link, &conn, items, state?, hub?).await?
+            }
+        };
+        let loaded_in = began.elapsed();
+        let the_plan = gathered.plan(&link.spec, &queued);
+        let Gathered {
+            listed,
+            hub,
+            incoming,
+            since_mark,
+            ..
+        } = gathered;
         tracing::debug!(
             link = %link.name,
             listed = listing_sum.count(),
+            since_mark,
             listed_ms = listed_in.as_millis(),
             loaded_ms = loaded_in.as_millis(),
             planned_ms = began.elapsed().as_millis(),
@@ -536,7 +507,7 @@ impl Engine {
         );
         if !options.allow_mass_delete {
             the_plan
-                .check_guard(&link.spec, listed.len())
+                .check_guard(&link.spec, listing_sum.count() as usize)
                 .map_err(|error| RunError::Guard {
                     link: link.name.clone(),
                     error,
@@ -567,6 +538,7 @@ impl Engine {
                 plan: Some(the_plan),
                 listed,
                 settled: false,
+                since_mark: false,
                 account,
                 app_account,
             });
@@ -603,6 +575,8 @@ impl Engine {
             steps: 0,
             interrupt_at: options.interrupt_at,
             listing: listing_sum,
+            members_gone: Vec::new(),
+            members_came: Vec::new(),
         };
         // The clocks as this run's own writes move them; `None` once another writer moved one.
         let mut expect = Some(clocks);
@@ -675,8 +649,17 @@ impl Engine {
             let mark = LinkMark {
                 clocks,
                 digest: self.mark_digest(link, ctx.listing),
+                settings,
             };
-            store.put_link_mark(ws, link.id, Some(&mark)).await?;
+            let mut left: HashSet<Member> = members.into_iter().collect();
+            for m in &ctx.members_gone {
+                left.remove(m);
+            }
+            left.extend(ctx.members_came.iter().copied());
+            let members = members_to_bytes(left.into_iter().collect());
+            store
+                .put_link_mark(ws, link.id, Some((&mark, &members)))
+                .await?;
         }
         // This run's own writes would show as changes in the next listing: move the cursor past
         // them now (their etags are in the link state). Best effort: the old cursor stays valid.
@@ -706,6 +689,7 @@ impl Engine {
             plan: None,
             listed: Vec::new(),
             settled: false,
+            since_mark,
             account,
             app_account,
         })
@@ -749,6 +733,7 @@ impl Engine {
             plan: None,
             listed: Vec::new(),
             settled: true,
+            since_mark: false,
             account,
             app_account,
         })
@@ -759,6 +744,14 @@ impl Engine {
         self.keys
             .blind_index()
             .member(id.as_str().as_bytes(), etag.as_str().as_bytes())
+    }
+
+    /// The digest of a link's settings a mark keeps: keyed, over the link's settings and its
+    /// endpoint's.
+    fn settings_digest(&self, link: &LinkDef) -> [u8; 32] {
+        let settings = serde_json::to_string(&(&link.spec, &link.endpoint)).unwrap_or_default();
+        let text = format!("{}\u{1e}{}\u{1e}{settings}", link.id, link.endpoint_id);
+        self.keys.blind_index().index(IndexKind::Remote, &text)
     }
 
     /// The digest a link's mark keeps: keyed, over the link's settings, its endpoint's and
@@ -828,7 +821,7 @@ impl Engine {
         out
     }
 
-    async fn match_items(
+    pub(crate) async fn match_items(
         &self,
         fresh: &[&Listed],
         incoming: &HashMap<RemoteKey, Incoming>,
@@ -1171,6 +1164,16 @@ impl Engine {
         }
     }
 
+    /// A fetched item's contact as the hub would take it, prepared.
+    pub(crate) fn prepare_incoming(&self, link: &LinkDef, contact: Contact) -> PreparedContact {
+        let contact = if link.spec.is_identity() {
+            contact
+        } else {
+            inbound_raw(&link.spec, &contact)
+        };
+        Hub::prepare(&self.keys, contact, self.region.as_deref())
+    }
+
     fn prepare(&self, contact: Contact) -> PreparedContact {
         Hub::prepare(&self.keys, contact, self.region.as_deref())
     }
@@ -1275,10 +1278,14 @@ impl Ctx<'_> {
         after: Option<&ItemMeta>,
     ) {
         if let Some(m) = before {
-            self.listing.remove(&engine.listing_member(&m.id, &m.etag));
+            let member = engine.listing_member(&m.id, &m.etag);
+            self.listing.remove(&member);
+            self.members_gone.push(short(&member));
         }
         if let Some(m) = after {
-            self.listing.add(&engine.listing_member(&m.id, &m.etag));
+            let member = engine.listing_member(&m.id, &m.etag);
+            self.listing.add(&member);
+            self.members_came.push(short(&member));
         }
     }
 
@@ -1432,4 +1439,9 @@ fn action_contact(a: &Action) -> Option<ContactId> {
         | Action::Queue { contact, .. } => Some(*contact),
         Action::PullCreate { .. } | Action::Skip { .. } => None,
     }
+}
+
+/// A listing member as a mark keeps it.
+fn short(member: &[u8; 32]) -> Member {
+    member[..16].try_into().unwrap_or_default()
 }

@@ -209,6 +209,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     "marks",
                     include_str!("../migrations/sqlite/0013_marks.sql"),
                 ),
+                migration(
+                    14,
+                    "changes",
+                    include_str!("../migrations/sqlite/0014_changes.sql"),
+                ),
             ],
             vec![migration(
                 1,
@@ -282,6 +287,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     13,
                     "marks",
                     include_str!("../migrations/postgres/0013_marks.sql"),
+                ),
+                migration(
+                    14,
+                    "changes",
+                    include_str!("../migrations/postgres/0014_changes.sql"),
                 ),
             ],
             vec![migration(
@@ -503,8 +513,8 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.data.begin().await.map_err(StoreError::db)?;
-        self.write_contacts_in(&mut tx, ws, rows).await?;
-        self.bump_hub_clock(&mut tx, ws).await?;
+        let stamp = self.bump_hub_clock(&mut tx, ws).await?;
+        self.write_contacts_in(&mut tx, ws, rows, stamp).await?;
         tx.commit().await.map_err(StoreError::db)?;
         Ok(())
     }
@@ -519,6 +529,8 @@ impl Store {
         expected: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.data.begin().await.map_err(StoreError::db)?;
+        // The hub clock first: the lock order every hub write keeps.
+        let stamp = self.bump_hub_clock(&mut tx, ws).await?;
         let locked = sqlx::query(
             "UPDATE contacts SET version = version WHERE workspace_id = $1 AND id = $2 \
              AND version = $3 AND deleted = 0",
@@ -532,9 +544,8 @@ impl Store {
         if locked.rows_affected() != 1 {
             return Ok(false);
         }
-        self.write_contacts_in(&mut tx, ws, std::slice::from_ref(row))
+        self.write_contacts_in(&mut tx, ws, std::slice::from_ref(row), stamp)
             .await?;
-        self.bump_hub_clock(&mut tx, ws).await?;
         tx.commit().await.map_err(StoreError::db)?;
         Ok(true)
     }

@@ -97,6 +97,8 @@ pub struct ImportSession {
 
 struct ImportTx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
+    /// The hub clock this transaction moved to, once it wrote a contact.
+    stamp: Option<i64>,
     written: usize,
     began: std::time::Instant,
 }
@@ -140,6 +142,7 @@ impl ImportSession {
         .map_err(StoreError::db)?;
         Ok(ImportTx {
             tx,
+            stamp: None,
             written: 0,
             began: std::time::Instant::now(),
         })
@@ -423,8 +426,13 @@ impl Hub {
         if !session.rows.is_empty() {
             let ws = session.workspace;
             let mut open = session.take_tx(&self.store).await?;
+            let stamp = match open.stamp {
+                Some(stamp) => stamp,
+                None => self.store.bump_hub_clock(&mut open.tx, ws).await?,
+            };
+            open.stamp = Some(stamp);
             self.store
-                .write_contacts_in(&mut open.tx, ws, &session.rows)
+                .write_contacts_in(&mut open.tx, ws, &session.rows, stamp)
                 .await?;
             open.written += session.rows.len();
             session.tx = Some(open);
@@ -445,12 +453,7 @@ impl Hub {
     }
 
     async fn commit_import(&self, session: &mut ImportSession) -> Result<(), StoreError> {
-        if let Some(mut open) = session.tx.take() {
-            if open.written > 0 {
-                self.store
-                    .bump_hub_clock(&mut open.tx, session.workspace)
-                    .await?;
-            }
+        if let Some(open) = session.tx.take() {
             open.tx.commit().await.map_err(StoreError::db)?;
         }
         Ok(())

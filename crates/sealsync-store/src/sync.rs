@@ -124,13 +124,15 @@ pub struct Moved {
     pub link: Option<i64>,
 }
 
-/// What a link's last run left settled: the clocks as of that state, and a keyed digest of the
-/// link's configuration and its endpoint's listing. While all three are unchanged, a run of the
-/// link has nothing to do.
+/// What a link's last run left settled: the clocks as of that state, a keyed digest of the
+/// link's configuration and its endpoint's listing, and one of the configuration alone. While
+/// the clocks and the first digest are unchanged, a run of the link has nothing to do. The
+/// listing's members are kept beside the mark ([`Store::link_members`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkMark {
     pub clocks: Clocks,
     pub digest: [u8; 32],
+    pub settings: [u8; 32],
 }
 
 /// The clock scope of a workspace's hub contacts (a link's is its id).
@@ -516,14 +518,102 @@ impl Store {
         let mut stream = rows.fetch(&self.data);
         let mut out = Vec::new();
         while let Some(r) = stream.try_next().await.map_err(StoreError::db)? {
-            out.push(HubMeta {
-                id: contact_id(&get::<Vec<u8>>(&r, "id")?)?,
-                version: get(&r, "version")?,
-                mac: to32(&get::<Vec<u8>>(&r, "content_mac")?)?,
-                deleted: get::<i64>(&r, "deleted")? != 0,
-                updated_at: get(&r, "updated_at")?,
-            });
+            out.push(hub_meta_from_row(&r)?);
         }
+        Ok(out)
+    }
+
+    /// Metadata of the hub contacts written after the hub clock stood at `after`, tombstones
+    /// included.
+    pub async fn hub_meta_since(
+        &self,
+        ws: WorkspaceId,
+        after: i64,
+    ) -> Result<Vec<HubMeta>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, version, content_mac, deleted, updated_at FROM contacts \
+             WHERE workspace_id = $1 AND hub_clock > $2",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(after)
+        .fetch_all(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        rows.iter().map(hub_meta_from_row).collect()
+    }
+
+    /// Metadata of these hub contacts; ids the hub does not hold are left out.
+    pub async fn hub_meta_of(
+        &self,
+        ws: WorkspaceId,
+        ids: &[ContactId],
+    ) -> Result<Vec<HubMeta>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let mut m = Marks::new(self.backend);
+            let mut q = sqlx::query(AssertSqlSafe(format!(
+                "SELECT id, version, content_mac, deleted, updated_at FROM contacts \
+                 WHERE workspace_id = {} AND id IN ({})",
+                m.next(),
+                m.list(chunk.len())
+            )))
+            .bind(b(ws.as_bytes()));
+            for id in chunk {
+                q = q.bind(b(id.as_bytes()));
+            }
+            for r in q.fetch_all(&self.data).await.map_err(StoreError::db)? {
+                out.push(hub_meta_from_row(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many items `link` binds.
+    pub async fn link_state_count(&self, ws: WorkspaceId, link: LinkId) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM link_state WHERE workspace_id = $1 AND link_id = $2",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(b(link.as_bytes()))
+        .fetch_one(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// The rows of `link`'s state for these remote keys and for these contacts, each once.
+    pub async fn link_state_of(
+        &self,
+        ws: WorkspaceId,
+        link: LinkId,
+        keys: &[[u8; 32]],
+        contacts: &[ContactId],
+    ) -> Result<Vec<StateRow>, StoreError> {
+        let mut out: Vec<StateRow> = Vec::new();
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+        let contacts: Vec<Vec<u8>> = contacts.iter().map(|c| b(c.as_bytes())).collect();
+        for (column, values) in [("remote_key", keys), ("contact_id", contacts)] {
+            for chunk in values.chunks(500) {
+                let mut m = Marks::new(self.backend);
+                let mut q = sqlx::query(AssertSqlSafe(format!(
+                    "SELECT remote_key, contact_id, etag, remote_mac, hub_mac FROM link_state \
+                     WHERE workspace_id = {} AND link_id = {} AND {column} IN ({})",
+                    m.next(),
+                    m.next(),
+                    m.list(chunk.len())
+                )))
+                .bind(b(ws.as_bytes()))
+                .bind(b(link.as_bytes()));
+                for v in chunk {
+                    q = q.bind(v.clone());
+                }
+                for r in q.fetch_all(&self.data).await.map_err(StoreError::db)? {
+                    out.push(state_from_row(&r)?);
+                }
+            }
+        }
+        out.sort_unstable_by_key(|s| s.remote_key);
+        out.dedup_by_key(|s| s.remote_key);
         Ok(out)
     }
 
@@ -541,7 +631,13 @@ impl Store {
         }
         let _turn = self.write_turn().await;
         let mut tx = self.data.begin().await.map_err(StoreError::db)?;
-        self.write_contacts_in(&mut tx, ws, &batch.contacts).await?;
+        let mut moved = Moved::default();
+        if !batch.contacts.is_empty() {
+            let stamp = self.bump_hub_clock(&mut tx, ws).await?;
+            self.write_contacts_in(&mut tx, ws, &batch.contacts, stamp)
+                .await?;
+            moved.hub = Some(stamp);
+        }
         let wsb = b(ws.as_bytes());
         let linkb = b(link.as_bytes());
         for part in batch.forget.chunks(400) {
@@ -645,11 +741,7 @@ impl Store {
             .await
             .map_err(StoreError::db)?;
         }
-        // Last, so that on PostgreSQL the clock rows stay locked only until the commit.
-        let mut moved = Moved::default();
-        if !batch.contacts.is_empty() {
-            moved.hub = Some(self.bump_hub_clock(&mut tx, ws).await?);
-        }
+        // Last, so that on PostgreSQL the link's clock row stays locked only until the commit.
         if batch.moves_link() {
             moved.link = Some(self.bump_clock(&mut tx, ws, link.as_bytes()).await?);
         }
@@ -657,8 +749,8 @@ impl Store {
         Ok(moved)
     }
 
-    /// Moves a clock of `ws` by one inside `tx` and returns its new value. Call it just before
-    /// the commit: on PostgreSQL the clock's row stays locked until then.
+    /// Moves a clock of `ws` by one inside `tx` and returns its new value. On PostgreSQL the
+    /// clock's row stays locked until the commit.
     pub(crate) async fn bump_clock(
         &self,
         tx: &mut AnyConnection,
@@ -676,8 +768,10 @@ impl Store {
         .map_err(StoreError::db)
     }
 
-    /// Moves the hub clock of `ws`: every transaction that writes hub contacts
-    /// ([`Store::write_contacts_in`]) calls it before its commit.
+    /// Moves the hub clock of `ws`: every transaction that writes hub contacts calls it before
+    /// its first write, and stamps the contacts it writes ([`Store::write_contacts_in`]) with
+    /// the value it returns. Taking the hub clock first is also the lock order on PostgreSQL:
+    /// hub clock, contact rows, link clock.
     pub(crate) async fn bump_hub_clock(
         &self,
         tx: &mut AnyConnection,
@@ -716,7 +810,8 @@ impl Store {
         link: LinkId,
     ) -> Result<Option<LinkMark>, StoreError> {
         let row = sqlx::query(
-            "SELECT hub_clock, link_clock, digest FROM link_marks WHERE workspace_id = $1 AND link_id = $2",
+            "SELECT hub_clock, link_clock, digest, settings FROM link_marks \
+             WHERE workspace_id = $1 AND link_id = $2 AND settings IS NOT NULL",
         )
         .bind(b(ws.as_bytes()))
         .bind(b(link.as_bytes()))
@@ -730,29 +825,52 @@ impl Store {
                     link: get(&r, "link_clock")?,
                 },
                 digest: to32(&get::<Vec<u8>>(&r, "digest")?)?,
+                settings: to32(&get::<Vec<u8>>(&r, "settings")?)?,
             })
         })
         .transpose()
     }
 
-    /// Keeps `link`'s mark, or forgets it.
+    /// The listing members kept with `link`'s mark, as given to [`Store::put_link_mark`].
+    pub async fn link_members(
+        &self,
+        ws: WorkspaceId,
+        link: LinkId,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let row =
+            sqlx::query("SELECT members FROM link_marks WHERE workspace_id = $1 AND link_id = $2")
+                .bind(b(ws.as_bytes()))
+                .bind(b(link.as_bytes()))
+                .fetch_optional(&self.data)
+                .await
+                .map_err(StoreError::db)?;
+        row.map(|r| get::<Option<Vec<u8>>>(&r, "members"))
+            .transpose()
+            .map(Option::flatten)
+    }
+
+    /// Keeps `link`'s mark with its listing's members (opaque bytes to the store), or forgets
+    /// it.
     pub async fn put_link_mark(
         &self,
         ws: WorkspaceId,
         link: LinkId,
-        mark: Option<&LinkMark>,
+        mark: Option<(&LinkMark, &[u8])>,
     ) -> Result<(), StoreError> {
         let q = match mark {
-            Some(m) => sqlx::query(
-                "INSERT INTO link_marks (workspace_id, link_id, hub_clock, link_clock, digest) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, link_id) DO UPDATE SET \
-                 hub_clock = excluded.hub_clock, link_clock = excluded.link_clock, digest = excluded.digest",
+            Some((m, members)) => sqlx::query(
+                "INSERT INTO link_marks (workspace_id, link_id, hub_clock, link_clock, digest, settings, members) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (workspace_id, link_id) DO UPDATE SET \
+                 hub_clock = excluded.hub_clock, link_clock = excluded.link_clock, digest = excluded.digest, \
+                 settings = excluded.settings, members = excluded.members",
             )
             .bind(b(ws.as_bytes()))
             .bind(b(link.as_bytes()))
             .bind(m.clocks.hub)
             .bind(m.clocks.link)
-            .bind(m.digest.to_vec()),
+            .bind(m.digest.to_vec())
+            .bind(m.settings.to_vec())
+            .bind(members.to_vec()),
             None => sqlx::query("DELETE FROM link_marks WHERE workspace_id = $1 AND link_id = $2")
                 .bind(b(ws.as_bytes()))
                 .bind(b(link.as_bytes())),
@@ -761,8 +879,8 @@ impl Store {
         Ok(())
     }
 
-    /// Writes contacts and replaces their index entries inside a transaction. The caller moves
-    /// the hub clock ([`Store::bump_hub_clock`]) before it commits.
+    /// Writes contacts and replaces their index entries inside a transaction, stamped with the
+    /// hub clock `stamp` the transaction moved the clock to ([`Store::bump_hub_clock`]).
     ///
     /// A contact given twice is written once, as the last of them. New contacts (version 1)
     /// are inserted with conflicts ignored (on SQLite `INSERT OR IGNORE`: a statement that
@@ -774,6 +892,7 @@ impl Store {
         tx: &mut AnyConnection,
         ws: WorkspaceId,
         rows: &[(ContactRow, IndexEntries)],
+        stamp: i64,
     ) -> Result<(), StoreError> {
         const CHUNK: usize = 200;
         const INDEX_CHUNK: usize = 300;
@@ -785,10 +904,10 @@ impl Store {
         for chunk in replaced.chunks(CHUNK) {
             self.unindex(tx, &wsb, chunk, &mut delete_sql).await?;
         }
-        let columns = "contacts (workspace_id, id, version, key_version, body, content_mac, deleted, updated_at)";
+        let columns = "contacts (workspace_id, id, version, key_version, body, content_mac, deleted, updated_at, hub_clock)";
         let statement = |n: usize, upsert: bool| {
             let mut m = Marks::new(self.backend);
-            let values = (0..n).map(|_| m.tuple(8)).collect::<Vec<_>>().join(", ");
+            let values = (0..n).map(|_| m.tuple(9)).collect::<Vec<_>>().join(", ");
             match (upsert, sqlite) {
                 (false, true) => format!("INSERT OR IGNORE INTO {columns} VALUES {values}"),
                 (false, false) => {
@@ -798,7 +917,7 @@ impl Store {
                     "INSERT INTO {columns} VALUES {values} \
                      ON CONFLICT (workspace_id, id) DO UPDATE SET version = excluded.version, \
                      key_version = excluded.key_version, body = excluded.body, content_mac = excluded.content_mac, \
-                     deleted = excluded.deleted, updated_at = excluded.updated_at"
+                     deleted = excluded.deleted, updated_at = excluded.updated_at, hub_clock = excluded.hub_clock"
                 ),
             }
         };
@@ -813,7 +932,8 @@ impl Store {
                     .bind(row.body.clone())
                     .bind(row.content_mac.to_vec())
                     .bind(i64::from(row.body.is_none()))
-                    .bind(row.updated_at);
+                    .bind(row.updated_at)
+                    .bind(stamp);
             }
             q
         };
@@ -1110,6 +1230,16 @@ pub fn now_ms() -> i64 {
                 .map(|d| d.subsec_millis())
                 .unwrap_or(0),
         )
+}
+
+fn hub_meta_from_row(r: &AnyRow) -> Result<HubMeta, StoreError> {
+    Ok(HubMeta {
+        id: contact_id(&get::<Vec<u8>>(r, "id")?)?,
+        version: get(r, "version")?,
+        mac: to32(&get::<Vec<u8>>(r, "content_mac")?)?,
+        deleted: get::<i64>(r, "deleted")? != 0,
+        updated_at: get(r, "updated_at")?,
+    })
 }
 
 fn state_from_row(r: &AnyRow) -> Result<StateRow, StoreError> {

@@ -662,28 +662,35 @@ async fn a_settled_link_is_planned_again_only_after_a_change() {
             &card(&uid, &uid, &format!("{uid}@example.org"), ""),
         );
     }
+    // How each run was planned: settled (not at all), since the link's mark, or in full.
     let settled = async |name: &str| {
         let r = w.sync(name).await;
+        let how = match (r.settled, r.since_mark) {
+            (true, _) => "settled",
+            (false, true) => "since",
+            (false, false) => "full",
+        };
         (
-            r.settled,
+            how,
             r.counts.created,
             r.counts.updated,
             r.counts.deleted,
             r.counts.unchanged,
         )
     };
-    assert_eq!(settled("a").await, (false, 10, 0, 0, 0));
-    assert_eq!(settled("b").await, (false, 10, 0, 0, 0));
+    assert_eq!(settled("a").await, ("full", 10, 0, 0, 0));
+    assert_eq!(settled("b").await, ("full", 10, 0, 0, 0));
     // Runs that carried changes left their links settled.
-    assert_eq!(settled("a").await, (true, 0, 0, 0, 10));
-    assert_eq!(settled("b").await, (true, 0, 0, 0, 10));
+    assert_eq!(settled("a").await, ("settled", 0, 0, 0, 10));
+    assert_eq!(settled("b").await, ("settled", 0, 0, 0, 10));
 
-    // An edit in a's folder: a pulls it; the hub moved, so b pushes it.
+    // An edit in a's folder: a pulls it; the hub moved, so b pushes it. Each reads only what
+    // changed since its mark.
     put(&a, "p1.vcf", &card("p1", "p1", "p1@example.org", "edited"));
-    assert_eq!(settled("a").await, (false, 0, 1, 0, 9));
-    assert_eq!(settled("b").await, (false, 0, 1, 0, 9));
-    assert_eq!(settled("a").await, (true, 0, 0, 0, 10));
-    assert_eq!(settled("b").await, (true, 0, 0, 0, 10));
+    assert_eq!(settled("a").await, ("since", 0, 1, 0, 9));
+    assert_eq!(settled("b").await, ("since", 0, 1, 0, 9));
+    assert_eq!(settled("a").await, ("settled", 0, 0, 0, 10));
+    assert_eq!(settled("b").await, ("settled", 0, 0, 0, 10));
     assert_eq!(vdir(&b)["p1"].note, "edited");
 
     // An edit in place, same size, only the modification time moved.
@@ -693,34 +700,50 @@ async fn a_settled_link_is_planned_again_only_after_a_change() {
         .replace("FN:p2", "FN:q2");
     std::fs::write(&p2, text).unwrap();
     touch_future(&p2, 5);
-    assert_eq!(settled("a").await, (false, 0, 1, 0, 9));
-    assert_eq!(settled("b").await, (false, 0, 1, 0, 9));
+    assert_eq!(settled("a").await, ("since", 0, 1, 0, 9));
+    assert_eq!(settled("b").await, ("since", 0, 1, 0, 9));
     assert_eq!(vdir(&b)["p2"].name, "q2");
 
+    // A new file in a's folder with the email of a contact a already binds: the match is
+    // judged with that binding (read since the mark), so the file is a contact of its own.
+    put(
+        &a,
+        "p1-copy.vcf",
+        &card("p1-copy", "p1", "p1@example.org", ""),
+    );
+    assert_eq!(settled("a").await, ("since", 1, 0, 0, 10));
+    assert_eq!(settled("b").await, ("since", 1, 0, 0, 10));
+    // An item gone from the listing brings back the whole state.
+    std::fs::remove_file(a.join("p1-copy.vcf")).unwrap();
+    assert_eq!(settled("a").await, ("full", 0, 0, 1, 10));
+    assert_eq!(settled("b").await, ("since", 0, 0, 1, 10));
+
     // A file removed from b's folder comes back; a file of b's own stays and is counted.
+    // From then on b's folder holds an item it does not bind: b is planned in full.
     std::fs::remove_file(file_of(&b, "p3")).unwrap();
     put(&b, "own.vcf", &card("own", "Own", "own@example.net", ""));
-    assert_eq!(settled("b").await, (false, 1, 0, 0, 10));
-    assert_eq!(settled("b").await, (true, 0, 0, 0, 11));
+    assert_eq!(settled("b").await, ("full", 1, 0, 0, 10));
+    assert_eq!(settled("b").await, ("settled", 0, 0, 0, 11));
 
     // The hub changed through another link.
     let c = w.vdir_link("c", both(ConflictPolicy::Newest)).await;
     put(&c, "p11.vcf", &card("p11", "p11", "p11@example.org", ""));
-    assert_eq!(settled("c").await, (false, 11, 0, 0, 0));
-    assert_eq!(settled("a").await, (false, 1, 0, 0, 10));
-    assert_eq!(settled("b").await, (false, 1, 0, 0, 11));
-    assert!(settled("a").await.0);
+    assert_eq!(settled("c").await, ("full", 11, 0, 0, 0));
+    assert_eq!(settled("a").await, ("since", 1, 0, 0, 10));
+    assert_eq!(settled("b").await, ("full", 1, 0, 0, 11));
+    assert_eq!(settled("a").await.0, "settled");
 
-    // A deletion in a's folder.
+    // A deletion in a's folder; the hub's tombstone reaches c since its mark.
     std::fs::remove_file(a.join("p4.vcf")).unwrap();
-    assert_eq!(settled("a").await, (false, 0, 0, 1, 10));
-    assert_eq!(settled("b").await, (false, 0, 0, 1, 11));
+    assert_eq!(settled("a").await, ("full", 0, 0, 1, 10));
+    assert_eq!(settled("b").await, ("full", 0, 0, 1, 11));
+    assert_eq!(settled("c").await, ("since", 0, 0, 1, 10));
     assert!(!w.hub().await.contains_key("p4"));
 
-    // New settings are planned with.
+    // New settings are planned with, in full.
     let mut spec = w.def("b").await.spec;
     spec.drop = vec!["NOTE".into()];
     w.engine.put_link("b", "b", &spec, false).await.unwrap();
-    assert_eq!(settled("b").await, (false, 0, 0, 0, 11));
-    assert_eq!(settled("b").await, (true, 0, 0, 0, 11));
+    assert_eq!(settled("b").await, ("full", 0, 0, 0, 11));
+    assert_eq!(settled("b").await, ("settled", 0, 0, 0, 11));
 }

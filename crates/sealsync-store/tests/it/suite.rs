@@ -748,6 +748,13 @@ pub async fn change_clocks_move_with_every_write(config: StoreConfig, dir: &Path
             .unwrap()
     );
     assert_eq!(clocks(link).await, at(2, 0), "a conditional write");
+    assert!(
+        !store
+            .write_contact_if_version(ws, &row(&people[1], 3), 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(clocks(link).await, at(2, 0), "a refused conditional write");
 
     let mut session = ImportSession::new(ws, ImportOptions::default());
     hub.import_into(&keys, &mut session, people.clone())
@@ -835,17 +842,67 @@ pub async fn change_clocks_move_with_every_write(config: StoreConfig, dir: &Path
     assert_eq!(clocks(link).await, at(4, 3));
     assert_eq!(clocks(other).await, at(4, 0), "each link has its own clock");
 
+    // Contacts carry the hub clock of their last write: the sync batch (4) rewrote `id`.
+    let ids = |metas: Vec<sealsync_store::HubMeta>| metas.iter().map(|h| h.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.hub_meta_since(ws, 3).await.unwrap()), vec![id]);
+    assert!(store.hub_meta_since(ws, 4).await.unwrap().is_empty());
+    let all = store.hub_meta(ws).await.unwrap();
+    assert_eq!(store.hub_meta_since(ws, 0).await.unwrap().len(), all.len());
+    assert_eq!(
+        store.hub_meta_since(ws, 2).await.unwrap().len(),
+        all.len(),
+        "every contact was written by the import or the batch"
+    );
+    assert_eq!(
+        ids(store
+            .hub_meta_of(ws, &[ContactId::new(), id])
+            .await
+            .unwrap()),
+        vec![id]
+    );
+    let rows = store
+        .link_state_of(ws, link, &[[7; 32], [8; 32]], &[id])
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|s| (s.remote_key, s.contact))
+            .collect::<Vec<_>>(),
+        vec![([7; 32], id)],
+        "a row found by key and by contact comes once"
+    );
+    assert!(
+        store
+            .link_state_of(ws, other, &[[7; 32]], &[id])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
     let mark = LinkMark {
         clocks: at(4, 3),
         digest: [9; 32],
+        settings: [8; 32],
     };
+    let members = [5u8; 48];
     assert_eq!(store.link_mark(ws, link).await.unwrap(), None);
-    store.put_link_mark(ws, link, Some(&mark)).await.unwrap();
+    assert_eq!(store.link_members(ws, link).await.unwrap(), None);
+    store
+        .put_link_mark(ws, link, Some((&mark, &members)))
+        .await
+        .unwrap();
     assert_eq!(store.link_mark(ws, link).await.unwrap(), Some(mark.clone()));
+    assert_eq!(
+        store.link_members(ws, link).await.unwrap(),
+        Some(members.to_vec())
+    );
     assert_eq!(store.link_mark(ws, other).await.unwrap(), None);
     store.put_link_mark(ws, link, None).await.unwrap();
     assert_eq!(store.link_mark(ws, link).await.unwrap(), None);
-    store.put_link_mark(ws, link, Some(&mark)).await.unwrap();
+    store
+        .put_link_mark(ws, link, Some((&mark, &members)))
+        .await
+        .unwrap();
     store.delete_link(ws, link).await.unwrap();
     assert_eq!(store.link_mark(ws, link).await.unwrap(), None);
     assert_eq!(
