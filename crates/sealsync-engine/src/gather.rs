@@ -82,6 +82,15 @@ fn members_from_bytes(bytes: &[u8]) -> Option<Vec<Member>> {
     members.is_sorted().then_some(members)
 }
 
+/// Starts, on a spare thread, what preparing and sealing the first fetched item would otherwise
+/// wait for: the phone parser's rules and the random generator's first seeding.
+fn warm_up() {
+    tokio::task::spawn_blocking(|| {
+        sealsync_contact::normalize::load_phone_rules();
+        let _ = sealsync_crypto::random_bytes(&mut [0u8; 1]);
+    });
+}
+
 impl Engine {
     /// Fetches these items, prepares them and hashes their contents.
     pub(crate) async fn fetch_items(
@@ -150,6 +159,9 @@ impl Engine {
             .iter()
             .filter(|l| etags.get(&l.key).is_none_or(|e| *e != l.meta.etag.as_str()))
             .collect();
+        if !wanted.is_empty() {
+            warm_up();
+        }
         let (fetched, incoming) = self.fetch_items(link, conn, &wanted).await?;
         let matches = self.match_fresh(&state, &hub, &listed, &incoming).await?;
         Ok(Gathered {
@@ -219,6 +231,9 @@ impl Engine {
         let limit = items.len() / 4 + 64;
         if changed.len() > limit {
             return Ok(None);
+        }
+        if !changed.is_empty() {
+            warm_up();
         }
         let written = if clocks.hub > mark.clocks.hub {
             store.hub_meta_since(ws, mark.clocks.hub).await?

@@ -585,7 +585,10 @@ impl Engine {
         progress(0, total);
         let mut done = 0u64;
         for chunk in the_plan.actions.chunks(batch) {
-            let needed: Vec<ContactId> = chunk.iter().filter_map(needs_hub_contact).collect();
+            let needed: Vec<ContactId> = chunk
+                .iter()
+                .filter_map(|a| needs_hub_contact(&link.spec, a))
+                .collect();
             let (opened, unreadable) = self.hub.open_contacts(&self.keys, &needed).await?;
             for e in unreadable {
                 ctx.errors.push(ItemError {
@@ -1413,8 +1416,11 @@ fn settles(a: &Action) -> bool {
 }
 
 /// The hub contact an action must open, if any.
-fn needs_hub_contact(a: &Action) -> Option<ContactId> {
+fn needs_hub_contact(spec: &LinkSpec, a: &Action) -> Option<ContactId> {
     match a {
+        // The remote version replaces the hub's; only fields the link drops or masks on the
+        // way out are kept from the hub, so without those the hub's version is not read.
+        Action::PullUpdate { .. } if spec.drop.is_empty() && spec.mask.is_empty() => None,
         Action::PullMerge { contact, .. }
         | Action::PullUpdate { contact, .. }
         | Action::PushCreate { contact, .. }
