@@ -95,6 +95,12 @@ enum Command {
 /// Exit code when some input was rejected but the rest was processed.
 pub const EXIT_PARTIAL: u8 = 3;
 
+/// Import, sync and the API allocate and free many small values per contact (parsed
+/// properties, sealed rows, query arguments); mimalloc serves those with far less time in the
+/// allocator than the system one.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // A panic message may quote the data being processed: report where, never what.
     std::panic::set_hook(Box::new(|info| {
