@@ -183,10 +183,16 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
-    pub(crate) fn new(meta: ItemMeta, p: PreparedContact) -> Self {
+    pub(crate) fn new(meta: ItemMeta, mut p: PreparedContact) -> Self {
+        // Held until the item's action runs, for every fetched item: each value takes only
+        // the room it needs (the text's growth left it up to twice that; the written text is
+        // wiped, not shrunk in place, which would free it unwiped).
+        let written = zeroize::Zeroizing::new(to_vcard(&p.contact, VcardVersion::V4));
+        p.email_macs.shrink_to_fit();
+        p.phone_macs.shrink_to_fit();
         Self {
             meta,
-            vcard: zeroize::Zeroizing::new(to_vcard(&p.contact, VcardVersion::V4)),
+            vcard: zeroize::Zeroizing::new(written.as_str().to_owned()),
             content_mac: p.content_mac,
             uid_mac: p.uid_mac,
             email_macs: p.email_macs,
