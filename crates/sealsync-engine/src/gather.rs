@@ -151,14 +151,7 @@ impl Engine {
             })
             .collect();
         let hub: HashMap<ContactId, HubMeta> = hub.into_iter().map(|h| (h.id, h)).collect();
-        let etags: HashMap<RemoteKey, &str> = state
-            .iter()
-            .map(|s| (s.remote_key, s.etag.as_str()))
-            .collect();
-        let wanted: Vec<&Listed> = listed
-            .iter()
-            .filter(|l| etags.get(&l.key).is_none_or(|e| *e != l.meta.etag.as_str()))
-            .collect();
+        let wanted = wanted(&state, &listed);
         if !wanted.is_empty() {
             warm_up();
         }
@@ -274,21 +267,16 @@ impl Engine {
                 .map(|h| (h.id, h)),
         );
 
-        let etags: HashMap<RemoteKey, &str> = state
-            .iter()
-            .map(|s| (s.remote_key, s.etag.as_str()))
-            .collect();
-        let fresh_listed: Vec<Listed> = changed
-            .iter()
-            .map(|i| Listed {
-                key: picked[i],
-                meta: items[*i].clone(),
-            })
-            .collect();
-        let wanted: Vec<&Listed> = fresh_listed
-            .iter()
-            .filter(|l| etags.get(&l.key).is_none_or(|e| *e != l.meta.etag.as_str()))
-            .collect();
+        let listed_at = |at: &[usize], picked: &HashMap<usize, RemoteKey>| -> Vec<Listed> {
+            at.iter()
+                .map(|i| Listed {
+                    key: picked[i],
+                    meta: items[*i].clone(),
+                })
+                .collect()
+        };
+        let fresh_listed = listed_at(&changed, &picked);
+        let wanted = wanted(&state, &fresh_listed);
         let (fetched, incoming) = self.fetch_items(link, conn, &wanted).await?;
         let matches = self
             .match_fresh(&state, &hub, &fresh_listed, &incoming)
@@ -342,13 +330,7 @@ impl Engine {
         }
         let mut at: Vec<usize> = picked.keys().copied().collect();
         at.sort_unstable();
-        let listed: Vec<Listed> = at
-            .iter()
-            .map(|i| Listed {
-                key: picked[i],
-                meta: items[*i].clone(),
-            })
-            .collect();
+        let listed = listed_at(&at, &picked);
         Ok(Some(Gathered {
             left_out: (items.len() - listed.len()) as u64,
             linked: kept.len() as u64,
@@ -361,6 +343,18 @@ impl Engine {
             since_mark: true,
         }))
     }
+}
+
+/// The listed items to fetch: new ones, and those whose etag moved since they were synced.
+fn wanted<'a>(state: &[StateRow], listed: &'a [Listed]) -> Vec<&'a Listed> {
+    let etags: HashMap<RemoteKey, &str> = state
+        .iter()
+        .map(|s| (s.remote_key, s.etag.as_str()))
+        .collect();
+    listed
+        .iter()
+        .filter(|l| etags.get(&l.key).is_none_or(|e| *e != l.meta.etag.as_str()))
+        .collect()
 }
 
 /// Whether two plans do the same, item for item (actions name items by their keys).
