@@ -3,6 +3,10 @@
 ALTER TABLE contacts ADD COLUMN hub_clock INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX contacts_by_hub_clock ON contacts (workspace_id, hub_clock);
 
+-- An import matches a card without a UID to a live contact with the same contents: by index,
+-- not by reading every contact of the workspace for each batch.
+CREATE INDEX contacts_by_content ON contacts (workspace_id, content_mac) WHERE deleted = 0;
+
 -- A mark now also keeps the digest of the link's settings alone and the listing's members
 -- (sorted, 16 bytes each, keyed), so that a later run can tell which items changed without
 -- reading the link's whole state. Marks kept before contacts carried their clock cannot say
