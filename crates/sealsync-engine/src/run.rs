@@ -7,7 +7,7 @@
 //! item is found equal to its hub contact and adopted), so a rerun converges to the state one
 //! uninterrupted run gives, with no duplicates.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sealsync_connector::credential::Credential;
@@ -229,9 +229,9 @@ struct Ctx<'a> {
     interrupt_at: Option<u64>,
     /// The endpoint's listing as this run leaves it: the listing it read, with its own writes.
     listing: SetSum,
-    /// Members this run's writes took from the listing and added to it.
-    members_gone: Vec<Member>,
-    members_came: Vec<Member>,
+    /// Members this run's writes took from the listing (`false`) and added to it (`true`), in
+    /// the order of the writes.
+    wrote: Vec<(Member, bool)>,
 }
 
 impl Engine {
@@ -421,9 +421,9 @@ impl Engine {
             listing_sum.add(&member);
             members.push(short(&member));
         }
-        let settled = mark
-            .as_ref()
-            .is_some_and(|m| m.clocks == clocks && m.digest == self.mark_digest(link, listing_sum));
+        let settled = mark.as_ref().is_some_and(|m| {
+            m.clocks == clocks && m.digest == self.mark_digest(&settings, listing_sum)
+        });
         let listed_in = began.elapsed();
         // A settled link's run has nothing to do. Debug builds plan it anyway and check that
         // the plan is empty, so that every test that syncs twice checks the marks.
@@ -581,8 +581,7 @@ impl Engine {
             steps: 0,
             interrupt_at: options.interrupt_at,
             listing: listing_sum,
-            members_gone: Vec::new(),
-            members_came: Vec::new(),
+            wrote: Vec::new(),
         };
         // The clocks as this run's own writes move them; `None` once another writer moved one.
         let mut expect = Some(clocks);
@@ -657,15 +656,16 @@ impl Engine {
         {
             let mark = LinkMark {
                 clocks,
-                digest: self.mark_digest(link, ctx.listing),
+                digest: self.mark_digest(&settings, ctx.listing),
                 settings,
             };
-            let mut left: HashSet<Member> = members.into_iter().collect();
-            for m in &ctx.members_gone {
-                left.remove(m);
-            }
-            left.extend(ctx.members_came.iter().copied());
-            let members = members_to_bytes(left.into_iter().collect());
+            // The listing as this run leaves it: each member its writes touched is where its
+            // last write left it.
+            let last: HashMap<Member, bool> = ctx.wrote.iter().copied().collect();
+            let mut members = members;
+            members.retain(|m| !last.contains_key(m));
+            members.extend(last.into_iter().filter(|(_, there)| *there).map(|(m, _)| m));
+            let members = members_to_bytes(members);
             store
                 .put_link_mark(ws, link.id, Some((&mark, &members)))
                 .await?;
@@ -763,17 +763,14 @@ impl Engine {
         self.keys.blind_index().index(IndexKind::Remote, &text)
     }
 
-    /// The digest a link's mark keeps: keyed, over the link's settings, its endpoint's and
-    /// the endpoint's listing.
-    fn mark_digest(&self, link: &LinkDef, listing: SetSum) -> [u8; 32] {
-        let settings = serde_json::to_string(&(&link.spec, &link.endpoint)).unwrap_or_default();
-        let mut text = format!(
-            "{}\u{1e}{}\u{1e}{settings}\u{1e}",
-            link.id, link.endpoint_id
-        );
-        for byte in listing.to_bytes() {
-            text.push_str(&format!("{byte:02x}"));
-        }
+    /// The digest a link's mark keeps: keyed, over the digest of its settings
+    /// ([`Engine::settings_digest`]) and the endpoint's listing.
+    fn mark_digest(&self, settings: &[u8; 32], listing: SetSum) -> [u8; 32] {
+        let text: String = settings
+            .iter()
+            .chain(listing.to_bytes().iter())
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
         self.keys.blind_index().index(IndexKind::Remote, &text)
     }
 
@@ -1175,12 +1172,11 @@ impl Engine {
 
     /// A fetched item's contact as the hub would take it, prepared.
     pub(crate) fn prepare_incoming(&self, link: &LinkDef, contact: Contact) -> PreparedContact {
-        let contact = if link.spec.is_identity() {
+        self.prepare(if link.spec.is_identity() {
             contact
         } else {
             inbound_raw(&link.spec, &contact)
-        };
-        Hub::prepare(&self.keys, contact, self.region.as_deref())
+        })
     }
 
     fn prepare(&self, contact: Contact) -> PreparedContact {
@@ -1289,12 +1285,12 @@ impl Ctx<'_> {
         if let Some(m) = before {
             let member = engine.listing_member(&m.id, &m.etag);
             self.listing.remove(&member);
-            self.members_gone.push(short(&member));
+            self.wrote.push((short(&member), false));
         }
         if let Some(m) = after {
             let member = engine.listing_member(&m.id, &m.etag);
             self.listing.add(&member);
-            self.members_came.push(short(&member));
+            self.wrote.push((short(&member), true));
         }
     }
 
