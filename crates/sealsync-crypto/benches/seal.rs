@@ -1,11 +1,16 @@
 //! The sealing layer's cost: `WorkspaceKeys::seal` (nonce, AAD, versioned format, allocation)
 //! next to bare AES-256-GCM from the same library on the same 1 KiB buffers, in the same run.
+//! The bench allocates as the `sealsync` binary does (mimalloc), so the layer's allocation
+//! costs here what it costs there.
 
 use std::time::Instant;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use sealsync_crypto::{KeyBytes, RecordRef, WorkspaceKeys};
 use sealsync_types::WorkspaceId;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const VALUE: usize = 1024;
 const COUNT: usize = 400_000;

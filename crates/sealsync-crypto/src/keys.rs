@@ -211,13 +211,14 @@ struct NoncePool {
 }
 
 impl NoncePool {
-    fn new() -> Self {
+    const fn new() -> Self {
         Self {
             buf: [0; NONCE_LEN * 512],
             pos: NONCE_LEN * 512,
         }
     }
 
+    #[inline]
     fn next(&mut self) -> Result<[u8; NONCE_LEN], CryptoError> {
         if self.pos == self.buf.len() {
             crate::random_bytes(&mut self.buf)?;
@@ -235,9 +236,10 @@ impl NoncePool {
 thread_local! {
     /// One pool per thread: nonces are random, not tied to a key, so sharing them across keys
     /// loses nothing, and sealing on several threads takes no lock.
-    static NONCES: RefCell<NoncePool> = RefCell::new(NoncePool::new());
+    static NONCES: RefCell<NoncePool> = const { RefCell::new(NoncePool::new()) };
 }
 
+#[inline]
 fn next_nonce() -> Result<[u8; NONCE_LEN], CryptoError> {
     NONCES.with(|pool| {
         pool.try_borrow_mut()
