@@ -5,6 +5,8 @@
 //! last synced. Remote ids are stored only as keyed hashes. [`Store::apply_sync_batch`] writes
 //! hub contacts, link state, events and conflicts of a batch of actions in one transaction.
 
+use std::collections::HashSet;
+
 use futures_util::TryStreamExt as _;
 use sealsync_crypto::RecordRef;
 use sealsync_types::{ConflictId, ContactId, EndpointId, LinkId, RunId, WorkspaceId};
@@ -144,6 +146,8 @@ pub struct SyncBatch {
     pub contacts: Vec<(ContactRow, IndexEntries)>,
     /// Remote keys whose state goes (applied before `upserts`).
     pub forget: Vec<[u8; 32]>,
+    /// Bindings to write: each contact bound to one key (a remote key given twice lands as
+    /// its last row).
     pub upserts: Vec<StateRow>,
     pub events: Vec<EventRow>,
     pub open_conflicts: Vec<ConflictRow>,
@@ -656,22 +660,48 @@ impl Store {
             }
             q.execute(&mut *tx).await.map_err(StoreError::db)?;
         }
-        // A contact bound to a new remote key drops its old binding first.
-        for part in batch.upserts.chunks(400) {
-            let mut m = Marks::new(self.backend);
-            let sql = format!(
-                "DELETE FROM link_state WHERE workspace_id = {} AND link_id = {} AND contact_id IN ({})",
-                m.next(),
-                m.next(),
-                m.list(part.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql))
-                .bind(wsb.clone())
-                .bind(linkb.clone());
-            for s in part {
-                q = q.bind(b(s.contact.as_bytes()));
+        // Each remote key once, as its last row says. A binding that stays (same key, same
+        // contact) is updated in place: its etag and hashes are not indexed, so only the row's
+        // page is written. Any other binding of these keys or contacts goes first.
+        let upserts = {
+            let mut seen = HashSet::with_capacity(batch.upserts.len());
+            let mut out: Vec<&StateRow> = batch
+                .upserts
+                .iter()
+                .rev()
+                .filter(|s| seen.insert(s.remote_key))
+                .collect();
+            out.reverse();
+            out
+        };
+        for part in upserts.chunks(400) {
+            // By contact, then by key: each one IN list on an indexed column.
+            for by in ["contact_id", "remote_key"] {
+                let mut m = Marks::new(self.backend);
+                let (ws_at, link_at) = (m.next(), m.next());
+                let list = m.list(part.len());
+                let pairs = (0..part.len())
+                    .map(|_| m.tuple(2))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "DELETE FROM link_state WHERE workspace_id = {ws_at} AND link_id = {link_at} \
+                     AND {by} IN ({list}) AND (remote_key, contact_id) NOT IN (VALUES {pairs})"
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql))
+                    .bind(wsb.clone())
+                    .bind(linkb.clone());
+                for s in part {
+                    q = match by {
+                        "contact_id" => q.bind(b(s.contact.as_bytes())),
+                        _ => q.bind(s.remote_key.to_vec()),
+                    };
+                }
+                for s in part {
+                    q = q.bind(s.remote_key.to_vec()).bind(b(s.contact.as_bytes()));
+                }
+                q.execute(&mut *tx).await.map_err(StoreError::db)?;
             }
-            q.execute(&mut *tx).await.map_err(StoreError::db)?;
 
             let mut m = Marks::new(self.backend);
             let values = (0..part.len())
@@ -681,8 +711,7 @@ impl Store {
             let mut q = sqlx::query(AssertSqlSafe(format!(
                 "INSERT INTO link_state (workspace_id, link_id, remote_key, contact_id, etag, remote_mac, hub_mac) \
                  VALUES {values} ON CONFLICT (workspace_id, link_id, remote_key) DO UPDATE SET \
-                 contact_id = excluded.contact_id, etag = excluded.etag, remote_mac = excluded.remote_mac, \
-                 hub_mac = excluded.hub_mac"
+                 etag = excluded.etag, remote_mac = excluded.remote_mac, hub_mac = excluded.hub_mac"
             )));
             for s in part {
                 q = q
@@ -901,9 +930,57 @@ impl Store {
         let (mut delete_sql, mut insert_sql, mut upsert_sql) = Default::default();
         let rows = last_per_id(rows);
         let (fresh, replaced): (Vec<_>, Vec<_>) = rows.iter().partition(|(r, _)| r.version == 1);
+        // The replaced contacts' entries as they are: only those that go are deleted and only
+        // those that come are inserted. An entry deleted and inserted again rewrites the pages
+        // of both index trees for nothing, and most edits keep every email, phone and UID.
+        let mut held: HashSet<([u8; 16], String, Vec<u8>)> = HashSet::new();
         for chunk in replaced.chunks(CHUNK) {
-            self.unindex(tx, &wsb, chunk, &mut delete_sql).await?;
+            self.index_entries_of(tx, &wsb, chunk, &mut held).await?;
         }
+        let wanted: HashSet<([u8; 16], &str, &[u8])> = replaced
+            .iter()
+            .flat_map(|(row, index)| {
+                index
+                    .iter()
+                    .map(move |(k, v)| (*row.id.as_bytes(), k.as_str(), v.as_slice()))
+            })
+            .collect();
+        let kept: HashSet<([u8; 16], &str, &[u8])> = held
+            .iter()
+            .map(|(c, k, v)| (*c, k.as_str(), v.as_slice()))
+            .collect();
+        let gone: Vec<&([u8; 16], String, Vec<u8>)> = held
+            .iter()
+            .filter(|(c, k, v)| !wanted.contains(&(*c, k.as_str(), v.as_slice())))
+            .collect();
+        for part in gone.chunks(100) {
+            let text = SqlShapes::get(&mut delete_sql, part.len(), |n| {
+                let mut m = Marks::new(self.backend);
+                let ws = m.next();
+                let each = (0..n)
+                    .map(|_| {
+                        format!(
+                            "(kind = {} AND value = {} AND contact_id = {})",
+                            m.next(),
+                            m.next(),
+                            m.next()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" OR ");
+                format!("DELETE FROM contact_index WHERE workspace_id = {ws} AND ({each})")
+            });
+            let mut q = sqlx::query(AssertSqlSafe(text)).bind(wsb.clone());
+            for (contact, kind, value) in part {
+                q = q
+                    .bind(kind.clone())
+                    .bind(value.clone())
+                    .bind(contact.to_vec());
+            }
+            q.execute(&mut *tx).await.map_err(StoreError::db)?;
+        }
+        let mut unindex_sql = SqlShapes::default();
+        let mut upserted: Vec<&ContactRow> = Vec::new();
         let columns = "contacts (workspace_id, id, version, key_version, body, content_mac, deleted, updated_at, hub_clock)";
         let statement = |n: usize, upsert: bool| {
             let mut m = Marks::new(self.backend);
@@ -916,7 +993,7 @@ impl Store {
                 (true, _) => format!(
                     "INSERT INTO {columns} VALUES {values} \
                      ON CONFLICT (workspace_id, id) DO UPDATE SET version = excluded.version, \
-                     key_version = excluded.key_version, body = excluded.body, content_mac = excluded.content_mac, \
+                     body = excluded.body, content_mac = excluded.content_mac, \
                      deleted = excluded.deleted, updated_at = excluded.updated_at, hub_clock = excluded.hub_clock"
                 ),
             }
@@ -944,12 +1021,13 @@ impl Store {
                 .await
                 .map_err(StoreError::db)?;
             if done.rows_affected() != chunk.len() as u64 {
-                self.unindex(tx, &wsb, chunk, &mut delete_sql).await?;
+                self.unindex(tx, &wsb, chunk, &mut unindex_sql).await?;
                 let text = SqlShapes::get(&mut upsert_sql, chunk.len(), |n| statement(n, true));
                 bind_rows(text, chunk)
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::db)?;
+                upserted.extend(chunk.iter().map(|(row, _)| row));
             }
         }
         for chunk in replaced.chunks(CHUNK) {
@@ -959,9 +1037,43 @@ impl Store {
                 .await
                 .map_err(StoreError::db)?;
         }
+        upserted.extend(replaced.iter().map(|(row, _)| row));
+        // The upsert leaves a replaced row's key version alone: setting an indexed column, even
+        // to the value it has, rewrites its index entry. Rows sealed under another version than
+        // they had (a rotation between two writes) move here.
+        let mut versions: Vec<u32> = upserted.iter().map(|r| r.key_version).collect();
+        versions.sort_unstable();
+        versions.dedup();
+        for version in versions {
+            let ids: Vec<&ContactRow> = upserted
+                .iter()
+                .copied()
+                .filter(|r| r.key_version == version)
+                .collect();
+            for part in ids.chunks(400) {
+                let mut m = Marks::new(self.backend);
+                let (set, ws_at, other) = (m.next(), m.next(), m.next());
+                let sql = format!(
+                    "UPDATE contacts SET key_version = {set} WHERE workspace_id = {ws_at} \
+                     AND key_version <> {other} AND id IN ({})",
+                    m.list(part.len()),
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql))
+                    .bind(i64::from(version))
+                    .bind(wsb.clone())
+                    .bind(i64::from(version));
+                for row in part {
+                    q = q.bind(b(row.id.as_bytes()));
+                }
+                q.execute(&mut *tx).await.map_err(StoreError::db)?;
+            }
+        }
         let entries: Vec<(&ContactRow, &str, &[u8; 32])> = rows
             .iter()
             .flat_map(|(row, index)| index.iter().map(move |(k, v)| (row, k.as_str(), v)))
+            .filter(|(row, kind, value)| {
+                row.version == 1 || !kept.contains(&(*row.id.as_bytes(), *kind, value.as_slice()))
+            })
             .collect();
         let mut index_sql = SqlShapes::default();
         for part in entries.chunks(INDEX_CHUNK) {
@@ -989,6 +1101,34 @@ impl Store {
                     .bind(b(row.id.as_bytes()));
             }
             q.execute(&mut *tx).await.map_err(StoreError::db)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the index entries these contacts hold to `held`.
+    async fn index_entries_of(
+        &self,
+        tx: &mut AnyConnection,
+        wsb: &[u8],
+        chunk: &[&(ContactRow, IndexEntries)],
+        held: &mut HashSet<([u8; 16], String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let mut m = Marks::new(self.backend);
+        let text = format!(
+            "SELECT contact_id, kind, value FROM contact_index WHERE workspace_id = {} AND contact_id IN ({})",
+            m.next(),
+            m.list(chunk.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(text)).bind(wsb.to_vec());
+        for (row, _) in chunk {
+            q = q.bind(b(row.id.as_bytes()));
+        }
+        for row in q.fetch_all(&mut *tx).await.map_err(StoreError::db)? {
+            let contact: Vec<u8> = get(&row, "contact_id")?;
+            let Ok(contact) = <[u8; 16]>::try_from(contact.as_slice()) else {
+                continue;
+            };
+            held.insert((contact, get(&row, "kind")?, get(&row, "value")?));
         }
         Ok(())
     }

@@ -81,4 +81,5 @@ both!(
     import_batches_see_earlier_uncommitted_ones,
     new_rows_with_taken_ids_are_upserted,
     change_clocks_move_with_every_write,
+    rewrites_keep_what_stays_and_replace_the_rest,
 );

@@ -911,3 +911,144 @@ pub async fn change_clocks_move_with_every_write(config: StoreConfig, dir: &Path
         "a deleted link's clock goes with it"
     );
 }
+
+/// A write rewrites only what changed (index entries that stay are left in place, a binding
+/// that stays is updated in place), and what changed is exactly as a full rewrite leaves it.
+pub async fn rewrites_keep_what_stays_and_replace_the_rest(
+    config: StoreConfig,
+    dir: &Path,
+    _db: Db,
+) {
+    use sealsync_store::{StateRow, SyncBatch};
+    use sealsync_types::{ContactId, LinkId, RunId};
+
+    let hub = hub_on(&config, dir).await;
+    let (workspace, _) = hub.ensure_workspace(&ws()).await.unwrap();
+    let (_, keys) = hub.open_workspace(&ws()).await.unwrap();
+    let store = hub.store();
+    let ws = workspace.id;
+    let person = corpus().remove(0);
+    let id = ContactId::new();
+    let row = |version, key_version, index: Vec<(IndexKind, [u8; 32])>| {
+        let (mut r, _) = Hub::seal_row(
+            &keys,
+            id,
+            version,
+            &Hub::prepare(&keys, person.clone(), None),
+            1,
+        )
+        .unwrap();
+        r.key_version = key_version;
+        (r, index)
+    };
+    let found = async |kind, value: [u8; 32]| {
+        store
+            .lookup_index(ws, kind, &[value])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect::<Vec<_>>()
+    };
+    store
+        .write_contacts(
+            ws,
+            &[row(
+                1,
+                1,
+                vec![(IndexKind::Email, [1; 32]), (IndexKind::Phone, [2; 32])],
+            )],
+        )
+        .await
+        .unwrap();
+    // The email changes, the phone stays, a UID comes; the row moves to key version 2.
+    store
+        .write_contacts(
+            ws,
+            &[row(
+                2,
+                2,
+                vec![
+                    (IndexKind::Email, [3; 32]),
+                    (IndexKind::Phone, [2; 32]),
+                    (IndexKind::Uid, [4; 32]),
+                ],
+            )],
+        )
+        .await
+        .unwrap();
+    assert!(
+        found(IndexKind::Email, [1; 32]).await.is_empty(),
+        "old email"
+    );
+    assert_eq!(found(IndexKind::Email, [3; 32]).await, vec![id]);
+    assert_eq!(found(IndexKind::Phone, [2; 32]).await, vec![id]);
+    assert_eq!(found(IndexKind::Uid, [4; 32]).await, vec![id]);
+    assert_eq!(store.count_at_key_version(ws, 2).await.unwrap(), 1);
+    assert_eq!(store.count_at_key_version(ws, 1).await.unwrap(), 0);
+    // Same key version again: it stays.
+    store
+        .write_contacts(ws, &[row(3, 2, vec![(IndexKind::Phone, [2; 32])])])
+        .await
+        .unwrap();
+    assert_eq!(store.count_at_key_version(ws, 2).await.unwrap(), 1);
+    assert!(found(IndexKind::Email, [3; 32]).await.is_empty());
+    assert!(found(IndexKind::Uid, [4; 32]).await.is_empty());
+    assert_eq!(found(IndexKind::Phone, [2; 32]).await, vec![id]);
+
+    // Link state: bindings that stay, swap, move to a new key, or are given twice.
+    let link = LinkId::new();
+    let (c1, c2, c3) = (ContactId::new(), ContactId::new(), ContactId::new());
+    let bind = |key: u8, contact, etag: &str| StateRow {
+        remote_key: [key; 32],
+        contact,
+        etag: etag.into(),
+        remote_mac: [key; 32],
+        hub_mac: [key; 32],
+    };
+    let apply = async |upserts: Vec<StateRow>| {
+        let batch = SyncBatch {
+            upserts,
+            ..SyncBatch::default()
+        };
+        store
+            .apply_sync_batch(ws, link, RunId::new(), &batch)
+            .await
+            .unwrap();
+        let mut state: Vec<(u8, ContactId, String)> = store
+            .link_state(ws, link)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.remote_key[0], s.contact, s.etag))
+            .collect();
+        state.sort_by_key(|s| s.0);
+        state
+    };
+    assert_eq!(
+        apply(vec![bind(1, c1, "a"), bind(2, c2, "a"), bind(3, c3, "a")]).await,
+        vec![
+            (1, c1, "a".into()),
+            (2, c2, "a".into()),
+            (3, c3, "a".into())
+        ]
+    );
+    assert_eq!(
+        apply(vec![bind(1, c2, "b"), bind(2, c1, "b"), bind(3, c3, "b")]).await,
+        vec![
+            (1, c2, "b".into()),
+            (2, c1, "b".into()),
+            (3, c3, "b".into())
+        ],
+        "a swap within one batch, and a binding that stays"
+    );
+    assert_eq!(
+        apply(vec![bind(4, c3, "c"), bind(5, c1, "c"), bind(5, c1, "d")]).await,
+        vec![
+            (1, c2, "b".into()),
+            (4, c3, "c".into()),
+            (5, c1, "d".into())
+        ],
+        "a contact moved to a new key drops its old binding; a row given twice lands as its last"
+    );
+}
