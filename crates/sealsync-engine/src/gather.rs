@@ -313,9 +313,17 @@ impl Engine {
             .filter(|k| !changed_keys.contains(k))
             .collect();
         if !need.is_empty() {
+            // An unchanged item is listed with the etag its binding recorded: only items with
+            // one of those etags are worth a keyed hash (a listing of 100k items costs 100k
+            // otherwise). A binding whose item is not found brings back the full gathering.
+            let etags: HashSet<&str> = state
+                .iter()
+                .filter(|s| need.contains(&s.remote_key))
+                .map(|s| s.etag.as_str())
+                .collect();
             let mut found = 0;
             for (i, item) in items.iter().enumerate() {
-                if picked.contains_key(&i) {
+                if picked.contains_key(&i) || !etags.contains(item.etag.as_str()) {
                     continue;
                 }
                 let key = self.remote_key(link.id, &item.id);
