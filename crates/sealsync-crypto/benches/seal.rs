@@ -34,26 +34,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let mb = (VALUE * COUNT) as f64 / 1e6;
+    // The layer's AAD for these records: 15 + 3 * 4 + 8 + 16 + 4 + 16 + 4 bytes.
+    let layer_aad = [0xa5u8; 75];
     let mut best_bare = f64::MAX;
+    let mut best_bare_aad = f64::MAX;
     let mut best_layer = f64::MAX;
     let mut sink = 0usize;
     for _ in 0..3 {
-        let mut buf = plain.clone();
-        let start = Instant::now();
-        for n in 0..COUNT {
-            buf.copy_from_slice(&plain);
-            let mut nonce = [0u8; 12];
-            nonce[4..].copy_from_slice(&(n as u64).to_be_bytes());
-            let tag = bare
-                .seal_in_place_separate_tag(
-                    Nonce::assume_unique_for_key(nonce),
-                    Aad::from(b"aad"),
-                    &mut buf,
-                )
-                .map_err(|_| "seal")?;
-            sink ^= tag.as_ref()[0] as usize;
+        for (aad, best) in [
+            (&b"aad"[..], &mut best_bare),
+            (&layer_aad[..], &mut best_bare_aad),
+        ] {
+            let mut buf = plain.clone();
+            let start = Instant::now();
+            for n in 0..COUNT {
+                buf.copy_from_slice(&plain);
+                let mut nonce = [0u8; 12];
+                nonce[4..].copy_from_slice(&(n as u64).to_be_bytes());
+                let tag = bare
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(aad),
+                        &mut buf,
+                    )
+                    .map_err(|_| "seal")?;
+                sink ^= tag.as_ref()[0] as usize;
+            }
+            *best = best.min(start.elapsed().as_secs_f64());
         }
-        best_bare = best_bare.min(start.elapsed().as_secs_f64());
         let start = Instant::now();
         for i in 0..COUNT {
             let at = RecordRef {
@@ -69,13 +77,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("sealing: {COUNT} values of {VALUE} bytes, best of 3, one thread (checksum {sink})");
     println!(
-        "  bare AES-256-GCM (aws-lc-rs): {:>8.0} MB/s",
+        "  bare AES-256-GCM (aws-lc-rs):  {:>8.0} MB/s  (3-byte AAD)",
         mb / best_bare
     );
     println!(
-        "  sealing layer:                {:>8.0} MB/s  = {:.0}% of bare (target >= 70%)",
+        "  bare, the layer's AAD length:  {:>8.0} MB/s  (75-byte AAD)",
+        mb / best_bare_aad
+    );
+    println!(
+        "  sealing layer:                 {:>8.0} MB/s  = {:.0}% of bare (target >= 70%); {:.0}% of bare with an AAD as long",
         mb / best_layer,
-        100.0 * best_bare / best_layer
+        100.0 * best_bare / best_layer,
+        100.0 * best_bare_aad / best_layer
     );
     Ok(())
 }
