@@ -663,17 +663,7 @@ impl Store {
         // Each remote key once, as its last row says. A binding that stays (same key, same
         // contact) is updated in place: its etag and hashes are not indexed, so only the row's
         // page is written. Any other binding of these keys or contacts goes first.
-        let upserts = {
-            let mut seen = HashSet::with_capacity(batch.upserts.len());
-            let mut out: Vec<&StateRow> = batch
-                .upserts
-                .iter()
-                .rev()
-                .filter(|s| seen.insert(s.remote_key))
-                .collect();
-            out.reverse();
-            out
-        };
+        let upserts = last_per(&batch.upserts, |s| s.remote_key);
         for part in upserts.chunks(400) {
             // By contact, then by key: each one IN list on an indexed column.
             for by in ["contact_id", "remote_key"] {
@@ -928,7 +918,7 @@ impl Store {
         let wsb = b(ws.as_bytes());
         let sqlite = self.backend == crate::db::Backend::Sqlite;
         let (mut delete_sql, mut insert_sql, mut upsert_sql) = Default::default();
-        let rows = last_per_id(rows);
+        let rows = last_per(rows, |(r, _)| r.id);
         let (fresh, replaced): (Vec<_>, Vec<_>) = rows.iter().partition(|(r, _)| r.version == 1);
         // The replaced contacts' entries as they are: only those that go are deleted and only
         // those that come are inserted. An entry deleted and inserted again rewrites the pages
@@ -1417,14 +1407,10 @@ impl SqlShapes {
     }
 }
 
-/// Each contact's last row, in the order of those rows.
-fn last_per_id(rows: &[(ContactRow, IndexEntries)]) -> Vec<&(ContactRow, IndexEntries)> {
-    let mut seen = std::collections::HashSet::with_capacity(rows.len());
-    let mut out: Vec<_> = rows
-        .iter()
-        .rev()
-        .filter(|(r, _)| seen.insert(r.id))
-        .collect();
+/// The last row of each key, in the order of those rows.
+fn last_per<T, K: Eq + std::hash::Hash>(rows: &[T], key: impl Fn(&T) -> K) -> Vec<&T> {
+    let mut seen = HashSet::with_capacity(rows.len());
+    let mut out: Vec<&T> = rows.iter().rev().filter(|r| seen.insert(key(r))).collect();
     out.reverse();
     out
 }
