@@ -5,9 +5,11 @@
 //! writes durable. A crash at any point therefore leaves either the whole batch or none of it
 //! in the hub; an endpoint write whose state did not commit is recognised on the next run (the
 //! item is found equal to its hub contact and adopted), so a rerun converges to the state one
-//! uninterrupted run gives, with no duplicates.
+//! uninterrupted run gives, with no duplicates. Batches commit in order, each while the next
+//! is worked out (a crash may then leave two batches' endpoint writes unrecorded, recognised
+//! alike); large runs take larger batches, as fewer commits write far fewer pages.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sealsync_connector::credential::Credential;
@@ -16,10 +18,10 @@ use sealsync_contact::Contact;
 use sealsync_contact::vcard::{VcardVersion, read_all, to_vcard};
 use sealsync_crypto::{IndexKind, RecordRef, SetSum, WorkspaceKeys};
 use sealsync_store::{
-    ConflictRow, EventRow, Hub, HubMeta, LinkMark, PreparedContact, RunRow, StateRow, StoreError,
-    SyncBatch, now_ms,
+    Clocks, ConflictRow, EventRow, Hub, HubMeta, LinkMark, Moved, PreparedContact, RunRow,
+    StateRow, Store, StoreError, SyncBatch, now_ms,
 };
-use sealsync_types::{ConflictId, ContactId, EndpointId, LinkId, RunId};
+use sealsync_types::{ConflictId, ContactId, EndpointId, LinkId, RunId, WorkspaceId};
 use serde::Serialize;
 
 use crate::gather::{Gathered, Member, members_to_bytes, same_plans};
@@ -62,6 +64,10 @@ pub struct LinkDef {
 /// that answer a sender). Each commit writes every page it touched; random keys (blind
 /// indexes, link state) touch many, so fewer, larger commits write far less.
 pub const DEFAULT_BATCH: usize = 1000;
+
+/// The most actions per transaction of a large run (an initial sync): its sealed rows and
+/// bindings are held until they commit.
+pub const LARGE_BATCH: usize = 8192;
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -585,52 +591,69 @@ impl Engine {
         // The clocks as this run's own writes move them; `None` once another writer moved one.
         let mut expect = Some(clocks);
         let total = the_plan.actions.len() as u64;
-        let batch = options.batch.max(1);
+        let batch = batch_size(options.batch, the_plan.actions.len());
         progress(0, total);
+        // Each batch commits while the next one is worked out: its endpoint writes are durable
+        // already, and a batch that reads a contact the one committing writes waits for it.
+        // Webhook endpoints keep their records in the store: their batches go one by one.
+        let overlap = !matches!(
+            link.endpoint,
+            EndpointSpec::Webhook { .. } | EndpointSpec::WebhookOut { .. }
+        );
+        let mut committing: Option<Committing> = None;
         let mut done = 0u64;
         for chunk in the_plan.actions.chunks(batch) {
             let needed: Vec<ContactId> = chunk
                 .iter()
                 .filter_map(|a| needs_hub_contact(&link.spec, a))
                 .collect();
-            let (opened, unreadable) = self.hub.open_contacts(&self.keys, &needed).await?;
-            for e in unreadable {
-                ctx.errors.push(ItemError {
-                    remote: None,
-                    contact: Some(e.id),
-                    error: e.error,
-                });
+            if let Some(c) = committing.take_if(|c| needed.iter().any(|n| c.writes.contains(n))) {
+                done += c.settle(store, ws, link.id, holder, &mut expect).await?;
+                progress(done, total);
             }
-            for (i, action) in chunk.iter().enumerate() {
-                ctx.step()?;
-                self.execute(&mut ctx, action, &opened).await?;
-                // Sealing and matching are CPU work between awaits: let requests served on the
-                // same runtime go first now and then.
-                if i % 16 == 15 {
-                    tokio::task::yield_now().await;
+            let worked = async {
+                let (opened, unreadable) = self.hub.open_contacts(&self.keys, &needed).await?;
+                for e in unreadable {
+                    ctx.errors.push(ItemError {
+                        remote: None,
+                        contact: Some(e.id),
+                        error: e.error,
+                    });
                 }
-            }
-            // The endpoint's writes are durable before the state that records them commits.
-            if let Err(e) = ctx.conn.flush().await {
-                return Err(endpoint_error(e));
-            }
-            let batch = std::mem::take(&mut ctx.batch);
-            let moved = store.apply_sync_batch(ws, link.id, run_id, &batch).await?;
-            expect = expect.and_then(|mut c| {
-                let step = |at: &mut i64, to: Option<i64>| match to {
-                    Some(to) if to != *at + 1 => false,
-                    Some(to) => {
-                        *at = to;
-                        true
+                for (i, action) in chunk.iter().enumerate() {
+                    ctx.step()?;
+                    self.execute(&mut ctx, action, &opened).await?;
+                    // Sealing and matching are CPU work between awaits: let requests served
+                    // on the same runtime go first now and then.
+                    if i % 16 == 15 {
+                        tokio::task::yield_now().await;
                     }
-                    None => true,
-                };
-                (step(&mut c.hub, moved.hub) && step(&mut c.link, moved.link)).then_some(c)
-            });
-            if let Some(holder) = holder {
-                store.renew_link_claim(ws, link.id, holder, false).await?;
+                }
+                // The endpoint's writes are durable before the state that records them
+                // commits.
+                ctx.conn.flush().await.map_err(endpoint_error)
             }
-            done += chunk.len() as u64;
+            .await;
+            // Whatever happens next, the batch handed to the store commits first, as it would
+            // if the process stopped here.
+            let earlier = match committing.take() {
+                Some(c) => c.settle(store, ws, link.id, holder, &mut expect).await,
+                None => Ok(0),
+            };
+            worked?;
+            done += earlier?;
+            progress(done, total);
+            let rows = std::mem::take(&mut ctx.batch);
+            let c = Committing::start(store, ws, link.id, run_id, rows, chunk.len() as u64);
+            if overlap {
+                committing = Some(c);
+            } else {
+                done += c.settle(store, ws, link.id, holder, &mut expect).await?;
+                progress(done, total);
+            }
+        }
+        if let Some(c) = committing.take() {
+            done += c.settle(store, ws, link.id, holder, &mut expect).await?;
             progress(done, total);
         }
         let c = &mut ctx.counts;
@@ -1406,6 +1429,78 @@ impl Ctx<'_> {
 /// Seconds after which a claim that was not renewed is free.
 const CLAIM_STALE_AFTER_S: i64 = 120;
 
+/// Actions per transaction: the size asked for, or for a large run a tenth of it, up to
+/// [`LARGE_BATCH`] actions. A smaller size than the default is kept as asked.
+fn batch_size(asked: usize, actions: usize) -> usize {
+    if asked < DEFAULT_BATCH {
+        return asked.max(1);
+    }
+    (actions / 10).clamp(asked, LARGE_BATCH.max(asked))
+}
+
+/// A batch being committed by the store while the run goes on.
+struct Committing {
+    task: tokio::task::JoinHandle<Result<Moved, StoreError>>,
+    /// The hub contacts it writes.
+    writes: HashSet<ContactId>,
+    /// Its actions.
+    actions: u64,
+}
+
+impl Committing {
+    fn start(
+        store: &Store,
+        ws: WorkspaceId,
+        link: LinkId,
+        run: RunId,
+        batch: SyncBatch,
+        actions: u64,
+    ) -> Self {
+        let writes = batch.contacts.iter().map(|(row, _)| row.id).collect();
+        let store = store.clone();
+        let task = tokio::spawn(async move { store.apply_sync_batch(ws, link, run, &batch).await });
+        Self {
+            task,
+            writes,
+            actions,
+        }
+    }
+
+    /// Waits for the commit; moves the clocks the run expects (`None` once another writer
+    /// moved one) and renews the run's claim. Returns the batch's actions.
+    async fn settle(
+        self,
+        store: &Store,
+        ws: WorkspaceId,
+        link: LinkId,
+        holder: Option<&str>,
+        expect: &mut Option<Clocks>,
+    ) -> Result<u64, RunError> {
+        let moved = match self.task.await {
+            Ok(moved) => moved?,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => return Err(StoreError::Corrupt("a batch's commit was cancelled").into()),
+            },
+        };
+        *expect = expect.and_then(|mut c| {
+            let step = |at: &mut i64, to: Option<i64>| match to {
+                Some(to) if to != *at + 1 => false,
+                Some(to) => {
+                    *at = to;
+                    true
+                }
+                None => true,
+            };
+            (step(&mut c.hub, moved.hub) && step(&mut c.link, moved.link)).then_some(c)
+        });
+        if let Some(holder) = holder {
+            store.renew_link_claim(ws, link, holder, false).await?;
+        }
+        Ok(self.actions)
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
@@ -1476,4 +1571,22 @@ fn action_contact(a: &Action) -> Option<ContactId> {
 /// A listing member as a mark keeps it.
 fn short(member: &[u8; 32]) -> Member {
     member[..16].try_into().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_runs_commit_in_larger_batches() {
+        // Small sizes asked for (webhook groups, tests) are kept.
+        assert_eq!(batch_size(3, 100_000), 3);
+        assert_eq!(batch_size(0, 10), 1);
+        // The default for a usual run; a tenth of a large one, up to the cap.
+        assert_eq!(batch_size(DEFAULT_BATCH, 1_000), DEFAULT_BATCH);
+        assert_eq!(batch_size(DEFAULT_BATCH, 50_000), 5_000);
+        assert_eq!(batch_size(DEFAULT_BATCH, 1_000_000), LARGE_BATCH);
+        // A size asked for above the cap is kept.
+        assert_eq!(batch_size(20_000, 1_000_000), 20_000);
+    }
 }
