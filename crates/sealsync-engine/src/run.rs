@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sealsync_connector::credential::Credential;
-use sealsync_connector::{Connector, ConnectorError, Etag, ItemMeta, RemoteId};
+use sealsync_connector::{Connector, ConnectorError, Etag, ItemMeta, Listing, RemoteId};
 use sealsync_contact::Contact;
 use sealsync_contact::vcard::{VcardVersion, read_all, to_vcard};
 use sealsync_crypto::{IndexKind, RecordRef, SetSum, WorkspaceKeys};
@@ -279,11 +279,24 @@ impl Engine {
         progress: Progress<'_>,
         run_id: Option<RunId>,
     ) -> Result<RunReport, RunError> {
+        self.run_inner(link, options, progress, run_id, None).await
+    }
+
+    async fn run_inner(
+        &self,
+        link: &LinkDef,
+        options: &RunOptions,
+        progress: Progress<'_>,
+        run_id: Option<RunId>,
+        ahead: Option<Ahead>,
+    ) -> Result<RunReport, RunError> {
         if options.dry_run {
-            return self.run_claimed(link, options, progress, None, None).await;
+            return self
+                .run_claimed(link, options, progress, None, None, ahead)
+                .await;
         }
         self.with_claim(link, async |holder| {
-            self.run_claimed(link, options, progress, Some(holder), run_id)
+            self.run_claimed(link, options, progress, Some(holder), run_id, ahead)
                 .await
         })
         .await
@@ -323,6 +336,7 @@ impl Engine {
         progress: Progress<'_>,
         holder: Option<&str>,
         run_id: Option<RunId>,
+        ahead: Option<Ahead>,
     ) -> Result<RunReport, RunError> {
         let ws = self.keys.workspace();
         let store = self.hub.store();
@@ -397,14 +411,24 @@ impl Engine {
                 m.clocks.link == clocks.link && m.clocks.hub <= clocks.hub && m.settings == settings
             }),
         };
+        // A listing started ahead serves a run that has no cursor to list from.
+        let listed_ahead = async {
+            match ahead {
+                Some(ahead) if from.is_none() => match ahead.task.await {
+                    Ok(listing) => listing,
+                    Err(_) => conn.list_from(from).await,
+                },
+                _ => conn.list_from(from).await,
+            }
+        };
         let (listing, loaded) = if mark.is_some() {
             // Only the listing and what was written since the mark can show work: the listing
             // is read alone first.
-            (conn.list_from(from).await, None)
+            (listed_ahead.await, None)
         } else {
             // Both sides at the same time.
             let (listing, state, hub) = tokio::join!(
-                conn.list_from(from),
+                listed_ahead,
                 store.link_state(ws, link.id),
                 store.hub_meta(ws),
             );
@@ -832,10 +856,20 @@ impl Engine {
     ) -> Vec<(String, Result<RunReport, RunError>)> {
         let mut out: Vec<(String, Result<RunReport, RunError>)> = Vec::new();
         let mut last_change = None;
+        let mut ahead = None;
         for (i, def) in links.iter().enumerate() {
+            // The next link's endpoint is listed while this one runs, where that is safe.
+            let next = links.get(i + 1).and_then(|next| list_ahead(next, def));
             let r = self
-                .run(def, options, &|d, t| progress(&def.name, d, t))
+                .run_inner(
+                    def,
+                    options,
+                    &|d, t| progress(&def.name, d, t),
+                    None,
+                    ahead.take(),
+                )
                 .await;
+            ahead = next;
             if let Ok(rep) = &r {
                 let c = &rep.counts;
                 if c.hub_created + c.hub_updated + c.hub_deleted > 0 {
@@ -1429,6 +1463,30 @@ impl Ctx<'_> {
 /// Seconds after which a claim that was not renewed is free.
 const CLAIM_STALE_AFTER_S: i64 = 120;
 
+/// A listing started ahead of its link's run.
+struct Ahead {
+    task: tokio::task::JoinHandle<Result<Listing, ConnectorError>>,
+}
+
+/// Starts listing `link`'s endpoint while `before` runs, where nothing can tell it from a
+/// listing taken when its own run starts: a local folder or file, which needs no account and
+/// lists without a cursor, and not where `before` writes. Endpoints elsewhere list in their
+/// own run (an account's secret is opened only there).
+fn list_ahead(link: &LinkDef, before: &LinkDef) -> Option<Ahead> {
+    let local = |spec: &EndpointSpec| match spec {
+        EndpointSpec::Vdir { path, .. } | EndpointSpec::Csv { path, .. } => Some(path.clone()),
+        _ => None,
+    };
+    let path = local(&link.endpoint)?;
+    if link.endpoint_id == before.endpoint_id || local(&before.endpoint).as_ref() == Some(&path) {
+        return None;
+    }
+    let conn = link.endpoint.open(None, &[]).ok()?;
+    Some(Ahead {
+        task: tokio::spawn(async move { conn.list_from(None).await }),
+    })
+}
+
 /// Actions per transaction: the size asked for, or for a large run a tenth of it, up to
 /// [`LARGE_BATCH`] actions. A smaller size than the default is kept as asked.
 fn batch_size(asked: usize, actions: usize) -> usize {
@@ -1588,5 +1646,48 @@ mod tests {
         assert_eq!(batch_size(DEFAULT_BATCH, 1_000_000), LARGE_BATCH);
         // A size asked for above the cap is kept.
         assert_eq!(batch_size(20_000, 1_000_000), 20_000);
+    }
+
+    fn local_link(endpoint: EndpointId, spec: EndpointSpec) -> LinkDef {
+        LinkDef {
+            id: LinkId::new(),
+            name: "l".into(),
+            spec: LinkSpec::default(),
+            endpoint_name: "e".into(),
+            endpoint_id: endpoint,
+            endpoint: spec,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_local_endpoint_the_run_before_does_not_write_is_listed_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let vdir = |name: &str| EndpointSpec::Vdir {
+            path: dir.path().join(name),
+            version: None,
+        };
+        std::fs::create_dir_all(dir.path().join("a")).unwrap();
+        std::fs::create_dir_all(dir.path().join("b")).unwrap();
+        let a = local_link(EndpointId::new(), vdir("a"));
+        let b = local_link(EndpointId::new(), vdir("b"));
+        let ahead = list_ahead(&b, &a).expect("another folder is listed ahead");
+        let listing = ahead.task.await.unwrap().unwrap();
+        assert!(listing.snapshot.items.is_empty() && listing.cursor.is_none());
+        // Not the endpoint the run before writes, under its id or its path.
+        let again = local_link(a.endpoint_id, vdir("a"));
+        assert!(list_ahead(&again, &a).is_none());
+        let same_path = local_link(EndpointId::new(), vdir("a"));
+        assert!(list_ahead(&same_path, &a).is_none());
+        // Not an endpoint elsewhere.
+        let dav = local_link(
+            EndpointId::new(),
+            EndpointSpec::Carddav {
+                url: "https://127.0.0.1:1/dav/".into(),
+                version: None,
+                allow: Vec::new(),
+                account: None,
+            },
+        );
+        assert!(list_ahead(&dav, &a).is_none());
     }
 }
