@@ -843,10 +843,13 @@ async fn pool(
             Box::pin(async move {
                 match backend {
                     Backend::Sqlite => {
+                        // A page cache of 16 MiB per connection: an import of 100k contacts
+                        // runs as fast as with 32 MiB, and a sync, whose every pooled
+                        // connection fills its cache, holds tens of MB less.
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                             PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
+                             PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
                         )
                         .await?;
                     }
