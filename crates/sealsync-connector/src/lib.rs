@@ -14,6 +14,7 @@
 pub mod compliance;
 pub mod credential;
 pub mod egress;
+pub mod par;
 
 use std::fmt;
 

@@ -314,7 +314,11 @@ impl Source for Vdir {
         &self,
         ids: &[RemoteId],
     ) -> Result<Vec<(RemoteId, Result<Item, ConnectorError>)>, ConnectorError> {
-        Ok(ids.iter().map(|id| (id.clone(), self.read(id))).collect())
+        // Reading and parsing many files: on every core.
+        let ids: Vec<&RemoteId> = ids.iter().collect();
+        Ok(sealsync_connector::par::map(ids, 64, |id| {
+            (id.clone(), self.read(id))
+        }))
     }
 }
 

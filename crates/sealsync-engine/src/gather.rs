@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use sealsync_connector::{Connector, ItemMeta};
+use sealsync_connector::{Connector, ItemMeta, par};
 use sealsync_store::{Clocks, HubMeta, LinkMark, StateRow, StoreError};
 use sealsync_types::ContactId;
 
@@ -109,24 +109,30 @@ impl Engine {
                 link: link.name.clone(),
                 error,
             })?;
-            for (n, (id, item)) in items.into_iter().enumerate() {
-                if n % 16 == 15 {
-                    tokio::task::yield_now().await;
-                }
-                let Some(&key) = key_of.get(&id) else {
-                    continue;
-                };
-                match item {
+            // Preparing is CPU work (parsing, normalising, keyed hashes): on every core.
+            let prepared = par::map(items, 64, |(id, item)| {
+                let key = *key_of.get(&id)?;
+                Some(match item {
                     Ok(item) => {
-                        let prepared = self.prepare_incoming(link, item.contact);
-                        fetched.insert(key, Fetched::Mac(prepared.content_mac));
-                        incoming.insert(key, Incoming::new(item.meta, prepared));
+                        let p = self.prepare_incoming(link, item.contact);
+                        (key, Ok(Incoming::new(item.meta, p)))
+                    }
+                    Err(e) => (key, Err(e.to_string())),
+                })
+            });
+            for (key, item) in prepared.into_iter().flatten() {
+                match item {
+                    Ok(inc) => {
+                        fetched.insert(key, Fetched::Mac(inc.content_mac));
+                        incoming.insert(key, inc);
                     }
                     Err(e) => {
-                        fetched.insert(key, Fetched::Failed(e.to_string()));
+                        fetched.insert(key, Fetched::Failed(e));
                     }
                 }
             }
+            // Let requests served on the same runtime go first now and then.
+            tokio::task::yield_now().await;
         }
         Ok((fetched, incoming))
     }

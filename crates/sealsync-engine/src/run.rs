@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sealsync_connector::credential::Credential;
+use sealsync_connector::par;
 use sealsync_connector::{Connector, ConnectorError, Etag, ItemMeta, Listing, RemoteId};
 use sealsync_contact::Contact;
 use sealsync_contact::vcard::{VcardVersion, read_all, to_vcard};
@@ -182,7 +183,7 @@ pub struct Engine {
 pub(crate) struct Incoming {
     meta: ItemMeta,
     vcard: zeroize::Zeroizing<String>,
-    content_mac: [u8; 32],
+    pub(crate) content_mac: [u8; 32],
     uid_mac: Option<[u8; 32]>,
     email_macs: Vec<[u8; 32]>,
     phone_macs: Vec<[u8; 32]>,
@@ -794,32 +795,13 @@ impl Engine {
         })
     }
 
-    /// A listed item as a member of the listing's [`SetSum`].
-    /// The members of a whole listing, in its order: a large one on every core (up to four).
+    /// The members of a whole listing, in its order: a large one on every core.
     fn listing_members(&self, items: &[ItemMeta]) -> Vec<[u8; 32]> {
-        let each = |part: &[ItemMeta]| -> Vec<[u8; 32]> {
-            part.iter()
-                .map(|m| self.listing_member(&m.id, &m.etag))
-                .collect()
-        };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        // Debug builds split small listings too, so that the tests take this path.
-        let least = if cfg!(debug_assertions) { 4 } else { 8192 };
-        if items.len() < least || threads < 2 {
-            return each(items);
-        }
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = items
-                .chunks(items.len().div_ceil(threads))
-                .map(|part| scope.spawn(move || each(part)))
-                .collect();
-            parts
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        })
+        let items: Vec<&ItemMeta> = items.iter().collect();
+        par::map(items, 8192, |m| self.listing_member(&m.id, &m.etag))
     }
 
+    /// A listed item as a member of the listing's [`SetSum`].
     fn listing_member(&self, id: &RemoteId, etag: &Etag) -> [u8; 32] {
         self.keys
             .blind_index()
