@@ -663,7 +663,13 @@ impl Store {
         // Each remote key once, as its last row says. A binding that stays (same key, same
         // contact) is updated in place: its etag and hashes are not indexed, so only the row's
         // page is written. Any other binding of these keys or contacts goes first.
-        let upserts = last_per(&batch.upserts, |s| s.remote_key);
+        let mut upserts = last_per(&batch.upserts, |s| s.remote_key);
+        // In key order, as the table keeps them (the keys are keyed hashes), where the order
+        // cannot change the outcome: with each contact once, no part undoes another's binding.
+        let mut contacts = HashSet::with_capacity(upserts.len());
+        if upserts.iter().all(|s| contacts.insert(s.contact)) {
+            upserts.sort_unstable_by_key(|s| s.remote_key);
+        }
         for part in upserts.chunks(400) {
             // By contact, then by key: each one IN list on an indexed column.
             for by in ["contact_id", "remote_key"] {
@@ -1058,13 +1064,16 @@ impl Store {
                 q.execute(&mut *tx).await.map_err(StoreError::db)?;
             }
         }
-        let entries: Vec<(&ContactRow, &str, &[u8; 32])> = rows
+        let mut entries: Vec<(&ContactRow, &str, &[u8; 32])> = rows
             .iter()
             .flat_map(|(row, index)| index.iter().map(move |(k, v)| (row, k.as_str(), v)))
             .filter(|(row, kind, value)| {
                 row.version == 1 || !kept.contains(&(*row.id.as_bytes(), *kind, value.as_slice()))
             })
             .collect();
+        // In the index's own order: each insert lands next to the one before, on a page just
+        // written, instead of anywhere in the tree (the values are keyed hashes).
+        entries.sort_unstable_by(|a, b| (a.1, a.2).cmp(&(b.1, b.2)));
         let mut index_sql = SqlShapes::default();
         for part in entries.chunks(INDEX_CHUNK) {
             let text = SqlShapes::get(&mut index_sql, part.len(), |n| {
