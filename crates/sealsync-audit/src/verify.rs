@@ -141,9 +141,12 @@ impl AuditLog {
         let mut after = 0u64;
         // Entries are read, then the head: an entry appended in between shows as a head ahead
         // of the entries read, so reading goes on from where it stopped until the head is
-        // reached (or nothing more comes, which is a removed tail).
-        let mut rounds = 0;
+        // reached. An entry commits with the head that names it: once a round reads nothing
+        // new while the head read before it is ahead, the tail was removed. However fast
+        // entries are appended, each round reads more than the one before.
+        let mut rounds = 0u32;
         let head = loop {
+            let read_before = checked;
             loop {
                 let rows = self.raw_page(chain, after, PAGE).await?;
                 let Some(end) = rows.last().map(|r| r.seq) else {
@@ -203,7 +206,9 @@ impl AuditLog {
             let head = self.head(chain).await?;
             let last_seq = last.as_ref().map_or(0, |(seq, _, _)| *seq);
             match &head {
-                Some(h) if h.seq > last_seq && rounds < 10 => rounds += 1,
+                Some(h) if h.seq > last_seq && (rounds == 0 || checked > read_before) => {
+                    rounds += 1;
+                }
                 _ => break head,
             }
         };
