@@ -141,10 +141,9 @@ impl AuditLog {
         let mut after = 0u64;
         // Entries are read, then the head: an entry appended in between shows as a head ahead
         // of the entries read, so reading goes on from where it stopped until the head is
-        // reached. An entry commits with the head that names it: once a round reads nothing
-        // new while the head read before it is ahead, the tail was removed. However fast
-        // entries are appended, each round reads more than the one before.
-        let mut rounds = 0u32;
+        // reached. An entry commits with the head that names it: once a round after the first
+        // reads nothing new while the head read before it is ahead, the tail was removed.
+        let mut first = true;
         let head = loop {
             let read_before = checked;
             loop {
@@ -206,9 +205,7 @@ impl AuditLog {
             let head = self.head(chain).await?;
             let last_seq = last.as_ref().map_or(0, |(seq, _, _)| *seq);
             match &head {
-                Some(h) if h.seq > last_seq && (rounds == 0 || checked > read_before) => {
-                    rounds += 1;
-                }
+                Some(h) if h.seq > last_seq && (first || checked > read_before) => first = false,
                 _ => break head,
             }
         };
