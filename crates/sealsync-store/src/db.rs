@@ -214,6 +214,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     "changes",
                     include_str!("../migrations/sqlite/0014_changes.sql"),
                 ),
+                migration(
+                    15,
+                    "bound",
+                    include_str!("../migrations/sqlite/0015_bound.sql"),
+                ),
             ],
             vec![migration(
                 1,
@@ -292,6 +297,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     14,
                     "changes",
                     include_str!("../migrations/postgres/0014_changes.sql"),
+                ),
+                migration(
+                    15,
+                    "bound",
+                    include_str!("../migrations/postgres/0015_bound.sql"),
                 ),
             ],
             vec![migration(

@@ -572,8 +572,20 @@ impl Store {
         Ok(out)
     }
 
-    /// How many items `link` binds.
+    /// How many items `link` binds, as its clock row counts them. Counted when the row has no
+    /// count.
     pub async fn link_state_count(&self, ws: WorkspaceId, link: LinkId) -> Result<u64, StoreError> {
+        let kept: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT bound FROM sync_clocks WHERE workspace_id = $1 AND scope = $2",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(b(link.as_bytes()))
+        .fetch_optional(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        if let Some(Some(n)) = kept {
+            return Ok(n.max(0) as u64);
+        }
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM link_state WHERE workspace_id = $1 AND link_id = $2",
         )
@@ -644,6 +656,9 @@ impl Store {
         }
         let wsb = b(ws.as_bytes());
         let linkb = b(link.as_bytes());
+        // How many bindings the batch adds, less those it removes: the link's clock row keeps
+        // the count.
+        let mut bound: i64 = 0;
         for part in batch.forget.chunks(400) {
             let mut m = Marks::new(self.backend);
             let sql = format!(
@@ -658,7 +673,8 @@ impl Store {
             for k in part {
                 q = q.bind(k.to_vec());
             }
-            q.execute(&mut *tx).await.map_err(StoreError::db)?;
+            let gone = q.execute(&mut *tx).await.map_err(StoreError::db)?;
+            bound -= gone.rows_affected() as i64;
         }
         // Each remote key once, as its last row says. A binding that stays (same key, same
         // contact) is updated in place: its etag and hashes are not indexed, so only the row's
@@ -696,8 +712,26 @@ impl Store {
                 for s in part {
                     q = q.bind(s.remote_key.to_vec()).bind(b(s.contact.as_bytes()));
                 }
-                q.execute(&mut *tx).await.map_err(StoreError::db)?;
+                let gone = q.execute(&mut *tx).await.map_err(StoreError::db)?;
+                bound -= gone.rows_affected() as i64;
             }
+            // Every row still holding one of these keys is a binding that stays: the insert
+            // below updates it. The others are new.
+            let mut m = Marks::new(self.backend);
+            let sql = format!(
+                "SELECT COUNT(*) FROM link_state WHERE workspace_id = {} AND link_id = {} AND remote_key IN ({})",
+                m.next(),
+                m.next(),
+                m.list(part.len())
+            );
+            let mut q = sqlx::query_scalar(AssertSqlSafe(sql))
+                .bind(wsb.clone())
+                .bind(linkb.clone());
+            for s in part {
+                q = q.bind(s.remote_key.to_vec());
+            }
+            let stay: i64 = q.fetch_one(&mut *tx).await.map_err(StoreError::db)?;
+            bound += part.len() as i64 - stay;
 
             let mut m = Marks::new(self.backend);
             let values = (0..part.len())
@@ -768,26 +802,30 @@ impl Store {
         }
         // Last, so that on PostgreSQL the link's clock row stays locked only until the commit.
         if batch.moves_link() {
-            moved.link = Some(self.bump_clock(&mut tx, ws, link.as_bytes()).await?);
+            moved.link = Some(self.bump_clock(&mut tx, ws, link.as_bytes(), bound).await?);
         }
         tx.commit().await.map_err(StoreError::db)?;
         Ok(moved)
     }
 
-    /// Moves a clock of `ws` by one inside `tx` and returns its new value. On PostgreSQL the
-    /// clock's row stays locked until the commit.
+    /// Moves a clock of `ws` by one inside `tx`, and its count of bindings by `bound` (a
+    /// link's; the hub's stays 0), and returns its new value. On PostgreSQL the clock's row
+    /// stays locked until the commit.
     pub(crate) async fn bump_clock(
         &self,
         tx: &mut AnyConnection,
         ws: WorkspaceId,
         scope: &[u8],
+        bound: i64,
     ) -> Result<i64, StoreError> {
         sqlx::query_scalar(
-            "INSERT INTO sync_clocks (workspace_id, scope, n) VALUES ($1, $2, 1) \
-             ON CONFLICT (workspace_id, scope) DO UPDATE SET n = sync_clocks.n + 1 RETURNING n",
+            "INSERT INTO sync_clocks (workspace_id, scope, n, bound) VALUES ($1, $2, 1, $3) \
+             ON CONFLICT (workspace_id, scope) DO UPDATE SET n = sync_clocks.n + 1, \
+             bound = sync_clocks.bound + excluded.bound RETURNING n",
         )
         .bind(b(ws.as_bytes()))
         .bind(scope.to_vec())
+        .bind(bound)
         .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::db)
@@ -802,7 +840,7 @@ impl Store {
         tx: &mut AnyConnection,
         ws: WorkspaceId,
     ) -> Result<i64, StoreError> {
-        self.bump_clock(tx, ws, HUB_SCOPE).await
+        self.bump_clock(tx, ws, HUB_SCOPE, 0).await
     }
 
     /// The hub's and `link`'s clocks now.
@@ -1354,7 +1392,7 @@ impl Store {
             return Ok(false);
         };
         // The link's next run must look again.
-        self.bump_clock(&mut tx, ws, &link).await?;
+        self.bump_clock(&mut tx, ws, &link, 0).await?;
         tx.commit().await.map_err(StoreError::db)?;
         Ok(true)
     }

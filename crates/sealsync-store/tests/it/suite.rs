@@ -996,7 +996,8 @@ pub async fn rewrites_keep_what_stays_and_replace_the_rest(
     assert!(found(IndexKind::Uid, [4; 32]).await.is_empty());
     assert_eq!(found(IndexKind::Phone, [2; 32]).await, vec![id]);
 
-    // Link state: bindings that stay, swap, move to a new key, or are given twice.
+    // Link state: bindings that stay, swap, move to a new key, are given twice or forgotten.
+    // The link's clock row counts them as they go.
     let link = LinkId::new();
     let (c1, c2, c3) = (ContactId::new(), ContactId::new(), ContactId::new());
     let bind = |key: u8, contact, etag: &str| StateRow {
@@ -1006,9 +1007,10 @@ pub async fn rewrites_keep_what_stays_and_replace_the_rest(
         remote_mac: [key; 32],
         hub_mac: [key; 32],
     };
-    let apply = async |upserts: Vec<StateRow>| {
+    let apply = async |upserts: Vec<StateRow>, forget: Vec<[u8; 32]>| {
         let batch = SyncBatch {
             upserts,
+            forget,
             ..SyncBatch::default()
         };
         store
@@ -1023,10 +1025,18 @@ pub async fn rewrites_keep_what_stays_and_replace_the_rest(
             .map(|s| (s.remote_key[0], s.contact, s.etag))
             .collect();
         state.sort_by_key(|s| s.0);
+        assert_eq!(
+            store.link_state_count(ws, link).await.unwrap(),
+            state.len() as u64
+        );
         state
     };
     assert_eq!(
-        apply(vec![bind(1, c1, "a"), bind(2, c2, "a"), bind(3, c3, "a")]).await,
+        apply(
+            vec![bind(1, c1, "a"), bind(2, c2, "a"), bind(3, c3, "a")],
+            vec![]
+        )
+        .await,
         vec![
             (1, c1, "a".into()),
             (2, c2, "a".into()),
@@ -1034,7 +1044,11 @@ pub async fn rewrites_keep_what_stays_and_replace_the_rest(
         ]
     );
     assert_eq!(
-        apply(vec![bind(1, c2, "b"), bind(2, c1, "b"), bind(3, c3, "b")]).await,
+        apply(
+            vec![bind(1, c2, "b"), bind(2, c1, "b"), bind(3, c3, "b")],
+            vec![]
+        )
+        .await,
         vec![
             (1, c2, "b".into()),
             (2, c1, "b".into()),
@@ -1043,12 +1057,21 @@ pub async fn rewrites_keep_what_stays_and_replace_the_rest(
         "a swap within one batch, and a binding that stays"
     );
     assert_eq!(
-        apply(vec![bind(4, c3, "c"), bind(5, c1, "c"), bind(5, c1, "d")]).await,
+        apply(
+            vec![bind(4, c3, "c"), bind(5, c1, "c"), bind(5, c1, "d")],
+            vec![]
+        )
+        .await,
         vec![
             (1, c2, "b".into()),
             (4, c3, "c".into()),
             (5, c1, "d".into())
         ],
         "a contact moved to a new key drops its old binding; a row given twice lands as its last"
+    );
+    assert_eq!(
+        apply(vec![bind(6, c2, "e")], vec![[4; 32], [9; 32]]).await,
+        vec![(5, c1, "d".into()), (6, c2, "e".into())],
+        "forgotten keys, one of them never bound, and a contact moved while the batch forgets"
     );
 }
