@@ -964,3 +964,89 @@ fn contact_from_row(r: &AnyRow) -> Result<ContactRow, StoreError> {
         updated_at: get(r, "updated_at")?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed step is a failed test
+
+    use super::*;
+
+    /// A database the release before counted bindings left: its links get their counts from
+    /// their state when it is brought up to date, whether or not they had a clock row.
+    async fn counting_bindings_on_upgrade(config: StoreConfig, backend: Backend) {
+        sqlx::any::install_default_drivers();
+        let data = pool(backend, config.database_url.expose_secret(), 1, None)
+            .await
+            .unwrap();
+        let (latest, _) = migrators(backend);
+        let mut before = latest.migrations.to_vec();
+        let counting = before.pop().unwrap();
+        assert_eq!(counting.description, "bound");
+        Migrator::with_migrations(before).run(&data).await.unwrap();
+        let (ws, ticked, unticked) = (vec![1u8; 16], vec![2u8; 16], vec![3u8; 16]);
+        let bind = |link: &[u8], key: u8| {
+            sqlx::query(
+                "INSERT INTO link_state (workspace_id, link_id, remote_key, contact_id, etag, remote_mac, hub_mac) \
+                 VALUES ($1, $2, $3, $4, 'e', $5, $5)",
+            )
+            .bind(ws.clone())
+            .bind(link.to_vec())
+            .bind(vec![key; 32])
+            .bind(vec![key; 16])
+            .bind(vec![0u8; 32])
+        };
+        for key in 1..=3 {
+            bind(&ticked, key).execute(&data).await.unwrap();
+        }
+        bind(&unticked, 9).execute(&data).await.unwrap();
+        for (scope, n) in [(Vec::new(), 7i64), (ticked.clone(), 5)] {
+            sqlx::query("INSERT INTO sync_clocks (workspace_id, scope, n) VALUES ($1, $2, $3)")
+                .bind(ws.clone())
+                .bind(scope)
+                .bind(n)
+                .execute(&data)
+                .await
+                .unwrap();
+        }
+        latest.run(&data).await.unwrap();
+        let mut clocks: Vec<(Vec<u8>, i64, Option<i64>)> =
+            sqlx::query("SELECT scope, n, bound FROM sync_clocks")
+                .fetch_all(&data)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        get(r, "scope").unwrap(),
+                        get(r, "n").unwrap(),
+                        get(r, "bound").unwrap(),
+                    )
+                })
+                .collect();
+        clocks.sort();
+        assert_eq!(
+            clocks,
+            vec![
+                (Vec::new(), 7, Some(0)),
+                (ticked, 5, Some(3)),
+                (unticked, 0, Some(1))
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_counting_bindings_on_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        counting_bindings_on_upgrade(crate::testing::sqlite_config(dir.path()), Backend::Sqlite)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn pg_counting_bindings_on_upgrade() {
+        let Some(config) = crate::testing::postgres_config().await.unwrap() else {
+            eprintln!("skipped: SEALSYNC_TEST_DATABASE_URL is not set");
+            return;
+        };
+        counting_bindings_on_upgrade(config, Backend::Postgres).await;
+    }
+}

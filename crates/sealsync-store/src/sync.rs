@@ -660,13 +660,7 @@ impl Store {
         // the count.
         let mut bound: i64 = 0;
         for part in batch.forget.chunks(400) {
-            let mut m = Marks::new(self.backend);
-            let sql = format!(
-                "DELETE FROM link_state WHERE workspace_id = {} AND link_id = {} AND remote_key IN ({})",
-                m.next(),
-                m.next(),
-                m.list(part.len())
-            );
+            let sql = link_keys_sql(self.backend, "DELETE", part.len());
             let mut q = sqlx::query(AssertSqlSafe(sql))
                 .bind(wsb.clone())
                 .bind(linkb.clone());
@@ -717,13 +711,7 @@ impl Store {
             }
             // Every row still holding one of these keys is a binding that stays: the insert
             // below updates it. The others are new.
-            let mut m = Marks::new(self.backend);
-            let sql = format!(
-                "SELECT COUNT(*) FROM link_state WHERE workspace_id = {} AND link_id = {} AND remote_key IN ({})",
-                m.next(),
-                m.next(),
-                m.list(part.len())
-            );
+            let sql = link_keys_sql(self.backend, "SELECT COUNT(*)", part.len());
             let mut q = sqlx::query_scalar(AssertSqlSafe(sql))
                 .bind(wsb.clone())
                 .bind(linkb.clone());
@@ -1396,6 +1384,18 @@ impl Store {
         tx.commit().await.map_err(StoreError::db)?;
         Ok(true)
     }
+}
+
+/// `{verb} FROM link_state` for `n` remote keys of one link; binds the workspace, the link,
+/// then the keys.
+fn link_keys_sql(backend: crate::db::Backend, verb: &str, n: usize) -> String {
+    let mut m = Marks::new(backend);
+    format!(
+        "{verb} FROM link_state WHERE workspace_id = {} AND link_id = {} AND remote_key IN ({})",
+        m.next(),
+        m.next(),
+        m.list(n)
+    )
 }
 
 /// Time now in milliseconds, for run and event stamps.
