@@ -572,10 +572,9 @@ impl Store {
         Ok(out)
     }
 
-    /// How many items `link` binds, as its clock row counts them. Counted when the row has no
-    /// count.
+    /// How many items `link` binds, as its clock row counts them (no row: none).
     pub async fn link_state_count(&self, ws: WorkspaceId, link: LinkId) -> Result<u64, StoreError> {
-        let kept: Option<Option<i64>> = sqlx::query_scalar(
+        let n: Option<i64> = sqlx::query_scalar(
             "SELECT bound FROM sync_clocks WHERE workspace_id = $1 AND scope = $2",
         )
         .bind(b(ws.as_bytes()))
@@ -583,18 +582,7 @@ impl Store {
         .fetch_optional(&self.data)
         .await
         .map_err(StoreError::db)?;
-        if let Some(Some(n)) = kept {
-            return Ok(n.max(0) as u64);
-        }
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM link_state WHERE workspace_id = $1 AND link_id = $2",
-        )
-        .bind(b(ws.as_bytes()))
-        .bind(b(link.as_bytes()))
-        .fetch_one(&self.data)
-        .await
-        .map_err(StoreError::db)?;
-        Ok(n.max(0) as u64)
+        Ok(n.unwrap_or(0).max(0) as u64)
     }
 
     /// The rows of `link`'s state for these remote keys and for these contacts, each once.
