@@ -26,5 +26,7 @@ pub mod transform;
 
 pub use catalog::{ApplyFile, CatalogError, Change, Endpoint, Link};
 pub use plan::{Action, Plan, PlanError};
-pub use run::{Counts, DEFAULT_BATCH, Engine, LinkDef, RunError, RunOptions, RunReport};
+pub use run::{
+    Counts, DEFAULT_BATCH, Engine, LinkDef, RunError, RunOptions, RunReport, process_holder,
+};
 pub use spec::{ConflictPolicy, DeleteVsEdit, Deletions, Direction, EndpointSpec, LinkSpec};

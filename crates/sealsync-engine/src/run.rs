@@ -50,6 +50,26 @@ pub enum RunError {
     Interrupted(u64),
 }
 
+impl RunError {
+    /// What a run record says of the error: its kind and a message without the details
+    /// (which name endpoints, paths and servers, and go to the log).
+    pub fn summary(&self) -> serde_json::Value {
+        let (error, message) = match self {
+            RunError::Guard { error, .. } => ("guard", error.to_string()),
+            RunError::Busy { .. } => ("busy", "another run of this link is going on".into()),
+            RunError::Endpoint { .. } => (
+                "endpoint",
+                "the endpoint could not be read or written; see the log".into(),
+            ),
+            RunError::Store(_) | RunError::Interrupted(_) => (
+                "internal",
+                "the run stopped on a storage error; see the log".into(),
+            ),
+        };
+        serde_json::json!({"error": error, "message": message})
+    }
+}
+
 /// A link as the engine runs it.
 #[derive(Debug, Clone)]
 pub struct LinkDef {
@@ -296,9 +316,36 @@ impl Engine {
                 .run_claimed(link, options, progress, None, None, ahead)
                 .await;
         }
+        let run_id = run_id.unwrap_or_default();
+        let started = now_ms();
         self.with_claim(link, async |holder| {
-            self.run_claimed(link, options, progress, Some(holder), run_id, ahead)
-                .await
+            let result = self
+                .run_claimed(link, options, progress, Some(holder), Some(run_id), ahead)
+                .await;
+            // A run stopped by an error is recorded as failed (with the kind of error, never
+            // its details), whether it stopped before its first action or after. The test
+            // hook's stop stands for a crash: the run stays recorded as it was.
+            if let Err(e) = &result
+                && !matches!(e, RunError::Interrupted(_))
+            {
+                let row = RunRow {
+                    id: run_id,
+                    link: link.id,
+                    started_at: started,
+                    ended_at: Some(now_ms()),
+                    status: "failed".into(),
+                    counts: e.summary().to_string(),
+                };
+                if let Err(store_error) = self
+                    .hub
+                    .store()
+                    .put_run(self.keys.workspace(), &row)
+                    .await
+                {
+                    tracing::warn!(link = %link.name, run = %run_id, error = %store_error, "A failed run could not be recorded.");
+                }
+            }
+            result
         })
         .await
     }
@@ -313,9 +360,10 @@ impl Engine {
     ) -> Result<T, RunError> {
         let ws = self.keys.workspace();
         let store = self.hub.store();
-        let holder = claim_holder();
+        let claim = LiveClaim::new();
+        let holder = claim.holder();
         if let Err(other) = store
-            .claim_link(ws, link.id, &holder, CLAIM_STALE_AFTER_S, holder_gone)
+            .claim_link(ws, link.id, holder, CLAIM_STALE_AFTER_S, holder_gone)
             .await?
         {
             return Err(RunError::Busy {
@@ -323,9 +371,16 @@ impl Engine {
                 holder: other,
             });
         }
-        let result = work(&holder).await;
+        // No other run of the link goes on now: one still recorded as running was cut short.
+        let cut = store
+            .interrupt_runs(ws, link.id, now_ms(), holder_gone)
+            .await?;
+        if cut > 0 {
+            tracing::info!(link = %link.name, runs = cut, "Runs of the link that stopped without finishing are recorded as interrupted.");
+        }
+        let result = work(holder).await;
         if !matches!(result, Err(RunError::Interrupted(_))) {
-            store.renew_link_claim(ws, link.id, &holder, true).await?;
+            store.renew_link_claim(ws, link.id, holder, true).await?;
         }
         result
     }
@@ -1547,20 +1602,67 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// Who holds a link's claim: this host and process.
-fn claim_holder() -> String {
+/// This process as the holder of the runs it queues (`host:pid`): gone when the process is.
+pub fn process_holder() -> String {
     format!("{}:{}", hostname(), std::process::id())
 }
 
-/// Whether a claim's holder is a process of this host that no longer runs.
+/// The claims this process holds now, by holder. A claim of this process that is not among
+/// them was left by a run that stopped (the test hook's crash, a run dropped unfinished).
+static LIVE_CLAIMS: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn live_claims() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<String>> {
+    LIVE_CLAIMS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One claim attempt's holder, `host:pid:n`: its own, so that two runs of one link in one
+/// process (a server) exclude each other as runs in two processes do. Live while this value
+/// is: dropped, whatever became of the work, the claim is known as left.
+struct LiveClaim(String);
+
+impl LiveClaim {
+    fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let holder = format!("{}:{}:{n}", hostname(), std::process::id());
+        live_claims().insert(holder.clone());
+        Self(holder)
+    }
+
+    fn holder(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for LiveClaim {
+    fn drop(&mut self) {
+        live_claims().remove(&self.0);
+    }
+}
+
+/// Whether a claim's holder (`host:pid`, or `host:pid:n`) no longer runs: a process of this
+/// host that is gone, or a claim of this process that it no longer holds.
 fn holder_gone(holder: &str) -> bool {
-    let Some((host, pid)) = holder.rsplit_once(':') else {
+    let Some((host, rest)) = holder.split_once(':') else {
         return false;
     };
-    host == hostname()
-        && pid
-            .parse::<u32>()
-            .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    let (pid, own) = match rest.split_once(':') {
+        Some((pid, _)) => (pid, true),
+        None => (rest, false),
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    if host != hostname() {
+        return false;
+    }
+    if pid == std::process::id() {
+        return own && !live_claims().contains(holder);
+    }
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Whether the state an action leaves, once done, needs nothing more of the next run. A skipped

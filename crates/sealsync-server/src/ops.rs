@@ -14,7 +14,7 @@ use sealsync_auth::Scope;
 use sealsync_connector::credential::Credential;
 use sealsync_engine::catalog::{EndpointDecl, LinkDecl};
 use sealsync_engine::{
-    CatalogError, ConflictPolicy, DeleteVsEdit, Deletions, Direction, Engine, RunError, RunOptions,
+    CatalogError, ConflictPolicy, DeleteVsEdit, Deletions, Direction, Engine, RunOptions,
 };
 use sealsync_store::{RunRow, now_ms};
 use sealsync_types::{ConflictId, RunId, WorkspaceId};
@@ -765,7 +765,8 @@ pub struct RunIn {
 }
 
 /// `POST /v1/workspaces/{ws}/runs`: starts a run of one link and answers at once (202) with
-/// the run; its status moves from `running` to `ok`, `partial` or `failed`.
+/// the run; its status moves from `queued` to `running` to `ok`, `partial` or `failed`
+/// (`interrupted` when the process running it stopped first).
 #[utoipa::path(post, path = "/v1/workspaces/{ws}/runs", tag = "sync", params(("ws" = String, Path, description = "Workspace id")), request_body = RunIn, responses((status = 202, body = RunOut, description = "Started; follow it at the Location"), crate::openapi::ApiErrors))]
 pub async fn start_run(
     State(state): State<AppState>,
@@ -790,10 +791,14 @@ pub async fn start_run(
         link: def.id,
         started_at: now_ms(),
         ended_at: None,
-        status: "running".into(),
+        status: "queued".into(),
         counts: "{}".into(),
     };
-    state.hub().store().put_run(ws, &row).await?;
+    state
+        .hub()
+        .store()
+        .queue_run(ws, &row, &sealsync_engine::process_holder())
+        .await?;
     state
         .audit(event_on(
             &p,
@@ -832,28 +837,21 @@ pub async fn start_run(
             }
         }
         if let Err(e) = result {
-            // Before the run could start (or while it ran): the reason by kind; the details
-            // go to the server's log, which never holds contact fields.
+            // The details go to the server's log, which never holds contact fields; the run's
+            // record says the kind. The engine records a run that failed once it held the
+            // link; one that never got that far (another run holds the link) is still queued.
             tracing::warn!(link = %def.name, run = %run_id, error = %e, "A run started through the API failed.");
-            let reason = match &e {
-                RunError::Guard { error, .. } => {
-                    serde_json::json!({"error": "guard", "message": error.to_string()})
-                }
-                RunError::Busy { .. } => {
-                    serde_json::json!({"error": "busy", "message": "another run of this link is going on"})
-                }
-                RunError::Endpoint { .. } => {
-                    serde_json::json!({"error": "endpoint", "message": "the endpoint could not be read or written; see the server log"})
-                }
-                RunError::Store(_) | RunError::Interrupted(_) => {
-                    serde_json::json!({"error": "internal", "message": "the run stopped on the server side; see the server log"})
-                }
+            let queued = match store.run(ws, run_id).await {
+                Ok(row) => row.is_none_or(|r| r.status == "queued"),
+                Err(_) => true,
             };
-            failed.status = "failed".into();
-            failed.ended_at = Some(now_ms());
-            failed.counts = reason.to_string();
-            if let Err(e) = store.put_run(ws, &failed).await {
-                tracing::error!(run = %run_id, error = %e, "A failed run could not be recorded.");
+            if queued {
+                failed.status = "failed".into();
+                failed.ended_at = Some(now_ms());
+                failed.counts = e.summary().to_string();
+                if let Err(e) = store.put_run(ws, &failed).await {
+                    tracing::error!(run = %run_id, error = %e, "A failed run could not be recorded.");
+                }
             }
         }
     });

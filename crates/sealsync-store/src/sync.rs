@@ -1280,6 +1280,82 @@ impl Store {
         Ok(())
     }
 
+    /// Records a run accepted but not begun (`queued`), by `holder` (the process that will
+    /// run it, `host:pid`).
+    pub async fn queue_run(
+        &self,
+        ws: WorkspaceId,
+        r: &RunRow,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO runs (workspace_id, id, link_id, started_at, ended_at, status, counts, holder) \
+             VALUES ($1, $2, $3, $4, NULL, 'queued', $5, $6)",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(b(r.id.as_bytes()))
+        .bind(b(r.link.as_bytes()))
+        .bind(r.started_at)
+        .bind(r.counts.clone())
+        .bind(holder.to_owned())
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    /// Marks the runs of `link` still recorded as `running`, and those queued by a holder
+    /// that `holder_gone` says no longer runs, as `interrupted`, ended at `now`
+    /// (milliseconds). Called by the holder of the link's claim before its run is recorded:
+    /// no other run of the link goes on, so those stopped without saying so. Returns how many.
+    pub async fn interrupt_runs(
+        &self,
+        ws: WorkspaceId,
+        link: LinkId,
+        now: i64,
+        holder_gone: impl Fn(&str) -> bool,
+    ) -> Result<u64, StoreError> {
+        let (ws_b, link_b) = (b(ws.as_bytes()), b(link.as_bytes()));
+        let mut done = sqlx::query(
+            "UPDATE runs SET status = 'interrupted', ended_at = $1 \
+             WHERE workspace_id = $2 AND link_id = $3 AND status = 'running'",
+        )
+        .bind(now)
+        .bind(ws_b.clone())
+        .bind(link_b.clone())
+        .execute(&self.data)
+        .await
+        .map_err(StoreError::db)?
+        .rows_affected();
+        let queued = sqlx::query(
+            "SELECT id, holder FROM runs WHERE workspace_id = $1 AND link_id = $2 AND status = 'queued'",
+        )
+        .bind(ws_b.clone())
+        .bind(link_b)
+        .fetch_all(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        for row in &queued {
+            let holder: Option<String> = get(row, "holder")?;
+            if !holder.as_deref().is_some_and(&holder_gone) {
+                continue;
+            }
+            let id: Vec<u8> = get(row, "id")?;
+            done += sqlx::query(
+                "UPDATE runs SET status = 'interrupted', ended_at = $1 \
+                 WHERE workspace_id = $2 AND id = $3 AND status = 'queued'",
+            )
+            .bind(now)
+            .bind(ws_b.clone())
+            .bind(id)
+            .execute(&self.data)
+            .await
+            .map_err(StoreError::db)?
+            .rows_affected();
+        }
+        Ok(done)
+    }
+
     /// Runs of the workspace, newest first.
     pub async fn runs(&self, ws: WorkspaceId, limit: u32) -> Result<Vec<RunRow>, StoreError> {
         let rows = sqlx::query(

@@ -88,6 +88,16 @@ impl World {
         .unwrap()
     }
 
+    /// The workspace's recorded runs, newest first.
+    pub async fn runs(&self) -> Vec<sealsync_store::RunRow> {
+        self.engine
+            .hub()
+            .store()
+            .runs(self.engine.keys().workspace(), 100)
+            .await
+            .unwrap()
+    }
+
     /// Live hub contacts: UID → (FN, NOTE, emails).
     pub async fn hub(&self) -> BTreeMap<String, Person> {
         let mut out = BTreeMap::new();

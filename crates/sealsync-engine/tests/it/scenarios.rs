@@ -1,5 +1,7 @@
 use sealsync_engine::spec::{ConflictPolicy, DeleteVsEdit, Direction};
-use sealsync_engine::{LinkSpec, PlanError, RunError, RunOptions};
+use sealsync_engine::{LinkSpec, PlanError, RunError, RunOptions, process_holder};
+use sealsync_store::RunRow;
+use sealsync_types::RunId;
 
 use crate::harness::*;
 
@@ -574,6 +576,129 @@ async fn one_run_per_link_at_a_time() {
         .unwrap();
     w.sync("a").await;
     assert_eq!(w.hub().await.len(), 1);
+}
+
+// A server runs many links in one process: a second run of the same link there is refused
+// as one from another process would be, and runs once the first has let the link go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_run_per_link_within_one_process_too() {
+    let w = world().await;
+    let a = w.vdir_link("a", both(ConflictPolicy::Manual)).await;
+    put(&a, "p1.vcf", &card("p1", "P", "p1@example.org", ""));
+    let def = w.def("a").await;
+    let second: std::sync::Mutex<Vec<bool>> = std::sync::Mutex::new(Vec::new());
+    // The first run reports progress while it holds the link: the second starts then.
+    let during = |_: u64, _: u64| {
+        let mut seen = second.lock().unwrap();
+        if seen.is_empty() {
+            let again = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(w.engine.run(
+                    &def,
+                    &RunOptions::default(),
+                    &|_, _| {},
+                ))
+            });
+            seen.push(matches!(again, Err(RunError::Busy { .. })));
+        }
+    };
+    let first = w
+        .engine
+        .run(&def, &RunOptions::default(), &during)
+        .await
+        .unwrap();
+    assert_eq!(first.counts.hub_created, 1);
+    assert_eq!(*second.lock().unwrap(), [true]);
+    assert_eq!(w.hub().await.len(), 1);
+    let runs = w.runs().await;
+    assert_eq!(
+        runs.len(),
+        1,
+        "the refused run is not recorded: it never ran"
+    );
+    // The link is free again.
+    put(&a, "p2.vcf", &card("p2", "Q", "p2@example.org", ""));
+    w.sync("a").await;
+    assert_eq!(w.hub().await.len(), 2);
+}
+
+// A run that stops on an error says so in its record; one that stopped as a crash does is
+// recorded as interrupted by the next run of its link.
+#[tokio::test]
+async fn runs_that_stop_are_recorded_as_failed_or_interrupted() {
+    let w = world().await;
+    let a = w.vdir_link("a", both(ConflictPolicy::Manual)).await;
+    for i in 0..4 {
+        let uid = format!("p{i}");
+        put(
+            &a,
+            &format!("{uid}.vcf"),
+            &card(&uid, "P", &format!("{uid}@example.org"), ""),
+        );
+    }
+    let crash = RunOptions {
+        batch: 1,
+        interrupt_at: Some(3),
+        ..RunOptions::default()
+    };
+    let err = w.try_sync("a", &crash).await.unwrap_err();
+    assert!(matches!(err, RunError::Interrupted(_)), "{err}");
+    let runs = w.runs().await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (runs[0].status.as_str(), runs[0].ended_at),
+        ("running", None)
+    );
+    // Runs a server queued: one by a process that is gone, one by this one (still waiting).
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let def = w.def("a").await;
+    let store = w.engine.hub().store();
+    let ws = w.engine.keys().workspace();
+    let queued = |started_at| RunRow {
+        id: RunId::new(),
+        link: def.id,
+        started_at,
+        ended_at: None,
+        status: "queued".into(),
+        counts: "{}".into(),
+    };
+    let (lost, waiting) = (
+        queued(runs[0].started_at - 2),
+        queued(runs[0].started_at - 1),
+    );
+    let dead = format!("{}:{}", host.trim(), u32::MAX - 1);
+    store.queue_run(ws, &lost, &dead).await.unwrap();
+    store
+        .queue_run(ws, &waiting, &process_holder())
+        .await
+        .unwrap();
+    // The rerun, in this same process, takes the link over and closes the records of the cut
+    // run and of the run its gone process had queued.
+    w.sync("a").await;
+    let runs = w.runs().await;
+    let status: Vec<&str> = runs.iter().rev().map(|r| r.status.as_str()).collect();
+    assert_eq!(status, ["interrupted", "queued", "interrupted", "ok"]);
+    assert_eq!((runs[3].id, runs[2].id), (lost.id, waiting.id));
+    assert!(
+        runs.iter()
+            .all(|r| r.ended_at.is_some() == (r.id != waiting.id))
+    );
+    assert_eq!(w.hub().await.len(), 4);
+    // The folder is gone (a file stands in its place): the run fails and says why, by kind.
+    std::fs::remove_dir_all(&a).unwrap();
+    std::fs::write(&a, "not a folder").unwrap();
+    let err = w.try_sync("a", &RunOptions::default()).await.unwrap_err();
+    assert!(matches!(err, RunError::Endpoint { .. }), "{err}");
+    let runs = w.runs().await;
+    assert_eq!(runs.len(), 5);
+    let failed = &runs[0];
+    assert_eq!(failed.status, "failed");
+    assert!(failed.ended_at.is_some());
+    let counts: serde_json::Value = serde_json::from_str(&failed.counts).unwrap();
+    assert_eq!(counts["error"], "endpoint");
+    assert!(
+        !failed.counts.contains(a.to_str().unwrap()),
+        "no paths in the record"
+    );
 }
 
 #[tokio::test]

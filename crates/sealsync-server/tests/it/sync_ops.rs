@@ -31,7 +31,7 @@ pub(crate) async fn get(app: &TestApp, key: &str, path: &str) -> Value {
     resp.json().await.unwrap()
 }
 
-/// Starts a run of `link` and waits until it is no longer running.
+/// Starts a run of `link` and waits until it is no longer queued or running.
 pub(crate) async fn run(app: &TestApp, key: &str, link: &str) -> Value {
     let resp = app
         .http
@@ -44,7 +44,7 @@ pub(crate) async fn run(app: &TestApp, key: &str, link: &str) -> Value {
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let location = resp.headers()["location"].to_str().unwrap().to_owned();
     let started: Value = resp.json().await.unwrap();
-    assert_eq!(started["status"], "running");
+    assert_eq!(started["status"], "queued");
     assert!(location.ends_with(started["id"].as_str().unwrap()));
     for _ in 0..300 {
         let resp = app
@@ -55,7 +55,7 @@ pub(crate) async fn run(app: &TestApp, key: &str, link: &str) -> Value {
             .await
             .unwrap();
         let v: Value = resp.json().await.unwrap();
-        if v["status"] != "running" {
+        if v["status"] != "queued" && v["status"] != "running" {
             return v;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

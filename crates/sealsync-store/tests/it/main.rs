@@ -82,4 +82,5 @@ both!(
     new_rows_with_taken_ids_are_upserted,
     change_clocks_move_with_every_write,
     rewrites_keep_what_stays_and_replace_the_rest,
+    interrupting_runs_closes_only_the_links_running_ones,
 );

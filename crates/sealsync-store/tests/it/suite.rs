@@ -1075,3 +1075,59 @@ pub async fn rewrites_keep_what_stays_and_replace_the_rest(
         "forgotten keys, one of them never bound, and a contact moved while the batch forgets"
     );
 }
+
+/// Interrupting a link's runs closes only that link's runs still recorded as running, and its
+/// queued ones whose holder is gone.
+pub async fn interrupting_runs_closes_only_the_links_running_ones(
+    config: StoreConfig,
+    dir: &Path,
+    _db: Db,
+) {
+    use sealsync_store::RunRow;
+    use sealsync_types::{LinkId, RunId};
+
+    let hub = hub_on(&config, dir).await;
+    let (workspace, _) = hub.ensure_workspace(&ws()).await.unwrap();
+    let store = hub.store();
+    let ws = workspace.id;
+    let (link, other) = (LinkId::new(), LinkId::new());
+    let run = |link, status: &str, ended_at| RunRow {
+        id: RunId::new(),
+        link,
+        started_at: 1,
+        ended_at,
+        status: status.into(),
+        counts: "{}".into(),
+    };
+    let rows = [
+        run(link, "running", None),
+        run(link, "running", None),
+        run(link, "ok", Some(2)),
+        run(link, "queued", None),
+        run(link, "queued", None),
+        run(other, "running", None),
+        run(other, "queued", None),
+    ];
+    for (i, r) in rows.iter().enumerate() {
+        match (i, r.status.as_str()) {
+            (3 | 6, _) => store.queue_run(ws, r, "gone").await.unwrap(),
+            (4, _) => store.queue_run(ws, r, "alive").await.unwrap(),
+            _ => store.put_run(ws, r).await.unwrap(),
+        }
+    }
+    let gone = |h: &str| h == "gone";
+    assert_eq!(store.interrupt_runs(ws, link, 7, gone).await.unwrap(), 3);
+    let after = async |r: &RunRow| {
+        let got = store.run(ws, r.id).await.unwrap().unwrap();
+        (got.status, got.ended_at)
+    };
+    let interrupted = ("interrupted".to_owned(), Some(7));
+    assert_eq!(after(&rows[0]).await, interrupted);
+    assert_eq!(after(&rows[1]).await, interrupted);
+    assert_eq!(after(&rows[2]).await, ("ok".into(), Some(2)));
+    assert_eq!(after(&rows[3]).await, interrupted);
+    assert_eq!(after(&rows[4]).await, ("queued".into(), None));
+    assert_eq!(after(&rows[5]).await, ("running".into(), None));
+    assert_eq!(after(&rows[6]).await, ("queued".into(), None));
+    assert_eq!(store.interrupt_runs(ws, link, 8, gone).await.unwrap(), 0);
+}
