@@ -112,7 +112,7 @@ async fn write_groups(store: Store, mut rx: mpsc::Receiver<(HookDelivery, Reply)
         if pruned.elapsed() > Duration::from_secs(600) {
             pruned = Instant::now();
             if let Err(e) = store.prune_hook_receipts().await {
-                tracing::warn!(error = %e, "Old webhook delivery ids could not be pruned.");
+                tracing::warn!(error = %e, "Old webhook delivery ids and deletions could not be pruned.");
             }
         }
     }

@@ -224,6 +224,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     "running",
                     include_str!("../migrations/sqlite/0016_running.sql"),
                 ),
+                migration(
+                    17,
+                    "hook deletions",
+                    include_str!("../migrations/sqlite/0017_hook_deletions.sql"),
+                ),
             ],
             vec![migration(
                 1,
@@ -312,6 +317,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     16,
                     "running",
                     include_str!("../migrations/postgres/0016_running.sql"),
+                ),
+                migration(
+                    17,
+                    "hook deletions",
+                    include_str!("../migrations/postgres/0017_hook_deletions.sql"),
                 ),
             ],
             vec![migration(

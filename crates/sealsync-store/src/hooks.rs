@@ -150,15 +150,31 @@ impl Store {
         result
     }
 
-    /// Forgets delivery ids older than the receipt lifetime.
+    /// Forgets delivery ids older than the receipt lifetime, and the deletions deliveries
+    /// brought as long ago. Returns how many rows went.
     pub async fn prune_hook_receipts(&self) -> Result<u64, StoreError> {
-        let before = crate::now_ms() - RECEIPT_TTL_MS;
-        let done = sqlx::query("DELETE FROM hook_receipts WHERE received_at < $1")
-            .bind(before)
-            .execute(&self.data)
+        self.prune_hook_history(crate::now_ms() - RECEIPT_TTL_MS)
             .await
-            .map_err(StoreError::db)?;
-        Ok(done.rows_affected())
+    }
+
+    /// Forgets delivery ids received before `before` (milliseconds), and the deletions
+    /// received before then. A deletion is kept only so that an older delivery cannot bring
+    /// its item back; a signature is accepted only within minutes of its time, so a delivery
+    /// accepted from now on is signed after such a deletion and would replace it anyway.
+    pub async fn prune_hook_history(&self, before: i64) -> Result<u64, StoreError> {
+        let mut done = 0;
+        for sql in [
+            "DELETE FROM hook_receipts WHERE received_at < $1",
+            "DELETE FROM hook_items WHERE item IS NULL AND received_at < $1",
+        ] {
+            done += sqlx::query(sql)
+                .bind(before)
+                .execute(&self.data)
+                .await
+                .map_err(StoreError::db)?
+                .rows_affected();
+        }
+        Ok(done)
     }
 
     /// Every item an endpoint holds (deletions left out): id and etag.

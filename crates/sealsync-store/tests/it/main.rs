@@ -83,4 +83,5 @@ both!(
     change_clocks_move_with_every_write,
     rewrites_keep_what_stays_and_replace_the_rest,
     interrupting_runs_closes_only_the_links_running_ones,
+    pruning_hook_history_keeps_live_items,
 );

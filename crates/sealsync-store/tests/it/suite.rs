@@ -1131,3 +1131,59 @@ pub async fn interrupting_runs_closes_only_the_links_running_ones(
     assert_eq!(after(&rows[6]).await, ("queued".into(), None));
     assert_eq!(store.interrupt_runs(ws, link, 8, gone).await.unwrap(), 0);
 }
+
+/// Pruning webhook history forgets old delivery ids and old deletions, never a live item.
+pub async fn pruning_hook_history_keeps_live_items(config: StoreConfig, dir: &Path, _db: Db) {
+    use sealsync_store::{HookDelivery, HookItemRow, HookOutcome};
+    use sealsync_types::EndpointId;
+
+    let hub = hub_on(&config, dir).await;
+    let (workspace, _) = hub.ensure_workspace(&ws()).await.unwrap();
+    let store = hub.store();
+    let ws = workspace.id;
+    let endpoint = EndpointId::new();
+    let item = |id: u8, item: Option<Vec<u8>>| HookItemRow {
+        id: vec![id; 32],
+        etag: format!("e{id}"),
+        item,
+        sent_at: 1_000,
+    };
+    let delivery = HookDelivery {
+        workspace: ws,
+        endpoint,
+        receipt: vec![7; 32],
+        answer: "{}".into(),
+        items: vec![item(1, Some(vec![1, 2, 3])), item(2, None)],
+    };
+    let kept = store
+        .store_deliveries(std::slice::from_ref(&delivery))
+        .await
+        .unwrap();
+    assert_eq!(kept, [HookOutcome::Stored]);
+    let start = sealsync_store::now_ms();
+    // Nothing is old enough yet.
+    assert_eq!(store.prune_hook_history(start - 60_000).await.unwrap(), 0);
+    assert_eq!(store.prune_hook_receipts().await.unwrap(), 0);
+    let held = async || {
+        let rows = store
+            .hook_items(ws, endpoint, &[vec![1; 32], vec![2; 32]])
+            .await
+            .unwrap();
+        let mut ids: Vec<(u8, bool)> = rows.iter().map(|r| (r.id[0], r.item.is_some())).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(held().await, [(1, true), (2, false)]);
+    // Later: the delivery id and the deletion go, the live item stays.
+    assert_eq!(
+        store.prune_hook_history(start + 60_000).await.unwrap(),
+        2,
+        "one receipt and one deletion"
+    );
+    assert_eq!(held().await, [(1, true)]);
+    let listed = store.hook_listing(ws, endpoint).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    // The delivery id is forgotten: the same delivery is kept again, not answered as a repeat.
+    let again = store.store_deliveries(&[delivery]).await.unwrap();
+    assert_eq!(again, [HookOutcome::Stored]);
+}
