@@ -27,8 +27,9 @@ pub struct AccountInfo {
     pub status: Option<String>,
 }
 
-/// The sealed form.
-#[derive(Serialize, Deserialize)]
+/// The sealed form. Its secrets are wiped from memory when it is dropped (the credential
+/// itself holds them as secrets); opening takes them out of it.
+#[derive(Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 enum Sealed {
     Basic {
@@ -346,17 +347,16 @@ impl Engine {
                 .open(&secret_ref(ws, &id), &row.secret)
                 .map_err(crypto_error)?,
         );
-        let sealed: Sealed = serde_json::from_slice(&plain).map_err(|_| {
+        let mut sealed: Sealed = serde_json::from_slice(&plain).map_err(|_| {
             CatalogError::Store(StoreError::Corrupt("a stored account is not readable"))
         })?;
-        let credential = match sealed {
+        let secret = |s: &mut String| SecretString::from(std::mem::take(s));
+        let credential = match &mut sealed {
             Sealed::Basic { username, password } => Credential::Basic {
-                username,
-                password: SecretString::from(password),
+                username: std::mem::take(username),
+                password: secret(password),
             },
-            Sealed::ApiKey { key } => Credential::ApiKey {
-                key: SecretString::from(key),
-            },
+            Sealed::ApiKey { key } => Credential::ApiKey { key: secret(key) },
             Sealed::OauthApp {
                 client_id,
                 client_secret,
@@ -365,12 +365,12 @@ impl Engine {
                 scopes,
                 allow,
             } => Credential::OAuthApp(OAuthApp {
-                client_id,
-                client_secret: SecretString::from(client_secret),
-                authorize_url,
-                token_url,
-                scopes,
-                allow,
+                client_id: std::mem::take(client_id),
+                client_secret: secret(client_secret),
+                authorize_url: std::mem::take(authorize_url),
+                token_url: std::mem::take(token_url),
+                scopes: std::mem::take(scopes),
+                allow: std::mem::take(allow),
             }),
             Sealed::Oauth {
                 app,
@@ -378,12 +378,23 @@ impl Engine {
                 refresh,
                 expires_at,
             } => Credential::OAuth(OAuthGrant {
-                app,
-                access: SecretString::from(access),
-                refresh: refresh.map(SecretString::from),
-                expires_at,
+                app: std::mem::take(app),
+                access: secret(access),
+                refresh: refresh.as_mut().map(secret),
+                expires_at: *expires_at,
             }),
         };
         Ok((id, credential))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sealed_form_wipes_its_secrets_when_dropped() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<Sealed>();
     }
 }
