@@ -26,7 +26,7 @@ pub use chain::{AuditEntry, AuditKeys, AuditLog};
 pub use event::{
     Action, Actor, ActorKind, AuditEvent, MAX_ID_LEN, Outcome, ReasonCode, Resource, ResourceKind,
 };
-pub use verify::{Problem, VerifyReport};
+pub use verify::{Anchor, Problem, VerifyReport};
 
 use sealsync_types::WorkspaceId;
 

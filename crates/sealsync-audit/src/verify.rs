@@ -56,6 +56,23 @@ pub enum Problem {
     /// Entries after the head's `head_seq` up to `last_seq` exist: they were added behind the
     /// log's back, or the head was put back to an older state.
     HeadBehind { head_seq: u64, last_seq: u64 },
+    /// An anchor taken earlier names entry `anchored_seq`, but the head now records entry
+    /// `head_seq`: the log was put back to an older state (a restored copy), which the chain
+    /// alone cannot show.
+    RolledBack { anchored_seq: u64, head_seq: u64 },
+    /// The entry at `seq` is not the one an anchor taken earlier names: the log was replaced
+    /// from there on.
+    Diverged { seq: u64 },
+}
+
+/// A chain's newest entry (its position and MAC) at one moment. Kept outside the database, by
+/// whoever audits it, an anchor lets a later verification tell a log that only grew from one
+/// put back to an older state: the chain alone cannot, since an older copy is genuine too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Anchor {
+    pub seq: u64,
+    /// The entry's MAC, hex: it shows nothing of the entry without the audit key.
+    pub mac: String,
 }
 
 impl Problem {
@@ -70,7 +87,9 @@ impl Problem {
             Problem::TailRemoved { .. }
             | Problem::HeadMissing
             | Problem::HeadForged
-            | Problem::HeadBehind { .. } => u64::MAX,
+            | Problem::HeadBehind { .. }
+            | Problem::RolledBack { .. }
+            | Problem::Diverged { .. } => u64::MAX,
         }
     }
 }
@@ -119,6 +138,17 @@ impl fmt::Display for Problem {
                 "entries {} to {last_seq} were added outside the log, or the head was rolled back to entry {head_seq}",
                 head_seq + 1
             ),
+            Problem::RolledBack {
+                anchored_seq,
+                head_seq,
+            } => write!(
+                f,
+                "the log was put back to an older state: an earlier verification anchored entry {anchored_seq}, but the head records entry {head_seq}"
+            ),
+            Problem::Diverged { seq } => write!(
+                f,
+                "entry {seq} is not the entry an earlier verification anchored: the log was replaced from there on"
+            ),
         }
     }
 }
@@ -129,7 +159,49 @@ const PAGE: u32 = 1000;
 /// is reported as edited without searching (the chain is badly damaged either way).
 const MAX_SEARCHED: usize = 256;
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl AuditLog {
+    /// The chain's anchor now: its head's entry (`None` while it has none).
+    pub async fn anchor(&self, chain: WorkspaceId) -> Result<Option<Anchor>, AuditError> {
+        Ok(self
+            .head(chain)
+            .await?
+            .filter(|h| h.seq > 0)
+            .map(|h| Anchor {
+                seq: h.seq,
+                mac: hex(&h.mac),
+            }))
+    }
+
+    /// Checks the chain against an anchor taken earlier: its head is not before the anchored
+    /// entry, and that entry is still the one anchored. Call it with [`AuditLog::verify`], which
+    /// checks everything else.
+    pub async fn check_anchor(
+        &self,
+        chain: WorkspaceId,
+        anchor: &Anchor,
+    ) -> Result<Option<Problem>, AuditError> {
+        let head_seq = self.head(chain).await?.map_or(0, |h| h.seq);
+        if head_seq < anchor.seq {
+            return Ok(Some(Problem::RolledBack {
+                anchored_seq: anchor.seq,
+                head_seq,
+            }));
+        }
+        let entry = self
+            .raw_page(chain, anchor.seq.saturating_sub(1), 1)
+            .await?
+            .into_iter()
+            .next();
+        Ok(match entry {
+            Some(e) if e.seq == anchor.seq && hex(&e.mac) == anchor.mac => None,
+            _ => Some(Problem::Diverged { seq: anchor.seq }),
+        })
+    }
+
     /// Checks one chain from its first entry to its head.
     pub async fn verify(&self, chain: WorkspaceId) -> Result<VerifyReport, AuditError> {
         let mut problems = Vec::new();

@@ -79,4 +79,5 @@ both!(
     verifying_during_appends_finds_nothing,
     entries_under_rotated_keys_verify,
     stored_entries_hold_no_email,
+    a_rolled_back_log_is_told_by_an_earlier_anchor,
 );

@@ -484,3 +484,71 @@ pub async fn stored_entries_hold_no_email(config: StoreConfig, dir: &Path) {
     let err = log.page(ws, None, 10).await.unwrap_err();
     assert!(!err.to_string().contains("example.com"), "{err}");
 }
+
+/// A log put back to an older copy verifies on its own; an anchor taken earlier tells.
+pub async fn a_rolled_back_log_is_told_by_an_earlier_anchor(config: StoreConfig, dir: &Path) {
+    let (hub, log) = log_on(&config, dir).await;
+    let ws = chain_of(&log, 3).await;
+    let p = pool(hub.store());
+    let head_row = |ws: WorkspaceId| {
+        sqlx::query(
+            "SELECT seq, key_version, mac, head_mac FROM audit_head WHERE workspace_id = $1",
+        )
+        .bind(ws.as_bytes().to_vec())
+        .fetch_one(p)
+    };
+    let old_head = head_row(ws).await.unwrap();
+    let at_three = log.anchor(ws).await.unwrap().unwrap();
+    assert_eq!(at_three.seq, 3);
+    assert_eq!(log.anchor(WorkspaceId::new()).await.unwrap(), None);
+    for i in 3..5 {
+        log.append(event(Some(ws), i)).await.unwrap();
+    }
+    let at_five = log.anchor(ws).await.unwrap().unwrap();
+    // Grown since: both anchors hold.
+    assert_eq!(log.check_anchor(ws, &at_three).await.unwrap(), None);
+    assert_eq!(log.check_anchor(ws, &at_five).await.unwrap(), None);
+    // Put back to the state at entry 3 (its genuine head, as a restored backup holds it).
+    exec(
+        p,
+        "DELETE FROM audit_log WHERE workspace_id = $1 AND seq > $2",
+        ws,
+        3,
+    )
+    .await;
+    sqlx::query(
+        "UPDATE audit_head SET seq = $1, key_version = $2, mac = $3, head_mac = $4 WHERE workspace_id = $5",
+    )
+    .bind(old_head.get::<i64, _>("seq"))
+    .bind(old_head.get::<i64, _>("key_version"))
+    .bind(old_head.get::<Vec<u8>, _>("mac"))
+    .bind(old_head.get::<Vec<u8>, _>("head_mac"))
+    .bind(ws.as_bytes().to_vec())
+    .execute(p)
+    .await
+    .unwrap();
+    assert_eq!(
+        problems(&log, ws).await,
+        vec![],
+        "the chain alone cannot tell"
+    );
+    let rolled = log.check_anchor(ws, &at_five).await.unwrap().unwrap();
+    assert_eq!(
+        rolled,
+        Problem::RolledBack {
+            anchored_seq: 5,
+            head_seq: 3
+        }
+    );
+    assert!(rolled.to_string().contains("put back to an older state"));
+    assert_eq!(log.check_anchor(ws, &at_three).await.unwrap(), None);
+    // New entries written over the gap: as long again, but not the entries anchored.
+    for i in 10..12 {
+        log.append(event(Some(ws), i)).await.unwrap();
+    }
+    assert_eq!(problems(&log, ws).await, vec![]);
+    assert_eq!(
+        log.check_anchor(ws, &at_five).await.unwrap(),
+        Some(Problem::Diverged { seq: 5 })
+    );
+}

@@ -6,16 +6,18 @@
 //! its id. Output names entries by chain and position only, never by content beyond the ids the
 //! entries themselves hold.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use sealsync_audit::{
-    Action, Actor, AuditEntry, AuditEvent, AuditKeys, AuditLog, Resource, ResourceKind,
+    Action, Actor, Anchor, AuditEntry, AuditEvent, AuditKeys, AuditLog, Resource, ResourceKind,
 };
 use sealsync_store::{Hub, KeyPurpose};
 use sealsync_types::WorkspaceId;
+use serde::{Deserialize, Serialize};
 
 use crate::context::{Context, workspace_name};
 
@@ -30,6 +32,12 @@ pub enum AuditCommand {
         /// Check every chain, the installation's included (the default).
         #[arg(long)]
         all: bool,
+        /// Also check each chain against the anchors an earlier run kept in FILE (its newest
+        /// entry then is still there, unchanged), and keep this run's anchors there when every
+        /// check passed. A log put back to an older copy verifies on its own: keep FILE away
+        /// from the database and its backups (another machine, write-once storage).
+        #[arg(long, value_name = "FILE")]
+        anchor: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -55,8 +63,11 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<ExitCod
     let hub = ctx.hub().await?;
     let code = match command {
         AuditCommand::Verify {
-            workspace, json, ..
-        } => verify(&hub, workspace.as_deref(), json).await,
+            workspace,
+            anchor,
+            json,
+            ..
+        } => verify(&hub, workspace.as_deref(), anchor.as_deref(), json).await,
         AuditCommand::Tail {
             workspace,
             installation,
@@ -145,9 +156,51 @@ fn chain_name(names: &HashMap<WorkspaceId, String>, id: WorkspaceId) -> String {
         .unwrap_or_else(|| format!("{id} (deleted workspace)"))
 }
 
-async fn verify(hub: &Hub, workspace: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+/// The anchors file: each chain's anchor by chain id.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Anchors {
+    chains: BTreeMap<String, Anchor>,
+}
+
+fn read_anchors(path: &Path) -> anyhow::Result<Anchors> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not an anchors file written by `sealsync audit verify --anchor`",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Anchors::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Replaces the anchors file at once, so that a crash leaves the old anchors or the new ones.
+fn write_anchors(path: &Path, anchors: &Anchors) -> anyhow::Result<()> {
+    let text = serde_json::to_vec_pretty(anchors)?;
+    crate::cmd::export::write_atomically(path, &text)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+async fn verify(
+    hub: &Hub,
+    workspace: Option<&str>,
+    anchor_file: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let names = chain_names(hub).await?;
+    let mut anchors = match anchor_file {
+        Some(path) => Some(read_anchors(path)?),
+        None => None,
+    };
     let Some(log) = open_log(hub).await? else {
+        if let Some(a) = anchors.as_ref().filter(|a| !a.chains.is_empty()) {
+            bail!(
+                "the anchors file names {} audit chains, but this installation has no audit key: \
+                 the log was removed or this is another installation",
+                a.chains.len()
+            );
+        }
         if json {
             println!("{}", serde_json::json!({"ok": true, "chains": []}));
         } else {
@@ -155,15 +208,33 @@ async fn verify(hub: &Hub, workspace: Option<&str>, json: bool) -> anyhow::Resul
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let chains = match workspace {
+    let mut chains = match workspace {
         Some(w) => vec![workspace_id(hub, w).await?],
         None => log.chains().await?,
     };
+    // A chain anchored before and gone now was removed whole: checked like the others.
+    if let (None, Some(a)) = (workspace, &anchors) {
+        for id in a.chains.keys() {
+            let id = WorkspaceId::parse(id).map_err(|_| {
+                anyhow::anyhow!("the anchors file names a chain {id:?} that is not an id")
+            })?;
+            if !chains.contains(&id) {
+                chains.push(id);
+            }
+        }
+    }
     let mut ok = true;
     let mut out = Vec::new();
-    for chain in chains {
+    for &chain in &chains {
         let name = chain_name(&names, chain);
-        let report = log.verify(chain).await?;
+        let mut report = log.verify(chain).await?;
+        if let Some(earlier) = anchors
+            .as_ref()
+            .and_then(|a| a.chains.get(&chain.to_string()))
+            && let Some(problem) = log.check_anchor(chain, earlier).await?
+        {
+            report.problems.push(problem);
+        }
         ok &= report.is_ok();
         if json {
             let problems: Vec<_> = report
@@ -200,8 +271,30 @@ async fn verify(hub: &Hub, workspace: Option<&str>, json: bool) -> anyhow::Resul
             }
         }
     }
+    // The new anchors are kept only when everything held: a failed check keeps the old ones
+    // as the evidence.
+    let mut anchored = serde_json::Value::Null;
+    if let (Some(path), Some(a), true) = (anchor_file, anchors.as_mut(), ok) {
+        for &chain in &chains {
+            if let Some(now) = log.anchor(chain).await? {
+                a.chains.insert(chain.to_string(), now);
+            }
+        }
+        write_anchors(path, a)?;
+        anchored = path.display().to_string().into();
+        if !json {
+            println!(
+                "Anchors of {} chains kept in {}.",
+                a.chains.len(),
+                path.display()
+            );
+        }
+    }
     if json {
-        println!("{}", serde_json::json!({"ok": ok, "chains": out}));
+        println!(
+            "{}",
+            serde_json::json!({"ok": ok, "chains": out, "anchored": anchored})
+        );
     } else if out.is_empty() && ok && workspace.is_none() {
         println!("No audit entries yet.");
     }

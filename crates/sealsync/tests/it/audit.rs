@@ -142,3 +142,88 @@ fn commands_are_audited_and_tampering_is_named() {
         stdout(&ok)
     );
 }
+
+/// Copies folder `from` to `to` (a backup, or putting one back).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_log_put_back_to_an_older_copy_is_told_by_the_anchors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dd = tmp.path().join("data");
+    let anchors = tmp.path().join("anchors.json");
+    assert!(sealsync(&dd, &["init"]).status.success());
+    assert!(
+        sealsync(&dd, &["workspace", "create", "sales"])
+            .status
+            .success()
+    );
+    let anchor = |dd: &Path| {
+        sealsync(
+            dd,
+            &["audit", "verify", "--anchor", anchors.to_str().unwrap()],
+        )
+    };
+    let first = anchor(&dd);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stdout(&first).contains("Anchors of 1 chains kept in"),
+        "{}",
+        stdout(&first)
+    );
+    let backup = tmp.path().join("backup");
+    copy_dir(&dd, &backup);
+    assert!(
+        sealsync(&dd, &["keys", "rotate", "--workspace", "sales"])
+            .status
+            .success()
+    );
+    let grown = anchor(&dd);
+    assert!(grown.status.success(), "{}", stdout(&grown));
+    assert!(stdout(&grown).contains("Anchors of 2 chains kept in"));
+    let kept = std::fs::read(&anchors).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+    assert_eq!(v["chains"].as_object().unwrap().len(), 2, "{v}");
+
+    // The older copy is put back: on its own it verifies, the anchors tell.
+    std::fs::remove_dir_all(&dd).unwrap();
+    copy_dir(&backup, &dd);
+    let alone = sealsync(&dd, &["audit", "verify"]);
+    assert!(alone.status.success(), "{}", stdout(&alone));
+    let told = anchor(&dd);
+    assert_eq!(told.status.code(), Some(1), "{}", stderr(&told));
+    let out = stdout(&told);
+    assert!(
+        out.contains("the log was put back to an older state: an earlier verification anchored entry 1, but the head records entry 0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Audit chain installation: 2 entries, intact."),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&anchors).unwrap(),
+        kept,
+        "the anchors stay as the evidence"
+    );
+    // Not an anchors file: refused, nothing written over it.
+    std::fs::write(&anchors, "{}garbage").unwrap();
+    let bad = anchor(&dd);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("is not an anchors file"),
+        "{}",
+        stderr(&bad)
+    );
+    assert_eq!(std::fs::read(&anchors).unwrap(), b"{}garbage");
+}
