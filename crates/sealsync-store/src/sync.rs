@@ -1356,6 +1356,26 @@ impl Store {
         Ok(done)
     }
 
+    /// Runs of one link, newest first.
+    pub async fn link_runs(
+        &self,
+        ws: WorkspaceId,
+        link: LinkId,
+        limit: u32,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, link_id, started_at, ended_at, status, counts FROM runs \
+             WHERE workspace_id = $1 AND link_id = $2 ORDER BY started_at DESC, id DESC LIMIT $3",
+        )
+        .bind(b(ws.as_bytes()))
+        .bind(b(link.as_bytes()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.data)
+        .await
+        .map_err(StoreError::db)?;
+        rows.iter().map(run_row).collect()
+    }
+
     /// Runs of the workspace, newest first.
     pub async fn runs(&self, ws: WorkspaceId, limit: u32) -> Result<Vec<RunRow>, StoreError> {
         let rows = sqlx::query(

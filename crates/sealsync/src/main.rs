@@ -72,6 +72,9 @@ enum Command {
     /// Conflicts waiting for a decision, and deciding them.
     #[command(subcommand)]
     Conflicts(cmd::sync::ConflictsCommand),
+    /// Recorded runs, newest first: link, status (queued, running, ok, partial, failed,
+    /// interrupted), start, duration and counts.
+    Runs(cmd::sync::RunsArgs),
     /// Outgoing webhook deliveries: list them, replay dead ones, send what is due.
     #[command(subcommand)]
     Deliveries(cmd::sync::DeliveriesCommand),
@@ -155,6 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply(a) => cmd::links::apply(&ctx, a).await,
         Command::Sync(a) => cmd::sync::sync(&ctx, a).await,
         Command::Conflicts(c) => cmd::sync::conflicts(&ctx, c).await,
+        Command::Runs(a) => cmd::sync::runs(&ctx, a).await,
         Command::Deliveries(c) => cmd::sync::deliveries(&ctx, c).await,
         Command::Audit(c) => cmd::audit::run(&ctx, c).await,
         Command::Serve(a) => cmd::serve::run(&ctx, a).await,

@@ -381,7 +381,7 @@ fn entry_json(e: &AuditEntry) -> serde_json::Value {
 
 /// Milliseconds since the epoch as RFC 3339 UTC with milliseconds, e.g.
 /// `2024-05-01T12:00:00.123Z` (proleptic Gregorian calendar; Howard Hinnant's `civil_from_days`).
-fn rfc3339(at_ms: i64) -> String {
+pub(crate) fn rfc3339(at_ms: i64) -> String {
     let secs = at_ms.div_euclid(1000);
     let ms = at_ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);

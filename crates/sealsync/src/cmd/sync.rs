@@ -497,3 +497,102 @@ pub async fn deliveries(ctx: &Context, cmd: DeliveriesCommand) -> anyhow::Result
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Only this link's runs.
+    #[arg(long, value_name = "LINK")]
+    pub link: Option<String>,
+    /// How many runs, newest first.
+    #[arg(short = 'n', default_value_t = 20)]
+    pub n: u32,
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sealsync runs`: the recorded runs, newest first: id, link, status, start, end and counts
+/// (a failed run's counts say the kind of error). Never contact data.
+pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
+    let engine = engine(ctx, args.workspace.as_deref()).await?;
+    let names: std::collections::HashMap<_, _> = engine
+        .link_defs()
+        .await?
+        .into_iter()
+        .map(|d| (d.id, d.name))
+        .collect();
+    let only = match &args.link {
+        Some(name) => Some(
+            names
+                .iter()
+                .find(|(_, n)| *n == name)
+                .map(|(id, _)| *id)
+                .ok_or_else(|| anyhow::anyhow!("no link named {name:?} in this workspace"))?,
+        ),
+        None => None,
+    };
+    let store = engine.hub().store();
+    let ws = engine.keys().workspace();
+    let rows = match only {
+        Some(link) => store.link_runs(ws, link, args.n).await?,
+        None => store.runs(ws, args.n).await?,
+    };
+    let link_name = |r: &sealsync_store::RunRow| {
+        names
+            .get(&r.link)
+            .cloned()
+            .unwrap_or_else(|| format!("{} (removed link)", r.link))
+    };
+    if args.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id.to_string(), "link": link_name(r), "link_id": r.link.to_string(),
+                    "status": r.status, "started_at": r.started_at, "ended_at": r.ended_at,
+                    "counts": serde_json::from_str::<serde_json::Value>(&r.counts).unwrap_or_default(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if rows.is_empty() {
+        println!("No runs recorded.");
+    } else {
+        for r in &rows {
+            let took = r
+                .ended_at
+                .map(|end| format!("{:.1} s", (end - r.started_at) as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into());
+            let counts: serde_json::Value = serde_json::from_str(&r.counts).unwrap_or_default();
+            let summary = match counts["error"].as_str() {
+                Some(kind) => format!(
+                    "error {kind}: {}",
+                    counts["message"].as_str().unwrap_or_default()
+                ),
+                None if counts.as_object().is_some_and(|o| o.is_empty()) => String::new(),
+                None => [
+                    "created",
+                    "updated",
+                    "deleted",
+                    "unchanged",
+                    "conflicts",
+                    "rejected",
+                ]
+                .iter()
+                .map(|k| format!("{} {k}", counts[*k].as_u64().unwrap_or(0)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            };
+            println!(
+                "{}  {:<12}  {:<11}  {}  {:>8}  {summary}",
+                r.id,
+                link_name(r),
+                r.status,
+                crate::cmd::audit::rfc3339(r.started_at),
+                took,
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

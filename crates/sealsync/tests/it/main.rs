@@ -534,6 +534,60 @@ fn sync_setup(n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 #[test]
+fn runs_are_listed_with_their_outcome() {
+    let (tmp, dd) = sync_setup(3);
+    let file = tmp.path().join("sync.toml");
+    assert!(
+        sealsync(&dd, &["apply", file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let none = sealsync(&dd, &["runs"]);
+    assert!(none.status.success(), "{}", stderr(&none));
+    assert_eq!(stdout(&none).trim(), "No runs recorded.");
+    assert!(sealsync(&dd, &["sync"]).status.success());
+    // The phone folder becomes a file: its link's next run fails, the other one runs.
+    let phone = tmp.path().join("phone");
+    std::fs::remove_dir_all(&phone).unwrap();
+    std::fs::write(&phone, "not a folder").unwrap();
+    assert!(!sealsync(&dd, &["sync", "phone"]).status.success());
+    let o = sealsync(&dd, &["runs"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let fields: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(fields[1..3], ["phone", "failed"], "{}", lines[0]);
+    assert!(lines[0].contains("error endpoint: "), "{}", lines[0]);
+    assert!(
+        lines[2].ends_with("3 created, 0 updated, 0 deleted, 0 unchanged, 0 conflicts, 0 rejected"),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        !lines[0].contains(phone.to_str().unwrap()),
+        "no paths in the record"
+    );
+    let json = sealsync(&dd, &["runs", "--link", "phone", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let runs = v.as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{v}");
+    assert_eq!(runs[0]["status"], "failed");
+    assert_eq!(runs[1]["status"], "ok");
+    assert_eq!(runs[1]["counts"]["hub_created"], 3);
+    assert!(runs.iter().all(|r| r["ended_at"].is_i64()));
+    let one = sealsync(&dd, &["runs", "-n", "1", "--link", "backup"]);
+    assert_eq!(stdout(&one).lines().count(), 1);
+    assert!(stdout(&one).contains("backup"), "{}", stdout(&one));
+    let unknown = sealsync(&dd, &["runs", "--link", "nope"]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("no link named"),
+        "{}",
+        stderr(&unknown)
+    );
+}
+
+#[test]
 fn apply_is_idempotent_and_sync_runs_every_link() {
     let (tmp, dd) = sync_setup(5);
     let file = tmp.path().join("sync.toml");
