@@ -1627,7 +1627,7 @@ impl LiveClaim {
     fn new() -> Self {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let holder = format!("{}:{}:{n}", hostname(), std::process::id());
+        let holder = format!("{}:{n}", process_holder());
         live_claims().insert(holder.clone());
         Self(holder)
     }

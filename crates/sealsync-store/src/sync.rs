@@ -1363,30 +1363,39 @@ impl Store {
         link: LinkId,
         limit: u32,
     ) -> Result<Vec<RunRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, link_id, started_at, ended_at, status, counts FROM runs \
-             WHERE workspace_id = $1 AND link_id = $2 ORDER BY started_at DESC, id DESC LIMIT $3",
-        )
-        .bind(b(ws.as_bytes()))
-        .bind(b(link.as_bytes()))
-        .bind(i64::from(limit))
-        .fetch_all(&self.data)
-        .await
-        .map_err(StoreError::db)?;
-        rows.iter().map(run_row).collect()
+        self.runs_of(ws, Some(link), limit).await
     }
 
     /// Runs of the workspace, newest first.
     pub async fn runs(&self, ws: WorkspaceId, limit: u32) -> Result<Vec<RunRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, link_id, started_at, ended_at, status, counts FROM runs WHERE workspace_id = $1 \
-             ORDER BY started_at DESC, id DESC LIMIT $2",
-        )
-        .bind(b(ws.as_bytes()))
-        .bind(i64::from(limit))
-        .fetch_all(&self.data)
-        .await
-        .map_err(StoreError::db)?;
+        self.runs_of(ws, None, limit).await
+    }
+
+    async fn runs_of(
+        &self,
+        ws: WorkspaceId,
+        link: Option<LinkId>,
+        limit: u32,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        let sql = match link {
+            Some(_) => {
+                "SELECT id, link_id, started_at, ended_at, status, counts FROM runs \
+                 WHERE workspace_id = $1 AND link_id = $2 ORDER BY started_at DESC, id DESC LIMIT $3"
+            }
+            None => {
+                "SELECT id, link_id, started_at, ended_at, status, counts FROM runs \
+                 WHERE workspace_id = $1 ORDER BY started_at DESC, id DESC LIMIT $2"
+            }
+        };
+        let mut q = sqlx::query(sql).bind(b(ws.as_bytes()));
+        if let Some(link) = link {
+            q = q.bind(b(link.as_bytes()));
+        }
+        let rows = q
+            .bind(i64::from(limit))
+            .fetch_all(&self.data)
+            .await
+            .map_err(StoreError::db)?;
         rows.iter().map(run_row).collect()
     }
 
