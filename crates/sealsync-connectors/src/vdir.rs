@@ -183,14 +183,18 @@ impl Vdir {
 
     fn read(&self, id: &RemoteId) -> Result<Item, ConnectorError> {
         let path = self.path(id)?;
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let (bytes, etag, modified_ms) = match read_file(&path) {
+            Ok(read) => read,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(ConnectorError::NotFound);
             }
             Err(e) => return Err(io_error(&path, &e)),
         };
-        let meta = self.current(&path)?.ok_or(ConnectorError::NotFound)?;
+        let meta = ItemMeta {
+            id: id.clone(),
+            etag,
+            modified_ms,
+        };
         let (cards, rejected) = read_all(&bytes);
         let mut cards = cards.into_iter();
         match (cards.next(), cards.next()) {
@@ -208,6 +212,20 @@ impl Vdir {
             })),
         }
     }
+}
+
+/// A file's bytes with the etag of the very file read, taken before reading: a file replaced
+/// or rewritten meanwhile shows another etag in the next listing, so it is read again. (An etag
+/// taken by path after the read could be the replacement's, recorded with the older contents:
+/// that edit would then never be pulled.)
+fn read_file(path: &Path) -> std::io::Result<(Vec<u8>, Etag, Option<i64>)> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes)?;
+    let (etag, modified_ms) = file_etag(&meta);
+    Ok((bytes, etag, modified_ms))
 }
 
 fn id_of(path: &Path) -> Result<RemoteId, ConnectorError> {

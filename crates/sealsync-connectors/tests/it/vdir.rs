@@ -85,3 +85,53 @@ async fn vdir_create_never_replaces_a_file_with_the_same_uid() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetched_contact_carries_the_etag_of_the_file_it_was_read_from() {
+    // One file replaced over and over while it is fetched: every fetch must answer the etag of
+    // the version it read. An etag of a later version recorded with earlier contents would
+    // make that later edit look synced already, and it would never be pulled.
+    const VERSIONS: usize = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vdir::open(dir.path(), VcardVersion::V4).unwrap();
+    let note = |n: usize| {
+        let mut c = compliance::sample_contacts()[0].clone();
+        c.set_text("NOTE", Some(&format!("version {n}")));
+        c
+    };
+    let first = v.create(&note(0)).await.unwrap();
+    let id = first.id.clone();
+    let writer = {
+        let (v, id) = (v.clone(), id.clone());
+        tokio::spawn(async move {
+            let mut written = std::collections::HashMap::from([(first.etag.clone(), 0)]);
+            let mut etag = first.etag;
+            for n in 1..VERSIONS {
+                etag = v.update(&id, &etag, &note(n)).await.unwrap().etag;
+                written.insert(etag.clone(), n);
+            }
+            written
+        })
+    };
+    let mut seen = Vec::new();
+    while !writer.is_finished() {
+        let mut got = v.fetch(std::slice::from_ref(&id)).await.unwrap();
+        let item = got.pop().unwrap().1.unwrap();
+        let n: usize = item.contact.note().unwrap()["version ".len()..]
+            .parse()
+            .unwrap();
+        seen.push((item.meta.etag, n));
+    }
+    let written = writer.await.unwrap();
+    assert!(seen.len() > 100, "only {} fetches", seen.len());
+    let wrong = seen
+        .iter()
+        .filter(|(e, n)| written.get(e) != Some(n))
+        .count();
+    assert_eq!(
+        wrong,
+        0,
+        "{wrong} of {} fetches answered another version's etag",
+        seen.len()
+    );
+}
