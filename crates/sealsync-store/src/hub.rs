@@ -135,11 +135,12 @@ impl ImportSession {
         if let Some(open) = self.tx.take() {
             return Ok(open);
         }
-        let tx = match store.backend {
+        let mut tx = match store.backend {
             crate::db::Backend::Sqlite => store.data.begin_with("BEGIN IMMEDIATE").await,
             crate::db::Backend::Postgres => store.data.begin().await,
         }
         .map_err(StoreError::db)?;
+        store.widen_cache(&mut tx).await?;
         Ok(ImportTx {
             tx,
             stamp: None,
@@ -453,6 +454,8 @@ impl Hub {
     }
 
     async fn commit_import(&self, session: &mut ImportSession) -> Result<(), StoreError> {
+        // The wide cache stays: the next transaction of the import (often on the same
+        // connection) writes into the same trees.
         if let Some(open) = session.tx.take() {
             open.tx.commit().await.map_err(StoreError::db)?;
         }

@@ -635,6 +635,7 @@ impl Store {
         }
         let _turn = self.write_turn().await;
         let mut tx = self.data.begin().await.map_err(StoreError::db)?;
+        self.widen_cache(&mut tx).await?;
         let mut moved = Moved::default();
         if !batch.contacts.is_empty() {
             let stamp = self.bump_hub_clock(&mut tx, ws).await?;
@@ -780,6 +781,7 @@ impl Store {
         if batch.moves_link() {
             moved.link = Some(self.bump_clock(&mut tx, ws, link.as_bytes(), bound).await?);
         }
+        self.narrow_cache(&mut tx).await?;
         tx.commit().await.map_err(StoreError::db)?;
         Ok(moved)
     }
