@@ -861,12 +861,12 @@ impl Store {
     /// [`Store::narrow_cache`] before the commit gives the room back as the commit writes the
     /// pages out; a transaction that fails keeps it until its connection's next large write.
     pub(crate) async fn widen_cache(&self, tx: &mut AnyConnection) -> Result<(), StoreError> {
-        self.cache_pragma(tx, "PRAGMA cache_size = -16384").await
+        self.cache_pragma(tx, WIDE_CACHE).await
     }
 
     /// Back to the small cache of [`Store::widen_cache`], before the commit.
     pub(crate) async fn narrow_cache(&self, tx: &mut AnyConnection) -> Result<(), StoreError> {
-        self.cache_pragma(tx, "PRAGMA cache_size = -4096").await
+        self.cache_pragma(tx, NARROW_CACHE).await
     }
 
     async fn cache_pragma(
@@ -885,6 +885,11 @@ impl Store {
         &self.data
     }
 }
+
+/// A SQLite connection's page cache: 4 MiB, and 16 MiB while a large write transaction writes
+/// ([`Store::widen_cache`]).
+const NARROW_CACHE: &str = "PRAGMA cache_size = -4096";
+const WIDE_CACHE: &str = "PRAGMA cache_size = -16384";
 
 async fn pool(
     backend: Backend,
@@ -905,9 +910,10 @@ async fn pool(
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                             PRAGMA cache_size = -4096; PRAGMA temp_store = MEMORY;",
+                             PRAGMA temp_store = MEMORY;",
                         )
                         .await?;
+                        conn.execute(NARROW_CACHE).await?;
                     }
                     Backend::Postgres => {
                         if let Some(schema) = search_path {

@@ -635,7 +635,11 @@ impl Store {
         }
         let _turn = self.write_turn().await;
         let mut tx = self.data.begin().await.map_err(StoreError::db)?;
-        self.widen_cache(&mut tx).await?;
+        // A batch of a few rows (a webhook delivery, a small run) fits the small cache.
+        let wide = batch.contacts.len() + batch.upserts.len() >= 1000;
+        if wide {
+            self.widen_cache(&mut tx).await?;
+        }
         let mut moved = Moved::default();
         if !batch.contacts.is_empty() {
             let stamp = self.bump_hub_clock(&mut tx, ws).await?;
@@ -781,7 +785,9 @@ impl Store {
         if batch.moves_link() {
             moved.link = Some(self.bump_clock(&mut tx, ws, link.as_bytes(), bound).await?);
         }
-        self.narrow_cache(&mut tx).await?;
+        if wide {
+            self.narrow_cache(&mut tx).await?;
+        }
         tx.commit().await.map_err(StoreError::db)?;
         Ok(moved)
     }
