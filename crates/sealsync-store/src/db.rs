@@ -229,6 +229,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     "hook deletions",
                     include_str!("../migrations/sqlite/0017_hook_deletions.sql"),
                 ),
+                migration(
+                    18,
+                    "index keys",
+                    include_str!("../migrations/sqlite/0018_index_keys.sql"),
+                ),
             ],
             vec![migration(
                 1,
@@ -322,6 +327,11 @@ fn migrators(backend: Backend) -> (Migrator, Migrator) {
                     17,
                     "hook deletions",
                     include_str!("../migrations/postgres/0017_hook_deletions.sql"),
+                ),
+                migration(
+                    18,
+                    "index keys",
+                    include_str!("../migrations/postgres/0018_index_keys.sql"),
                 ),
             ],
             vec![migration(
@@ -1023,21 +1033,32 @@ mod tests {
 
     use super::*;
 
-    /// A database the release before counted bindings left: its links get their counts from
-    /// their state when it is brought up to date, whether or not they had a clock row.
-    async fn counting_bindings_on_upgrade(config: StoreConfig, backend: Backend) {
+    /// A database with every migration before the one described as `migration`, and the
+    /// migrator that brings it up to date.
+    async fn migrated_before(
+        migration: &str,
+        config: &StoreConfig,
+        backend: Backend,
+    ) -> (AnyPool, Migrator) {
         sqlx::any::install_default_drivers();
         let data = pool(backend, config.database_url.expose_secret(), 1, None)
             .await
             .unwrap();
         let (latest, _) = migrators(backend);
         let mut before = latest.migrations.to_vec();
-        let counting = before
+        let at = before
             .iter()
-            .position(|m| m.description == "bound")
+            .position(|m| m.description == migration)
             .unwrap();
-        before.truncate(counting);
+        before.truncate(at);
         Migrator::with_migrations(before).run(&data).await.unwrap();
+        (data, latest)
+    }
+
+    /// A database the release before counted bindings left: its links get their counts from
+    /// their state when it is brought up to date, whether or not they had a clock row.
+    async fn counting_bindings_on_upgrade(config: StoreConfig, backend: Backend) {
+        let (data, latest) = migrated_before("bound", &config, backend).await;
         let (ws, ticked, unticked) = (vec![1u8; 16], vec![2u8; 16], vec![3u8; 16]);
         let bind = |link: &[u8], key: u8| {
             sqlx::query(
@@ -1087,6 +1108,113 @@ mod tests {
                 (unticked, 0, Some(1))
             ]
         );
+    }
+
+    /// A database from before contacts listed their own index entries: the upgrade fills
+    /// each contact's list from the index, so that replacing a contact afterwards deletes the
+    /// entries it had then (an email it no longer has stops finding it).
+    async fn index_keys_on_upgrade(config: StoreConfig, backend: Backend) {
+        let (data, latest) = migrated_before("index keys", &config, backend).await;
+        let ws = WorkspaceId::new();
+        let (a, b) = (ContactId::new(), ContactId::new());
+        let entries = [
+            (a, IndexKind::Email, [1u8; 32]),
+            (a, IndexKind::Uid, [2u8; 32]),
+            (a, IndexKind::Phone, [3u8; 32]),
+            (b, IndexKind::Email, [4u8; 32]),
+        ];
+        for id in [a, b] {
+            sqlx::query(
+                "INSERT INTO contacts (workspace_id, id, version, key_version, body, content_mac, \
+                 deleted, updated_at) VALUES ($1, $2, 1, 1, $3, $4, 0, 0)",
+            )
+            .bind(ws.as_bytes().to_vec())
+            .bind(id.as_bytes().to_vec())
+            .bind(vec![0u8; 40])
+            .bind(vec![id.as_bytes()[15]; 32])
+            .execute(&data)
+            .await
+            .unwrap();
+        }
+        for (id, kind, value) in entries {
+            sqlx::query(
+                "INSERT INTO contact_index (workspace_id, kind, value, contact_id) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(ws.as_bytes().to_vec())
+            .bind(kind.as_str())
+            .bind(value.to_vec())
+            .bind(id.as_bytes().to_vec())
+            .execute(&data)
+            .await
+            .unwrap();
+        }
+        latest.run(&data).await.unwrap();
+        data.close().await;
+
+        let store = Store::open(&config).await.unwrap();
+        // `a` now has one email, the one it had, and a new phone; its UID goes.
+        let row = ContactRow {
+            id: a,
+            version: 2,
+            key_version: 1,
+            body: Some(vec![0u8; 40]),
+            content_mac: [9; 32],
+            updated_at: 1,
+        };
+        store
+            .write_contacts(
+                ws,
+                &[(
+                    row,
+                    vec![(IndexKind::Email, [1u8; 32]), (IndexKind::Phone, [5u8; 32])],
+                )],
+            )
+            .await
+            .unwrap();
+        let found = |kind: IndexKind, value: [u8; 32]| {
+            let store = &store;
+            async move {
+                store
+                    .lookup_index(ws, kind, &[value])
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(_, id)| id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(found(IndexKind::Email, [1; 32]).await, vec![a]);
+        assert_eq!(found(IndexKind::Phone, [5; 32]).await, vec![a]);
+        assert!(
+            found(IndexKind::Uid, [2; 32]).await.is_empty(),
+            "the UID it lost still finds it"
+        );
+        assert!(
+            found(IndexKind::Phone, [3; 32]).await.is_empty(),
+            "the phone it lost still finds it"
+        );
+        assert_eq!(found(IndexKind::Email, [4; 32]).await, vec![b]);
+        // A tombstone takes every entry of `b` with it.
+        store
+            .write_contacts(ws, &[crate::Hub::tombstone(b, 2, 2)])
+            .await
+            .unwrap();
+        assert!(found(IndexKind::Email, [4; 32]).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn sqlite_index_keys_on_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        index_keys_on_upgrade(crate::testing::sqlite_config(dir.path()), Backend::Sqlite).await;
+    }
+
+    #[tokio::test]
+    async fn pg_index_keys_on_upgrade() {
+        let Some(config) = crate::testing::postgres_config().await.unwrap() else {
+            eprintln!("skipped: SEALSYNC_TEST_DATABASE_URL is not set");
+            return;
+        };
+        index_keys_on_upgrade(config, Backend::Postgres).await;
     }
 
     #[tokio::test]

@@ -308,20 +308,21 @@ impl Hub {
         contacts: Vec<Contact>,
     ) -> Result<ImportCounts, StoreError> {
         let region = session.options.default_region.clone();
-        let prepared = contacts
+        let items = contacts
             .into_iter()
-            .map(|c| Self::prepare(keys, c, region.as_deref()))
+            .map(|c| ImportItem::from(Self::prepare(keys, c, region.as_deref())))
             .collect();
-        self.import_prepared(keys, session, prepared).await
+        self.import_prepared(keys, session, items).await
     }
 
     /// [`Hub::import_into`] with contacts already [`Hub::prepare`]d (with the session's
-    /// default region), so that a caller can hash the next batch while this one is written.
+    /// default region), and perhaps sealed ahead as new ([`ImportItem::sealed_as_new`]), so
+    /// that a caller can hash and seal the next batch while this one is written.
     pub async fn import_prepared(
         &self,
         keys: &WorkspaceKeys,
         session: &mut ImportSession,
-        prepared: Vec<PreparedContact>,
+        items: Vec<ImportItem>,
     ) -> Result<ImportCounts, StoreError> {
         let ws = keys.workspace();
         if ws != session.workspace {
@@ -330,6 +331,10 @@ impl Hub {
             ));
         }
         let mut counts = ImportCounts::default();
+        let (prepared, mut ahead): (Vec<PreparedContact>, Vec<Option<_>>) = items
+            .into_iter()
+            .map(|item| (item.prepared, item.new_row))
+            .unzip();
 
         // Existing contacts by UID and (for UID-less cards) by content: what the session holds
         // unwritten first, then the database.
@@ -379,7 +384,7 @@ impl Hub {
         session.by_uid.extend(found);
         // Which rows this batch wrote: a UID seen earlier in the same batch was counted then.
         let mut written: HashSet<ContactId> = HashSet::new();
-        for p in prepared {
+        for (p, ahead) in prepared.iter().zip(ahead.iter_mut()) {
             let (id, version) = match p.uid_mac.and_then(|m| session.by_uid.get(&m).copied()) {
                 Some(id) => {
                     let (version, mac) = session.existing.get(&id).copied().unwrap_or((0, [0; 32]));
@@ -398,7 +403,7 @@ impl Hub {
                         continue;
                     }
                     counts.imported += 1;
-                    (ContactId::new(), 1)
+                    (ahead.as_ref().map_or_else(ContactId::new, |r| r.0.id), 1)
                 }
             };
             if let Some(m) = p.uid_mac {
@@ -406,7 +411,14 @@ impl Hub {
             }
             session.existing.insert(id, (version, p.content_mac));
             written.insert(id);
-            let row = Self::seal_row(keys, id, version, &p, session.updated_at)?;
+            // A row sealed ahead serves only the new contact it was sealed as.
+            let row = match ahead.take().filter(|r| r.0.id == id && version == 1) {
+                Some(mut row) => {
+                    row.0.updated_at = session.updated_at;
+                    row
+                }
+                None => Self::seal_row(keys, id, version, p, session.updated_at)?,
+            };
             // A row not yet written is replaced: the later card wins, as a later write would.
             match session.row_at.get(&id) {
                 Some(&at) => session.rows[at] = row,
@@ -854,6 +866,38 @@ fn key_context(ws: WorkspaceId, purpose: KeyPurpose, version: u32) -> Vec<u8> {
         purpose.as_str()
     )
     .into_bytes()
+}
+
+/// A contact for [`Hub::import_prepared`]: prepared, and perhaps sealed ahead as a new contact.
+#[derive(Debug)]
+pub struct ImportItem {
+    pub prepared: PreparedContact,
+    new_row: Option<(ContactRow, IndexEntries)>,
+}
+
+impl From<PreparedContact> for ImportItem {
+    fn from(prepared: PreparedContact) -> Self {
+        Self {
+            prepared,
+            new_row: None,
+        }
+    }
+}
+
+impl ImportItem {
+    /// Seals the contact now as a new contact with a fresh id: the import takes that row as
+    /// it is if the contact turns out new, and seals again otherwise. A caller that expects
+    /// mostly new contacts seals them ahead on its own thread, off the import's writer.
+    pub fn sealed_as_new(
+        keys: &WorkspaceKeys,
+        prepared: PreparedContact,
+    ) -> Result<Self, StoreError> {
+        let row = Hub::seal_row(keys, ContactId::new(), 1, &prepared, 0)?;
+        Ok(Self {
+            prepared,
+            new_row: Some(row),
+        })
+    }
 }
 
 /// A contact ready for the hub: its blind-index entries and keyed content hash.

@@ -25,7 +25,8 @@ pub use db::{
 };
 pub use hooks::{HookDelivery, HookItemRow, HookOutcome, RECEIPT_TTL_MS};
 pub use hub::{
-    Hub, ImportCounts, ImportOptions, ImportSession, PreparedContact, RecordError, ReencryptReport,
+    Hub, ImportCounts, ImportItem, ImportOptions, ImportSession, PreparedContact, RecordError,
+    ReencryptReport,
 };
 pub use identity::{ApiKeyRow, ClientRow, SessionRow, TokenRow, UserRow};
 pub use outbox::{AttemptResult, DeliveryRow, DeliveryState, OutboxChange};

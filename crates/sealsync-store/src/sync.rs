@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 
 use futures_util::TryStreamExt as _;
-use sealsync_crypto::RecordRef;
+use sealsync_crypto::{IndexKind, RecordRef};
 use sealsync_types::{ConflictId, ContactId, EndpointId, LinkId, RunId, WorkspaceId};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe};
@@ -971,38 +971,13 @@ impl Store {
             .iter()
             .filter(|(c, k, v)| !wanted.contains(&(*c, k.as_str(), v.as_slice())))
             .collect();
-        for part in gone.chunks(100) {
-            let text = SqlShapes::get(&mut delete_sql, part.len(), |n| {
-                let mut m = Marks::new(self.backend);
-                let ws = m.next();
-                let each = (0..n)
-                    .map(|_| {
-                        format!(
-                            "(kind = {} AND value = {} AND contact_id = {})",
-                            m.next(),
-                            m.next(),
-                            m.next()
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" OR ");
-                format!("DELETE FROM contact_index WHERE workspace_id = {ws} AND ({each})")
-            });
-            let mut q = sqlx::query(AssertSqlSafe(text)).bind(wsb.clone());
-            for (contact, kind, value) in part {
-                q = q
-                    .bind(kind.clone())
-                    .bind(value.clone())
-                    .bind(contact.to_vec());
-            }
-            q.execute(&mut *tx).await.map_err(StoreError::db)?;
-        }
-        let mut unindex_sql = SqlShapes::default();
+        self.delete_index_entries(tx, &wsb, &gone, &mut delete_sql)
+            .await?;
         let mut upserted: Vec<&ContactRow> = Vec::new();
-        let columns = "contacts (workspace_id, id, version, key_version, body, content_mac, deleted, updated_at, hub_clock)";
+        let columns = "contacts (workspace_id, id, version, key_version, body, content_mac, deleted, updated_at, hub_clock, index_keys)";
         let statement = |n: usize, upsert: bool| {
             let mut m = Marks::new(self.backend);
-            let values = (0..n).map(|_| m.tuple(9)).collect::<Vec<_>>().join(", ");
+            let values = (0..n).map(|_| m.tuple(10)).collect::<Vec<_>>().join(", ");
             match (upsert, sqlite) {
                 (false, true) => format!("INSERT OR IGNORE INTO {columns} VALUES {values}"),
                 (false, false) => {
@@ -1012,13 +987,14 @@ impl Store {
                     "INSERT INTO {columns} VALUES {values} \
                      ON CONFLICT (workspace_id, id) DO UPDATE SET version = excluded.version, \
                      body = excluded.body, content_mac = excluded.content_mac, \
-                     deleted = excluded.deleted, updated_at = excluded.updated_at, hub_clock = excluded.hub_clock"
+                     deleted = excluded.deleted, updated_at = excluded.updated_at, hub_clock = excluded.hub_clock, \
+                     index_keys = excluded.index_keys"
                 ),
             }
         };
         let bind_rows = |text: String, chunk: &[&(ContactRow, IndexEntries)]| {
             let mut q = sqlx::query(AssertSqlSafe(text));
-            for (row, _) in chunk {
+            for (row, index) in chunk {
                 q = q
                     .bind(wsb.clone())
                     .bind(b(row.id.as_bytes()))
@@ -1028,7 +1004,8 @@ impl Store {
                     .bind(row.content_mac.to_vec())
                     .bind(i64::from(row.body.is_none()))
                     .bind(row.updated_at)
-                    .bind(stamp);
+                    .bind(stamp)
+                    .bind(index_keys(index));
             }
             q
         };
@@ -1039,7 +1016,13 @@ impl Store {
                 .await
                 .map_err(StoreError::db)?;
             if done.rows_affected() != chunk.len() as u64 {
-                self.unindex(tx, &wsb, chunk, &mut unindex_sql).await?;
+                // Rows already there (a run that stopped after writing them): their entries go
+                // first, as a replaced row's do.
+                let mut there = HashSet::new();
+                self.index_entries_of(tx, &wsb, chunk, &mut there).await?;
+                let there: Vec<_> = there.iter().collect();
+                self.delete_index_entries(tx, &wsb, &there, &mut delete_sql)
+                    .await?;
                 let text = SqlShapes::get(&mut upsert_sql, chunk.len(), |n| statement(n, true));
                 bind_rows(text, chunk)
                     .execute(&mut *tx)
@@ -1126,7 +1109,7 @@ impl Store {
         Ok(())
     }
 
-    /// Adds the index entries these contacts hold to `held`.
+    /// Adds the index entries these contacts hold to `held`, as their rows list them.
     async fn index_entries_of(
         &self,
         tx: &mut AnyConnection,
@@ -1136,7 +1119,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut m = Marks::new(self.backend);
         let text = format!(
-            "SELECT contact_id, kind, value FROM contact_index WHERE workspace_id = {} AND contact_id IN ({})",
+            "SELECT id, index_keys FROM contacts WHERE workspace_id = {} AND id IN ({})",
             m.next(),
             m.list(chunk.len())
         );
@@ -1145,36 +1128,52 @@ impl Store {
             q = q.bind(b(row.id.as_bytes()));
         }
         for row in q.fetch_all(&mut *tx).await.map_err(StoreError::db)? {
-            let contact: Vec<u8> = get(&row, "contact_id")?;
+            let contact: Vec<u8> = get(&row, "id")?;
             let Ok(contact) = <[u8; 16]>::try_from(contact.as_slice()) else {
                 continue;
             };
-            held.insert((contact, get(&row, "kind")?, get(&row, "value")?));
+            let keys: Option<Vec<u8>> = get(&row, "index_keys")?;
+            for (kind, value) in parse_index_keys(keys.as_deref().unwrap_or_default())? {
+                held.insert((contact, kind.as_str().to_owned(), value.to_vec()));
+            }
         }
         Ok(())
     }
 
-    /// Deletes the index entries of these contacts.
-    async fn unindex(
+    /// Deletes these index entries (contact, kind, value), by the index's own key.
+    async fn delete_index_entries(
         &self,
         tx: &mut AnyConnection,
         wsb: &[u8],
-        chunk: &[&(ContactRow, IndexEntries)],
+        entries: &[&([u8; 16], String, Vec<u8>)],
         shapes: &mut SqlShapes,
     ) -> Result<(), StoreError> {
-        let text = SqlShapes::get(shapes, chunk.len(), |n| {
-            let mut m = Marks::new(self.backend);
-            format!(
-                "DELETE FROM contact_index WHERE workspace_id = {} AND contact_id IN ({})",
-                m.next(),
-                m.list(n)
-            )
-        });
-        let mut q = sqlx::query(AssertSqlSafe(text)).bind(wsb.to_vec());
-        for (row, _) in chunk {
-            q = q.bind(b(row.id.as_bytes()));
+        for part in entries.chunks(100) {
+            let text = SqlShapes::get(shapes, part.len(), |n| {
+                let mut m = Marks::new(self.backend);
+                let ws = m.next();
+                let each = (0..n)
+                    .map(|_| {
+                        format!(
+                            "(kind = {} AND value = {} AND contact_id = {})",
+                            m.next(),
+                            m.next(),
+                            m.next()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" OR ");
+                format!("DELETE FROM contact_index WHERE workspace_id = {ws} AND ({each})")
+            });
+            let mut q = sqlx::query(AssertSqlSafe(text)).bind(wsb.to_vec());
+            for (contact, kind, value) in part {
+                q = q
+                    .bind(kind.clone())
+                    .bind(value.clone())
+                    .bind(contact.to_vec());
+            }
+            q.execute(&mut *tx).await.map_err(StoreError::db)?;
         }
-        q.execute(&mut *tx).await.map_err(StoreError::db)?;
         Ok(())
     }
 
@@ -1561,4 +1560,80 @@ fn last_per<T, K: Eq + std::hash::Hash>(rows: &[T], key: impl Fn(&T) -> K) -> Ve
     let mut out: Vec<&T> = rows.iter().rev().filter(|r| seen.insert(key(r))).collect();
     out.reverse();
     out
+}
+
+/// A contact's index entries as its row keeps them (`contacts.index_keys`): per entry, the
+/// kind's code and the 32-byte keyed hash. `None` when it has none (a tombstone).
+fn index_keys(index: &IndexEntries) -> Option<Vec<u8>> {
+    let mut entries: Vec<&(IndexKind, [u8; 32])> = index.iter().collect();
+    entries.sort_unstable();
+    entries.dedup();
+    let mut out = Vec::with_capacity(entries.len() * INDEX_KEY_LEN);
+    for (kind, value) in entries {
+        out.push(*kind as u8);
+        out.extend_from_slice(value);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+const INDEX_KEY_LEN: usize = 33;
+
+/// Reads what [`index_keys`] wrote.
+fn parse_index_keys(bytes: &[u8]) -> Result<Vec<(IndexKind, [u8; 32])>, StoreError> {
+    const KINDS: [IndexKind; 5] = [
+        IndexKind::Email,
+        IndexKind::Phone,
+        IndexKind::Uid,
+        IndexKind::Content,
+        IndexKind::Remote,
+    ];
+    let malformed = || StoreError::Other("a contact's index keys are malformed".into());
+    if !bytes.len().is_multiple_of(INDEX_KEY_LEN) {
+        return Err(malformed());
+    }
+    bytes
+        .chunks_exact(INDEX_KEY_LEN)
+        .map(|entry| {
+            let kind = KINDS
+                .into_iter()
+                .find(|k| *k as u8 == entry[0])
+                .ok_or_else(malformed)?;
+            let value = <[u8; 32]>::try_from(&entry[1..]).map_err(|_| malformed())?;
+            Ok((kind, value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed step is a failed test
+
+    use super::*;
+
+    #[test]
+    fn index_keys_read_back_as_written_once_each() {
+        let index = vec![
+            (IndexKind::Uid, [7u8; 32]),
+            (IndexKind::Email, [1u8; 32]),
+            (IndexKind::Email, [1u8; 32]),
+            (IndexKind::Phone, [0u8; 32]),
+        ];
+        let bytes = index_keys(&index).unwrap();
+        assert_eq!(bytes.len(), 3 * INDEX_KEY_LEN);
+        assert_eq!(
+            parse_index_keys(&bytes).unwrap(),
+            vec![
+                (IndexKind::Email, [1u8; 32]),
+                (IndexKind::Phone, [0u8; 32]),
+                (IndexKind::Uid, [7u8; 32]),
+            ]
+        );
+        assert_eq!(index_keys(&Vec::new()), None);
+        assert!(parse_index_keys(&[]).unwrap().is_empty());
+        // A truncated list or an unknown kind is an error, never a guess.
+        assert!(parse_index_keys(&bytes[..40]).is_err());
+        let mut unknown = bytes.clone();
+        unknown[0] = 200;
+        assert!(parse_index_keys(&unknown).is_err());
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sealsync_contact::vcard::read_all;
 use sealsync_contact::{Contact, Property};
 use sealsync_crypto::{IndexKind, LocalKeyfile};
-use sealsync_store::{Hub, ImportOptions, ImportSession, Store, StoreConfig};
+use sealsync_store::{Hub, ImportItem, ImportOptions, ImportSession, Store, StoreConfig};
 use sealsync_types::WorkspaceName;
 use secrecy::ExposeSecret;
 
@@ -623,8 +623,8 @@ pub async fn rotation_moves_configurations_secrets_and_events_too(
 }
 
 /// An import writes batch after batch into one transaction: later batches see what earlier
-/// ones wrote (an edit is an update, a repeat is unchanged, never a second contact), other
-/// connections see nothing until it commits, and then all of it.
+/// ones wrote (an edit is an update, a repeat is unchanged, never a second contact, even when
+/// sealed ahead as new), other connections see nothing until it commits, and then all of it.
 pub async fn import_batches_see_earlier_uncommitted_ones(config: StoreConfig, dir: &Path, _db: Db) {
     let hub = hub_on(&config, dir).await;
     let (workspace, _) = hub.ensure_workspace(&ws()).await.unwrap();
@@ -656,8 +656,16 @@ pub async fn import_batches_see_earlier_uncommitted_ones(config: StoreConfig, di
 
     let mut edited = corpus[0].clone();
     edited.set_text("NOTE", Some("changed in the second batch"));
-    let second = vec![edited.clone(), corpus[1].clone(), plain, corpus[3].clone()];
-    let b = hub.import_into(&keys, &mut session, second).await.unwrap();
+    // Sealed ahead as new, as the CLI does while batches are mostly new: the rows of the
+    // contacts that turn out known are sealed again under their own ids.
+    let second = [edited.clone(), corpus[1].clone(), plain, corpus[3].clone()]
+        .into_iter()
+        .map(|c| ImportItem::sealed_as_new(&keys, Hub::prepare(&keys, c, None)).unwrap())
+        .collect();
+    let b = hub
+        .import_prepared(&keys, &mut session, second)
+        .await
+        .unwrap();
     assert_eq!((b.imported, b.updated, b.unchanged), (1, 1, 2));
     hub.flush_import(&mut session).await.unwrap();
 

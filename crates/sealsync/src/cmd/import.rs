@@ -15,7 +15,7 @@ use sealsync_contact::csv::{CsvLayout, CsvPreset, CsvReader};
 use sealsync_contact::jcard::from_jcard_str;
 use sealsync_contact::vcard::VcardReader;
 use sealsync_crypto::WorkspaceKeys;
-use sealsync_store::{Hub, ImportCounts, ImportOptions, ImportSession, PreparedContact};
+use sealsync_store::{Hub, ImportCounts, ImportItem, ImportOptions, ImportSession};
 use serde::Serialize;
 
 use crate::context::{Context, workspace_name};
@@ -282,7 +282,8 @@ pub async fn import_stream<R: BufRead>(
 }
 
 /// Imports batches one behind the reader: while the hub matches, seals and writes one batch on
-/// another worker, this task parses and hashes (blind indexes, content hash) the next. One
+/// another worker, this task parses and hashes (blind indexes, content hash) the next, and
+/// while the batches hold mostly new contacts, seals them ahead as new ones. One
 /// batch in flight at a time, in order, so a contact repeated in a later batch sees the
 /// earlier one. Sealed rows are written every [`WRITE_EVERY`] contacts into the session's open
 /// transaction, which the hub commits every so many rows; [`Pipeline::finish`] commits the
@@ -294,6 +295,10 @@ pub struct Pipeline {
     batch: Vec<Contact>,
     session: Option<ImportSession>,
     inflight: Option<tokio::task::JoinHandle<SessionStep>>,
+    /// Whether the last batch whose counts came back was mostly new contacts: then the next
+    /// is sealed ahead here, leaving the worker only lookups and writes. A re-import of
+    /// unchanged contacts would throw that work away.
+    seal_ahead: bool,
 }
 
 type SessionStep = (
@@ -316,6 +321,7 @@ impl Pipeline {
             batch: Vec::with_capacity(BATCH),
             session: Some(ImportSession::new(keys.workspace(), options.clone())),
             inflight: None,
+            seal_ahead: true,
         }
     }
 
@@ -328,17 +334,23 @@ impl Pipeline {
     }
 
     async fn push(&mut self, outcome: &mut ImportOutcome) -> anyhow::Result<()> {
-        let prepared: Vec<PreparedContact> = std::mem::take(&mut self.batch)
+        let prepared = std::mem::take(&mut self.batch)
             .into_iter()
-            .map(|c| Hub::prepare(&self.keys, c, self.region.as_deref()))
-            .collect();
+            .map(|c| Hub::prepare(&self.keys, c, self.region.as_deref()));
+        let items: Vec<ImportItem> = if self.seal_ahead {
+            prepared
+                .map(|p| ImportItem::sealed_as_new(&self.keys, p))
+                .collect::<Result<_, _>>()?
+        } else {
+            prepared.map(ImportItem::from).collect()
+        };
         self.drain(outcome).await?;
         let Some(mut session) = self.session.take() else {
             bail!("import session lost");
         };
         let (hub, keys) = (self.hub.clone(), self.keys.clone());
         self.inflight = Some(tokio::spawn(async move {
-            let counts = match hub.import_prepared(&keys, &mut session, prepared).await {
+            let counts = match hub.import_prepared(&keys, &mut session, items).await {
                 Ok(c) if session.pending() >= WRITE_EVERY => {
                     hub.write_import(&mut session).await.map(|()| c)
                 }
@@ -355,7 +367,9 @@ impl Pipeline {
                 .await
                 .map_err(|e| anyhow::anyhow!("import task failed: {e}"))?;
             self.session = Some(session);
-            outcome.add(counts?);
+            let counts = counts?;
+            self.seal_ahead = counts.imported >= counts.updated + counts.unchanged;
+            outcome.add(counts);
         }
         Ok(())
     }
