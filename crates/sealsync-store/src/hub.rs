@@ -93,6 +93,29 @@ pub struct ImportSession {
     pending_content: HashSet<[u8; 32]>,
     /// The open transaction, the rows written into it, and when it began.
     tx: Option<ImportTx>,
+    /// Whether the workspace's contacts are all this session's own writes.
+    own: Own,
+}
+
+/// Whether an import session alone has written the workspace's contacts: it had none when the
+/// session began, and every move of the hub clock since was this session's (each writer of
+/// hub contacts moves it, first thing in its transaction). Then a UID or content hash the
+/// session never wrote is in no stored contact, and is not looked up: an import into an empty
+/// workspace reads nothing back.
+enum Own {
+    /// Not known until the session's first transaction.
+    Unknown,
+    Alone {
+        /// The hub clock as this session last moved it (or found it, before its first write).
+        clock: i64,
+        /// Keyed UID hashes of the rows written.
+        uids: HashSet<[u8; 32]>,
+        /// Content hashes of the rows written without a UID (only those are matched by
+        /// content; the content hash covers the UID).
+        contents: HashSet<[u8; 32]>,
+    },
+    /// Another writer may have written contacts: everything is looked up.
+    Shared,
 }
 
 struct ImportTx {
@@ -125,6 +148,7 @@ impl ImportSession {
             existing: HashMap::new(),
             pending_content: HashSet::new(),
             tx: None,
+            own: Own::Unknown,
         }
     }
 
@@ -141,12 +165,76 @@ impl ImportSession {
         }
         .map_err(StoreError::db)?;
         store.widen_cache(&mut tx).await?;
+        let mut stamp = None;
+        if !matches!(self.own, Own::Shared) {
+            // Alone only while the hub clock moves by this session's own ticks. The tick is
+            // taken now, before any lookup: on PostgreSQL it also holds off every other
+            // writer of hub contacts until this transaction ends.
+            let (clock, any) = store
+                .hub_clock_and_any_contact(&mut tx, self.workspace)
+                .await?;
+            let alone = match &self.own {
+                Own::Unknown => !any,
+                Own::Alone { clock: mine, .. } => clock == *mine,
+                Own::Shared => false,
+            };
+            if alone {
+                let tick = store.bump_hub_clock(&mut tx, self.workspace).await?;
+                stamp = Some(tick);
+                if tick == clock + 1 {
+                    match &mut self.own {
+                        Own::Alone { clock, .. } => *clock = tick,
+                        own => {
+                            *own = Own::Alone {
+                                clock: tick,
+                                uids: HashSet::new(),
+                                contents: HashSet::new(),
+                            }
+                        }
+                    }
+                } else {
+                    self.own = Own::Shared;
+                }
+            } else {
+                self.own = Own::Shared;
+            }
+        }
         Ok(ImportTx {
             tx,
-            stamp: None,
+            stamp,
             written: 0,
             began: std::time::Instant::now(),
         })
+    }
+
+    /// Whether `mac` may be stored under `kind` by anyone but this session's pending rows:
+    /// always, unless the session alone wrote the workspace's contacts and never this hash.
+    fn may_be_stored(&self, kind: IndexKind, mac: &[u8; 32]) -> bool {
+        match &self.own {
+            Own::Alone { uids, contents, .. } => match kind {
+                IndexKind::Uid => uids.contains(mac),
+                _ => contents.contains(mac),
+            },
+            Own::Unknown | Own::Shared => true,
+        }
+    }
+
+    /// Notes the rows just written, while the session is alone.
+    fn note_written(&mut self) {
+        if let Own::Alone { uids, contents, .. } = &mut self.own {
+            for (row, index) in &self.rows {
+                let mut has_uid = false;
+                for (kind, mac) in index {
+                    if *kind == IndexKind::Uid {
+                        uids.insert(*mac);
+                        has_uid = true;
+                    }
+                }
+                if !has_uid {
+                    contents.insert(row.content_mac);
+                }
+            }
+        }
     }
 
     /// Rows waiting to be written.
@@ -308,21 +396,22 @@ impl Hub {
         contacts: Vec<Contact>,
     ) -> Result<ImportCounts, StoreError> {
         let region = session.options.default_region.clone();
-        let items = contacts
+        let mut items: Vec<ImportItem> = contacts
             .into_iter()
             .map(|c| ImportItem::from(Self::prepare(keys, c, region.as_deref())))
             .collect();
-        self.import_prepared(keys, session, items).await
+        self.import_prepared(keys, session, &mut items).await
     }
 
     /// [`Hub::import_into`] with contacts already [`Hub::prepare`]d (with the session's
     /// default region), and perhaps sealed ahead as new ([`ImportItem::sealed_as_new`]), so
-    /// that a caller can hash and seal the next batch while this one is written.
+    /// that a caller can hash and seal the next batch while this one is written. The items
+    /// stay the caller's, to drop on its own thread (rows sealed ahead are taken from them).
     pub async fn import_prepared(
         &self,
         keys: &WorkspaceKeys,
         session: &mut ImportSession,
-        items: Vec<ImportItem>,
+        items: &mut [ImportItem],
     ) -> Result<ImportCounts, StoreError> {
         let ws = keys.workspace();
         if ws != session.workspace {
@@ -331,19 +420,16 @@ impl Hub {
             ));
         }
         let mut counts = ImportCounts::default();
-        let (prepared, mut ahead): (Vec<PreparedContact>, Vec<Option<_>>) = items
-            .into_iter()
-            .map(|item| (item.prepared, item.new_row))
-            .unzip();
 
         // Existing contacts by UID and (for UID-less cards) by content: what the session holds
         // unwritten first, then the database.
-        let uid_macs: Vec<[u8; 32]> = prepared
-            .iter()
-            .filter_map(|p| p.uid_mac)
-            .filter(|m| !session.by_uid.contains_key(m))
-            .collect();
         let mut open = session.take_tx(&self.store).await?;
+        let uid_macs: Vec<[u8; 32]> = items
+            .iter()
+            .filter_map(|i| i.prepared.uid_mac)
+            .filter(|m| !session.by_uid.contains_key(m))
+            .filter(|m| session.may_be_stored(IndexKind::Uid, m))
+            .collect();
         let conn = &mut *open.tx;
         let found: HashMap<[u8; 32], ContactId> = self
             .store
@@ -351,11 +437,12 @@ impl Hub {
             .await?
             .into_iter()
             .collect();
-        let content_macs: Vec<[u8; 32]> = prepared
+        let content_macs: Vec<[u8; 32]> = items
             .iter()
-            .filter(|p| p.uid_mac.is_none())
-            .map(|p| p.content_mac)
+            .filter(|i| i.prepared.uid_mac.is_none())
+            .map(|i| i.prepared.content_mac)
             .filter(|m| !session.pending_content.contains(m))
+            .filter(|m| session.may_be_stored(IndexKind::Content, m))
             .collect();
         // A stored contact with a row waiting to replace it no longer has its stored content.
         let mut known_content: HashSet<[u8; 32]> = self
@@ -384,7 +471,8 @@ impl Hub {
         session.by_uid.extend(found);
         // Which rows this batch wrote: a UID seen earlier in the same batch was counted then.
         let mut written: HashSet<ContactId> = HashSet::new();
-        for (p, ahead) in prepared.iter().zip(ahead.iter_mut()) {
+        for item in items.iter_mut() {
+            let (p, ahead) = (&item.prepared, &mut item.new_row);
             let (id, version) = match p.uid_mac.and_then(|m| session.by_uid.get(&m).copied()) {
                 Some(id) => {
                     let (version, mac) = session.existing.get(&id).copied().unwrap_or((0, [0; 32]));
@@ -449,6 +537,7 @@ impl Hub {
                 .await?;
             open.written += session.rows.len();
             session.tx = Some(open);
+            session.note_written();
             session.clear();
         }
         if let Some(open) = &session.tx

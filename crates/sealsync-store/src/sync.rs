@@ -827,6 +827,29 @@ impl Store {
         self.bump_clock(tx, ws, HUB_SCOPE, 0).await
     }
 
+    /// The hub clock of `ws` as `tx` sees it (0 before its first write), and whether the
+    /// workspace holds any contact row at all, tombstones included.
+    pub(crate) async fn hub_clock_and_any_contact(
+        &self,
+        tx: &mut AnyConnection,
+        ws: WorkspaceId,
+    ) -> Result<(i64, bool), StoreError> {
+        let clock: Option<i64> =
+            sqlx::query_scalar("SELECT n FROM sync_clocks WHERE workspace_id = $1 AND scope = $2")
+                .bind(b(ws.as_bytes()))
+                .bind(HUB_SCOPE.to_vec())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::db)?;
+        let any: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM contacts WHERE workspace_id = $1 LIMIT 1")
+                .bind(b(ws.as_bytes()))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::db)?;
+        Ok((clock.unwrap_or(0), any.is_some()))
+    }
+
     /// The hub's and `link`'s clocks now.
     pub async fn clocks(&self, ws: WorkspaceId, link: LinkId) -> Result<Clocks, StoreError> {
         let rows = sqlx::query(

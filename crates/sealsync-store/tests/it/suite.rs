@@ -658,12 +658,12 @@ pub async fn import_batches_see_earlier_uncommitted_ones(config: StoreConfig, di
     edited.set_text("NOTE", Some("changed in the second batch"));
     // Sealed ahead as new, as the CLI does while batches are mostly new: the rows of the
     // contacts that turn out known are sealed again under their own ids.
-    let second = [edited.clone(), corpus[1].clone(), plain, corpus[3].clone()]
+    let mut second: Vec<ImportItem> = [edited.clone(), corpus[1].clone(), plain, corpus[3].clone()]
         .into_iter()
         .map(|c| ImportItem::sealed_as_new(&keys, Hub::prepare(&keys, c, None)).unwrap())
         .collect();
     let b = hub
-        .import_prepared(&keys, &mut session, second)
+        .import_prepared(&keys, &mut session, &mut second)
         .await
         .unwrap();
     assert_eq!((b.imported, b.updated, b.unchanged), (1, 1, 2));

@@ -299,11 +299,14 @@ pub struct Pipeline {
     /// is sealed ahead here, leaving the worker only lookups and writes. A re-import of
     /// unchanged contacts would throw that work away.
     seal_ahead: bool,
+    /// The last batch back from the worker, dropped here once the next is under way.
+    spent: Vec<ImportItem>,
 }
 
 type SessionStep = (
     ImportSession,
     Result<ImportCounts, sealsync_store::StoreError>,
+    Vec<ImportItem>,
 );
 
 /// Contacts held in memory before they are written. Rows are written after every parsed batch
@@ -322,6 +325,7 @@ impl Pipeline {
             session: Some(ImportSession::new(keys.workspace(), options.clone())),
             inflight: None,
             seal_ahead: true,
+            spent: Vec::new(),
         }
     }
 
@@ -337,7 +341,7 @@ impl Pipeline {
         let prepared = std::mem::take(&mut self.batch)
             .into_iter()
             .map(|c| Hub::prepare(&self.keys, c, self.region.as_deref()));
-        let items: Vec<ImportItem> = if self.seal_ahead {
+        let mut items: Vec<ImportItem> = if self.seal_ahead {
             prepared
                 .map(|p| ImportItem::sealed_as_new(&self.keys, p))
                 .collect::<Result<_, _>>()?
@@ -350,23 +354,26 @@ impl Pipeline {
         };
         let (hub, keys) = (self.hub.clone(), self.keys.clone());
         self.inflight = Some(tokio::spawn(async move {
-            let counts = match hub.import_prepared(&keys, &mut session, items).await {
+            let counts = match hub.import_prepared(&keys, &mut session, &mut items).await {
                 Ok(c) if session.pending() >= WRITE_EVERY => {
                     hub.write_import(&mut session).await.map(|()| c)
                 }
                 other => other,
             };
-            (session, counts)
+            // Dropped on the reading task, which made them and has time to spare.
+            (session, counts, items)
         }));
+        self.spent = Vec::new();
         Ok(())
     }
 
     async fn drain(&mut self, outcome: &mut ImportOutcome) -> anyhow::Result<()> {
         if let Some(task) = self.inflight.take() {
-            let (session, counts) = task
+            let (session, counts, spent) = task
                 .await
                 .map_err(|e| anyhow::anyhow!("import task failed: {e}"))?;
             self.session = Some(session);
+            self.spent = spent;
             let counts = counts?;
             self.seal_ahead = counts.imported >= counts.updated + counts.unchanged;
             outcome.add(counts);
