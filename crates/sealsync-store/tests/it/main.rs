@@ -68,6 +68,7 @@ macro_rules! both {
 
 both!(
     import_export_round_trip,
+    import_sees_contacts_another_writer_stored_meanwhile,
     reimport_is_unchanged_and_edits_update,
     nothing_sensitive_in_stored_bytes,
     swapped_ciphertexts_fail_integrity,

@@ -682,6 +682,54 @@ pub async fn import_batches_see_earlier_uncommitted_ones(config: StoreConfig, di
     assert_eq!(versions, [1, 1, 1, 1, 2]);
 }
 
+/// An import into an empty workspace skips looking up what it never wrote, but only while
+/// nobody else writes: a contact another writer stored between two of its transactions is
+/// found by its UID and by its content, never imported a second time.
+pub async fn import_sees_contacts_another_writer_stored_meanwhile(
+    config: StoreConfig,
+    dir: &Path,
+    _db: Db,
+) {
+    let hub = hub_on(&config, dir).await;
+    hub.ensure_workspace(&ws()).await.unwrap();
+    let (_, keys) = hub.open_workspace(&ws()).await.unwrap();
+    let corpus: Vec<Contact> = corpus()
+        .into_iter()
+        .filter(|c| c.uid().is_some())
+        .take(3)
+        .collect();
+    let mut plain = Contact::new();
+    plain.push(Property::text("FN", "No Uid Person"));
+    let mut session = ImportSession::new(keys.workspace(), ImportOptions::default());
+    let a = hub
+        .import_into(&keys, &mut session, vec![corpus[0].clone()])
+        .await
+        .unwrap();
+    assert_eq!(a.imported, 1);
+    hub.flush_import(&mut session).await.unwrap();
+    // Another writer, between two transactions of the import.
+    let other = hub
+        .import(
+            &keys,
+            vec![corpus[1].clone(), plain.clone()],
+            &ImportOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(other.imported, 2);
+    let b = hub
+        .import_into(
+            &keys,
+            &mut session,
+            vec![corpus[1].clone(), plain, corpus[2].clone()],
+        )
+        .await
+        .unwrap();
+    assert_eq!((b.imported, b.updated, b.unchanged), (1, 0, 2));
+    hub.flush_import(&mut session).await.unwrap();
+    assert_eq!(export_all(&hub, &keys).await.len(), 4);
+}
+
 /// Rows written as new that are not (the same id twice in one write, or an id already
 /// stored) end up as the last of them, body and index entries, as upserts would.
 pub async fn new_rows_with_taken_ids_are_upserted(config: StoreConfig, dir: &Path, _db: Db) {
