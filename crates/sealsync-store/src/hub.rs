@@ -106,7 +106,8 @@ enum Own {
     /// Not known until the session's first transaction.
     Unknown,
     Alone {
-        /// The hub clock as this session last moved it (or found it, before its first write).
+        /// The hub clock as this session's last transaction moved it (each of its
+        /// transactions moves it once, as it begins, while the session is alone).
         clock: i64,
         /// Keyed UID hashes of the rows written.
         uids: HashSet<[u8; 32]>,

@@ -622,6 +622,18 @@ pub async fn rotation_moves_configurations_secrets_and_events_too(
     );
 }
 
+/// `n` corpus contacts with a UID, and a card without one.
+fn with_uid_and_plain(n: usize) -> (Vec<Contact>, Contact) {
+    let corpus = corpus()
+        .into_iter()
+        .filter(|c| c.uid().is_some())
+        .take(n)
+        .collect();
+    let mut plain = Contact::new();
+    plain.push(Property::text("FN", "No Uid Person"));
+    (corpus, plain)
+}
+
 /// An import writes batch after batch into one transaction: later batches see what earlier
 /// ones wrote (an edit is an update, a repeat is unchanged, never a second contact, even when
 /// sealed ahead as new), other connections see nothing until it commits, and then all of it.
@@ -629,13 +641,7 @@ pub async fn import_batches_see_earlier_uncommitted_ones(config: StoreConfig, di
     let hub = hub_on(&config, dir).await;
     let (workspace, _) = hub.ensure_workspace(&ws()).await.unwrap();
     let (_, keys) = hub.open_workspace(&ws()).await.unwrap();
-    let corpus: Vec<Contact> = corpus()
-        .into_iter()
-        .filter(|c| c.uid().is_some())
-        .take(4)
-        .collect();
-    let mut plain = Contact::new();
-    plain.push(Property::text("FN", "No Uid Person"));
+    let (corpus, plain) = with_uid_and_plain(4);
     let mut session = ImportSession::new(keys.workspace(), ImportOptions::default());
     let mut first = corpus[..3].to_vec();
     first.push(plain.clone());
@@ -693,13 +699,7 @@ pub async fn import_sees_contacts_another_writer_stored_meanwhile(
     let hub = hub_on(&config, dir).await;
     hub.ensure_workspace(&ws()).await.unwrap();
     let (_, keys) = hub.open_workspace(&ws()).await.unwrap();
-    let corpus: Vec<Contact> = corpus()
-        .into_iter()
-        .filter(|c| c.uid().is_some())
-        .take(3)
-        .collect();
-    let mut plain = Contact::new();
-    plain.push(Property::text("FN", "No Uid Person"));
+    let (corpus, plain) = with_uid_and_plain(3);
     let mut session = ImportSession::new(keys.workspace(), ImportOptions::default());
     let a = hub
         .import_into(&keys, &mut session, vec![corpus[0].clone()])
