@@ -65,16 +65,22 @@ impl IndexKind {
         }
     }
 
+    /// Every kind, in the order of their codes (`kind as u8`).
+    pub const ALL: [IndexKind; 5] = [
+        IndexKind::Email,
+        IndexKind::Phone,
+        IndexKind::Uid,
+        IndexKind::Content,
+        IndexKind::Remote,
+    ];
+
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            IndexKind::Email,
-            IndexKind::Phone,
-            IndexKind::Uid,
-            IndexKind::Content,
-            IndexKind::Remote,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The kind whose code (`kind as u8`) is `code`.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code)).copied()
     }
 }
 
@@ -434,6 +440,21 @@ impl fmt::Debug for WorkspaceKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Kind codes are stored in contact rows: each kind keeps its code, and codes map back.
+    #[test]
+    fn index_kind_codes_are_stable() {
+        assert_eq!(
+            IndexKind::ALL.map(|k| k as u8),
+            [0, 1, 2, 3, 4],
+            "a kind's code changed"
+        );
+        for kind in IndexKind::ALL {
+            assert_eq!(IndexKind::from_code(kind as u8), Some(kind));
+            assert_eq!(IndexKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(IndexKind::from_code(5), None);
+    }
 
     fn keys(ws: WorkspaceId, versions: &[u32]) -> (WorkspaceKeys, Vec<[u8; 32]>) {
         let raw: Vec<[u8; 32]> = versions

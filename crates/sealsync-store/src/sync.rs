@@ -1603,13 +1603,6 @@ const INDEX_KEY_LEN: usize = 33;
 
 /// Reads what [`index_keys`] wrote.
 fn parse_index_keys(bytes: &[u8]) -> Result<Vec<(IndexKind, [u8; 32])>, StoreError> {
-    const KINDS: [IndexKind; 5] = [
-        IndexKind::Email,
-        IndexKind::Phone,
-        IndexKind::Uid,
-        IndexKind::Content,
-        IndexKind::Remote,
-    ];
     let malformed = || StoreError::Other("a contact's index keys are malformed".into());
     if !bytes.len().is_multiple_of(INDEX_KEY_LEN) {
         return Err(malformed());
@@ -1617,10 +1610,7 @@ fn parse_index_keys(bytes: &[u8]) -> Result<Vec<(IndexKind, [u8; 32])>, StoreErr
     bytes
         .chunks_exact(INDEX_KEY_LEN)
         .map(|entry| {
-            let kind = KINDS
-                .into_iter()
-                .find(|k| *k as u8 == entry[0])
-                .ok_or_else(malformed)?;
+            let kind = IndexKind::from_code(entry[0]).ok_or_else(malformed)?;
             let value = <[u8; 32]>::try_from(&entry[1..]).map_err(|_| malformed())?;
             Ok((kind, value))
         })
