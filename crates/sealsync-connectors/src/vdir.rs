@@ -5,10 +5,18 @@
 //! a create never replaces an existing file (hard link of a finished file that had no name: an
 //! unnamed `O_TMPFILE` where the filesystem has them, else a temporary file in a hidden staging
 //! folder), an update replaces the file by rename. Hidden files and other extensions are ignored.
+//!
+//! An update swaps the new file with the old one (`renameat2` with `RENAME_EXCHANGE`) and a
+//! delete moves the file into the staging folder; either way the file moved aside is checked
+//! against the expected etag (a file replaced after the check is put back and reported as a
+//! conflict) and removed on a thread of its own. Removing a file, and renaming over one, frees
+//! its blocks, which can wait on the device (`discard`), so a batch of updates no longer waits on
+//! each in turn. Files moved aside and left by a crash are removed when the folder is next opened.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sealsync_connector::{
@@ -22,8 +30,13 @@ use crate::{file_etag, io_error};
 /// A written file without a name yet, with its etag and modification time.
 type Unnamed = (std::fs::File, Etag, Option<i64>);
 
-/// The hidden folder where files are written before they are moved into place.
+/// The hidden folder where files are written before they are moved into place, and where files
+/// moved aside wait to be removed.
 const STAGING: &str = ".sealsync-staging";
+
+/// A file of the staging folder unchanged for this long belongs to no write going on: it was
+/// left by a crash, and is removed when the folder is opened.
+const STALE_STAGED: Duration = Duration::from_secs(60);
 
 /// A folder of vCards.
 #[derive(Debug, Clone)]
@@ -34,6 +47,74 @@ pub struct Vdir {
     /// Whether new files start unnamed (`O_TMPFILE`, linked by `/proc/self/fd`); turned off
     /// for good the first time the filesystem refuses one.
     unnamed: Arc<AtomicBool>,
+    /// Whether updates swap files (`RENAME_EXCHANGE`); turned off for good the first time the
+    /// filesystem refuses one.
+    swaps: Arc<AtomicBool>,
+    /// Removes the files moved aside.
+    reaper: Arc<Reaper>,
+}
+
+/// Removes files on a thread of its own; [`Reaper::wait`] returns once every file handed to it
+/// is gone.
+#[derive(Debug, Default)]
+struct Reaper {
+    sender: OnceLock<Option<Mutex<mpsc::Sender<PathBuf>>>>,
+    pending: Arc<(Mutex<usize>, Condvar)>,
+}
+
+impl Reaper {
+    fn remove(&self, path: PathBuf) {
+        let sender = self.sender.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<PathBuf>();
+            let pending = self.pending.clone();
+            std::thread::Builder::new()
+                .name("vdir-reaper".into())
+                .spawn(move || {
+                    // Ends when the folder's last handle is dropped and the queue is empty.
+                    for path in rx {
+                        // Best effort: what stays is removed when the folder is next opened.
+                        let _ = std::fs::remove_file(&path);
+                        done(&pending);
+                    }
+                })
+                .ok()
+                .map(|_| Mutex::new(tx))
+        });
+        *lock(&self.pending.0) += 1;
+        let unsent = match sender {
+            Some(tx) => lock(tx).send(path).err().map(|e| e.0),
+            None => Some(path),
+        };
+        // No thread to hand it to: removed here.
+        if let Some(path) = unsent {
+            let _ = std::fs::remove_file(path);
+            done(&self.pending);
+        }
+    }
+
+    /// Blocks until every file handed over is removed.
+    fn wait(&self) {
+        let (count, idle) = &*self.pending;
+        let mut n = lock(count);
+        while *n > 0 {
+            n = idle
+                .wait(n)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+/// One file handed to a [`Reaper`] is gone.
+fn done(pending: &(Mutex<usize>, Condvar)) {
+    let mut n = lock(&pending.0);
+    *n -= 1;
+    if *n == 0 {
+        pending.1.notify_all();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Vdir {
@@ -46,11 +127,14 @@ impl Vdir {
                 dir.display()
             )));
         }
+        remove_stale_staged(&dir.join(STAGING), STALE_STAGED);
         Ok(Self {
             dir: dir.to_owned(),
             version,
             sync: false,
             unnamed: Arc::new(AtomicBool::new(Path::new("/proc/self/fd").is_dir())),
+            swaps: Arc::new(AtomicBool::new(true)),
+            reaper: Arc::default(),
         })
     }
 
@@ -69,6 +153,88 @@ impl Vdir {
             Ordering::Relaxed,
         );
         self
+    }
+
+    /// Whether updates may swap the new file with the old one (`RENAME_EXCHANGE`, the default
+    /// where the filesystem has it); off, the new file is renamed over the old one.
+    pub fn with_swaps(self, on: bool) -> Self {
+        self.swaps
+            .store(on && self.swaps.load(Ordering::Relaxed), Ordering::Relaxed);
+        self
+    }
+
+    /// A fresh path in the staging folder, which is created when missing.
+    fn staging_path(&self) -> std::io::Result<PathBuf> {
+        let staging = self.dir.join(STAGING);
+        std::fs::create_dir_all(&staging)?;
+        Ok(staging.join(format!("{}.tmp", uuid::Uuid::new_v4().simple())))
+    }
+
+    /// Puts the staged file `tmp` in the place of `path`, whose etag must be `expected`.
+    /// The old file ends up at `tmp` and is removed off this thread. Where the filesystem has
+    /// no swaps, `tmp` is renamed over `path`.
+    fn swap_in(&self, tmp: &Path, path: &Path, expected: &Etag) -> Result<(), ConnectorError> {
+        use rustix::fs::{CWD, RenameFlags};
+        use rustix::io::Errno;
+        let fail = |e: &std::io::Error| {
+            let _ = std::fs::remove_file(tmp);
+            io_error(path, e)
+        };
+        if self.swaps.load(Ordering::Relaxed) {
+            match rustix::fs::renameat_with(CWD, tmp, CWD, path, RenameFlags::EXCHANGE) {
+                Ok(()) => {
+                    // `tmp` is the file that was in place: if it is not the one checked, it was
+                    // replaced meanwhile, and goes back.
+                    let moved = std::fs::symlink_metadata(tmp).map_err(|e| fail(&e))?;
+                    if &file_etag(&moved).0 != expected {
+                        rustix::fs::renameat_with(CWD, tmp, CWD, path, RenameFlags::EXCHANGE)
+                            .map_err(|e| fail(&e.into()))?;
+                        let _ = std::fs::remove_file(tmp);
+                        return Err(ConnectorError::Conflict);
+                    }
+                    self.reaper.remove(tmp.to_owned());
+                    return Ok(());
+                }
+                Err(Errno::NOENT) if !path.exists() => {
+                    let _ = std::fs::remove_file(tmp);
+                    return Err(ConnectorError::NotFound);
+                }
+                Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+                    self.swaps.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(fail(&e.into())),
+            }
+        }
+        std::fs::rename(tmp, path).map_err(|e| fail(&e))
+    }
+
+    /// Moves the file at `path`, whose etag must be `expected`, out of the folder and removes it
+    /// off this thread.
+    fn move_out(&self, path: &Path, expected: &Etag) -> Result<(), ConnectorError> {
+        use rustix::fs::{CWD, RenameFlags};
+        let aside = self.staging_path().map_err(|e| io_error(&self.dir, &e))?;
+        match std::fs::rename(path, &aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(path, &e)),
+        }
+        let moved = std::fs::symlink_metadata(&aside).map_err(|e| io_error(&aside, &e))?;
+        if &file_etag(&moved).0 != expected {
+            // Replaced after the check: back in place, or beside it when the name was taken
+            // again meanwhile.
+            let back = rustix::fs::renameat_with(CWD, &aside, CWD, path, RenameFlags::NOREPLACE);
+            if back.is_err() {
+                let base = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("contact.vcf");
+                self.name_new(base, |to| std::fs::hard_link(&aside, to))?;
+                let _ = std::fs::remove_file(&aside);
+            }
+            return Err(ConnectorError::Conflict);
+        }
+        self.reaper.remove(aside);
+        Ok(())
     }
 
     /// Writes `bytes` to a new file in the staging folder (hidden, inside the vdir so that a
@@ -214,6 +380,26 @@ impl Vdir {
     }
 }
 
+/// Removes the files of the staging folder unchanged for `age` (left by a crash), best effort.
+fn remove_stale_staged(staging: &Path, age: Duration) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(entries) = std::fs::read_dir(staging) else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    for entry in entries.flatten() {
+        // The change time moves with every rename: a file moved aside a moment ago is new.
+        let stale = entry.metadata().is_ok_and(|m| {
+            m.is_file() && Duration::new(m.ctime().max(0).unsigned_abs(), 0) + age <= now
+        });
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// A file's bytes with the etag of the very file read, taken before reading: a file replaced
 /// or rewritten meanwhile shows another etag in the next listing, so it is read again. (An etag
 /// taken by path after the read could be the replacement's, recorded with the older contents:
@@ -328,6 +514,10 @@ impl Source for Vdir {
             .map_err(|e| ConnectorError::Unavailable(format!("listing stopped: {e}")))?
     }
 
+    fn fetches_cheaply(&self) -> bool {
+        true
+    }
+
     async fn fetch(
         &self,
         ids: &[RemoteId],
@@ -385,10 +575,7 @@ impl Destination for Vdir {
             Some(_) => {}
         }
         let (tmp, etag, modified_ms) = self.stage(to_vcard(contact, self.version).as_bytes())?;
-        if let Err(e) = std::fs::rename(&tmp, &path) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io_error(&path, &e));
-        }
+        self.swap_in(&tmp, &path, expected)?;
         Ok(ItemMeta {
             id: id.clone(),
             etag,
@@ -403,19 +590,81 @@ impl Destination for Vdir {
             Some(m) if &m.etag != expected => return Err(ConnectorError::Conflict),
             Some(_) => {}
         }
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_error(&path, &e)),
-        }
+        self.move_out(&path, expected)
     }
 
     async fn flush(&self) -> Result<(), ConnectorError> {
+        // The files this batch moved aside are gone before it counts as written.
+        let reaper = self.reaper.clone();
+        tokio::task::spawn_blocking(move || reaper.wait())
+            .await
+            .map_err(|e| ConnectorError::Unavailable(format!("removing old files stopped: {e}")))?;
         if self.sync {
             std::fs::File::open(&self.dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| io_error(&self.dir, &e))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn etag_of(path: &Path) -> Etag {
+        file_etag(&std::fs::metadata(path).unwrap()).0
+    }
+
+    fn staged(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join(STAGING)).map_or(0, Iterator::count)
+    }
+
+    #[tokio::test]
+    async fn a_file_replaced_after_the_check_is_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vdir::open(dir.path(), VcardVersion::V4).unwrap();
+        let path = dir.path().join("a.vcf");
+        std::fs::write(&path, b"checked").unwrap();
+        let checked = etag_of(&path);
+        // Another program replaces the file after the check, before the swap or the move.
+        let theirs = dir.path().join(".theirs");
+        std::fs::write(&theirs, b"theirs").unwrap();
+        std::fs::rename(&theirs, &path).unwrap();
+        let (tmp, _, _) = v.stage(b"ours").unwrap();
+        assert!(matches!(
+            v.swap_in(&tmp, &path, &checked),
+            Err(ConnectorError::Conflict)
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), b"theirs");
+        assert!(!tmp.exists());
+        assert!(matches!(
+            v.move_out(&path, &checked),
+            Err(ConnectorError::Conflict)
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), b"theirs");
+        v.flush().await.unwrap();
+        assert_eq!(staged(dir.path()), 0);
+        // With the etag of the file in place, both go through.
+        let (tmp, _, _) = v.stage(b"ours").unwrap();
+        v.swap_in(&tmp, &path, &etag_of(&path)).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"ours");
+        v.move_out(&path, &etag_of(&path)).unwrap();
+        assert!(!path.exists());
+        v.flush().await.unwrap();
+        assert_eq!(staged(dir.path()), 0);
+    }
+
+    #[test]
+    fn files_left_in_the_staging_folder_are_removed_once_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path().join(STAGING);
+        std::fs::create_dir(&staging).unwrap();
+        std::fs::write(staging.join("left.tmp"), b"an old version").unwrap();
+        // Just moved there: another write may still need it.
+        remove_stale_staged(&staging, STALE_STAGED);
+        assert_eq!(staged(dir.path()), 1);
+        remove_stale_staged(&staging, Duration::ZERO);
+        assert_eq!(staged(dir.path()), 0);
     }
 }

@@ -5,12 +5,17 @@ use sealsync_contact::VcardVersion;
 
 #[tokio::test]
 async fn vdir_passes_the_compliance_suite() {
-    // New files unnamed until complete (`O_TMPFILE`), and staged (where there are none).
-    for unnamed in [true, false] {
+    // New files unnamed until complete (`O_TMPFILE`) and updates swapped in, and the ways used
+    // where the filesystem has neither (staged files, renames).
+    for plain in [false, true] {
         for version in [VcardVersion::V4, VcardVersion::V3] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("book");
-            let open = || async { Ok(Vdir::open(&path, version)?.with_unnamed_files(unnamed)) };
+            let open = || async {
+                Ok(Vdir::open(&path, version)?
+                    .with_unnamed_files(!plain)
+                    .with_swaps(!plain))
+            };
             compliance::run(open, Fidelity::Full).await.unwrap();
         }
     }
@@ -83,6 +88,54 @@ async fn vdir_create_never_replaces_a_file_with_the_same_uid() {
             let seen = listed.iter().find(|m| m.id == made.id).unwrap();
             assert_eq!(seen.etag, made.etag);
         }
+    }
+}
+
+#[tokio::test]
+async fn updates_and_deletes_leave_no_old_version_behind() {
+    for swaps in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vdir::open(dir.path(), VcardVersion::V4)
+            .unwrap()
+            .with_swaps(swaps);
+        let with_note = |i: usize, note: &str| {
+            let mut c = compliance::sample_contacts()[0].clone();
+            c.set_text(
+                "UID",
+                Some(&format!("urn:uuid:00000000-0000-4000-8000-{i:012}")),
+            );
+            c.set_text("NOTE", Some(note));
+            c
+        };
+        let mut made = Vec::new();
+        for i in 0..20 {
+            made.push(v.create(&with_note(i, "first version")).await.unwrap());
+        }
+        v.flush().await.unwrap();
+        for (i, m) in made.iter().enumerate() {
+            let now = v
+                .update(&m.id, &m.etag, &with_note(i, "second version"))
+                .await
+                .unwrap();
+            if i % 2 == 0 {
+                v.delete(&now.id, &now.etag).await.unwrap();
+            }
+        }
+        v.flush().await.unwrap();
+        assert_eq!(v.list().await.unwrap().items.len(), 10);
+        // Nothing in the folder, hidden or not, still holds an earlier version.
+        let mut files = 0;
+        for folder in [dir.path().to_owned(), dir.path().join(".sealsync-staging")] {
+            for entry in std::fs::read_dir(folder).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_file() {
+                    files += 1;
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    assert!(text.contains("second version"), "swaps {swaps}: {path:?}");
+                }
+            }
+        }
+        assert_eq!(files, 10, "swaps {swaps}");
     }
 }
 
