@@ -132,6 +132,13 @@ pub trait Source: Send + Sync + fmt::Debug {
         })
     }
 
+    /// Whether fetching an item again costs little next to holding its contents (a local file
+    /// an item): a large run then reads each item it pulls twice, once to plan and again to
+    /// write it, instead of holding every one in memory in between. The default is no.
+    fn fetches_cheaply(&self) -> bool {
+        false
+    }
+
     /// Contents of these items; each may fail on its own (unreadable, gone since listing).
     async fn fetch(
         &self,

@@ -18,11 +18,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sealsync_connector::{Connector, ItemMeta, par};
+use sealsync_contact::Contact;
 use sealsync_store::{Clocks, HubMeta, LinkMark, StateRow, StoreError};
 use sealsync_types::ContactId;
 
 use crate::plan::{Fetched, Listed, Plan, PlanInput, RemoteKey, Resolution, plan};
 use crate::run::{Engine, Incoming, LinkDef, RunError};
+
+/// From how many items to fetch a run holds no contents, where the endpoint fetches cheaply.
+const FETCH_AGAIN_FROM: usize = 10_000;
 
 /// A listing member as a mark keeps it: the first half of its keyed hash.
 pub(crate) type Member = [u8; 16];
@@ -103,6 +107,15 @@ impl Engine {
         let mut incoming = HashMap::with_capacity(wanted.len());
         let key_of: HashMap<&sealsync_connector::RemoteId, RemoteKey> =
             wanted.iter().map(|l| (&l.meta.id, l.key)).collect();
+        // A large run from an endpoint that fetches cheaply reads each item again when its
+        // action runs, rather than hold every one until then. (Debug builds do from the first
+        // item, so that tests take that way.)
+        let least = if cfg!(debug_assertions) {
+            1
+        } else {
+            FETCH_AGAIN_FROM
+        };
+        let hold = !(conn.fetches_cheaply() && wanted.len() >= least);
         for chunk in wanted.chunks(500) {
             let ids: Vec<_> = chunk.iter().map(|l| l.meta.id.clone()).collect();
             let items = conn.fetch(&ids).await.map_err(|error| RunError::Endpoint {
@@ -115,7 +128,7 @@ impl Engine {
                 Some(match item {
                     Ok(item) => {
                         let p = self.prepare_incoming(link, item.contact);
-                        (key, Ok(Incoming::new(item.meta, p)))
+                        (key, Ok(Incoming::new(item.meta, p, hold)))
                     }
                     Err(e) => (key, Err(e.to_string())),
                 })
@@ -135,6 +148,51 @@ impl Engine {
             tokio::task::yield_now().await;
         }
         Ok((fetched, incoming))
+    }
+
+    /// Fetches again the items of a batch whose contents the run did not hold, as the hub
+    /// would take them. An item that cannot be read, or whose contents are no longer those
+    /// the run planned with, maps to an error.
+    pub(crate) async fn fetch_again(
+        &self,
+        link: &LinkDef,
+        conn: &Arc<dyn Connector>,
+        again: &[&Listed],
+        incoming: &HashMap<RemoteKey, Incoming>,
+    ) -> Result<HashMap<RemoteKey, Result<Contact, String>>, RunError> {
+        let mut out = HashMap::with_capacity(again.len());
+        for chunk in again.chunks(500) {
+            let planned: HashMap<&sealsync_connector::RemoteId, (RemoteKey, [u8; 32])> = chunk
+                .iter()
+                .filter_map(|l| Some((&l.meta.id, (l.key, incoming.get(&l.key)?.content_mac))))
+                .collect();
+            let ids: Vec<_> = chunk.iter().map(|l| l.meta.id.clone()).collect();
+            let items = conn.fetch(&ids).await.map_err(|error| RunError::Endpoint {
+                link: link.name.clone(),
+                error,
+            })?;
+            let read = par::map(items, 64, |(id, item)| {
+                let (key, mac) = *planned.get(&id)?;
+                Some((
+                    key,
+                    match item {
+                        Ok(item) => {
+                            let p = self.prepare_incoming(link, item.contact);
+                            if p.content_mac == mac {
+                                Ok(p.contact)
+                            } else {
+                                Err("changed while the run went on; the next run takes it up"
+                                    .to_owned())
+                            }
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
+                ))
+            });
+            out.extend(read.into_iter().flatten());
+            tokio::task::yield_now().await;
+        }
+        Ok(out)
     }
 
     /// Gathers from the whole listing, link state and hub.

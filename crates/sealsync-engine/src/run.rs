@@ -199,10 +199,12 @@ pub struct Engine {
 
 /// A fetched remote item: what planning and matching need, and the contact itself as vCard
 /// text, a fraction of the parsed form's size (an initial sync holds every item until it is
-/// executed), parsed again when its action runs.
+/// executed), parsed again when its action runs. A large run from an endpoint that fetches
+/// cheaply holds no text: its items are fetched again, a batch at a time, when their actions
+/// run.
 pub(crate) struct Incoming {
     meta: ItemMeta,
-    vcard: zeroize::Zeroizing<String>,
+    vcard: Option<zeroize::Zeroizing<String>>,
     pub(crate) content_mac: [u8; 32],
     uid_mac: Option<[u8; 32]>,
     email_macs: Vec<[u8; 32]>,
@@ -210,16 +212,19 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
-    pub(crate) fn new(meta: ItemMeta, mut p: PreparedContact) -> Self {
+    pub(crate) fn new(meta: ItemMeta, mut p: PreparedContact, hold: bool) -> Self {
         // Held until the item's action runs, for every fetched item: each value takes only
         // the room it needs (the text's growth left it up to twice that; the written text is
         // wiped, not shrunk in place, which would free it unwiped).
-        let written = zeroize::Zeroizing::new(to_vcard(&p.contact, VcardVersion::V4));
+        let vcard = hold.then(|| {
+            let written = zeroize::Zeroizing::new(to_vcard(&p.contact, VcardVersion::V4));
+            zeroize::Zeroizing::new(written.as_str().to_owned())
+        });
         p.email_macs.shrink_to_fit();
         p.phone_macs.shrink_to_fit();
         Self {
             meta,
-            vcard: zeroize::Zeroizing::new(written.as_str().to_owned()),
+            vcard,
             content_mac: p.content_mac,
             uid_mac: p.uid_mac,
             email_macs: p.email_macs,
@@ -227,8 +232,14 @@ impl Incoming {
         }
     }
 
+    /// Whether the item's action needs it fetched again.
+    pub(crate) fn fetched_again(&self) -> bool {
+        self.vcard.is_none()
+    }
+
     fn contact(&self) -> Result<Contact, RunError> {
-        read_all(self.vcard.as_bytes())
+        let text = self.vcard.as_deref().map_or("", String::as_str);
+        read_all(text.as_bytes())
             .0
             .into_iter()
             .next()
@@ -245,6 +256,8 @@ struct Ctx<'a> {
     conn: Arc<dyn Connector>,
     listed: &'a [Listed],
     incoming: HashMap<RemoteKey, Incoming>,
+    /// The contacts of this batch's items that hold no text, fetched again.
+    again: HashMap<RemoteKey, Result<Contact, String>>,
     hub: &'a HashMap<ContactId, HubMeta>,
     versions: HashMap<ContactId, i64>,
     queued: HashMap<ContactId, Option<Resolution>>,
@@ -653,6 +666,7 @@ impl Engine {
             conn,
             listed: &listed,
             incoming,
+            again: HashMap::new(),
             hub: &hub,
             versions: hub.values().map(|h| (h.id, h.version)).collect(),
             queued,
@@ -691,7 +705,20 @@ impl Engine {
                 done += c.settle(store, ws, link.id, holder, &mut expect).await?;
                 progress(done, total);
             }
+            let again: Vec<&Listed> = chunk
+                .iter()
+                .filter_map(pulled)
+                .map(|i| &listed[i])
+                .filter(|l| {
+                    ctx.incoming
+                        .get(&l.key)
+                        .is_some_and(Incoming::fetched_again)
+                })
+                .collect();
             let worked = async {
+                ctx.again = self
+                    .fetch_again(link, &ctx.conn, &again, &ctx.incoming)
+                    .await?;
                 let (opened, unreadable) = self.hub.open_contacts(&self.keys, &needed).await?;
                 for e in unreadable {
                     ctx.errors.push(ItemError {
@@ -1028,8 +1055,11 @@ impl Engine {
                 let Some(inc) = ctx.incoming.remove(&l.key) else {
                     return Ok(());
                 };
+                let Some(contact) = ctx.contact_of(l, &inc)? else {
+                    return Ok(());
+                };
                 let id = ContactId::new();
-                let prepared = self.prepare(inc.contact()?);
+                let prepared = self.prepare(contact);
                 ctx.batch
                     .contacts
                     .push(Hub::seal_row(&self.keys, id, 1, &prepared, now_s)?);
@@ -1055,7 +1085,10 @@ impl Engine {
                     ctx.unreadable(*contact);
                     return Ok(());
                 };
-                let merged = merge(current, &inc.contact()?, spec.priority > 0);
+                let Some(contact_in) = ctx.contact_of(l, &inc)? else {
+                    return Ok(());
+                };
+                let merged = merge(current, &contact_in, spec.priority > 0);
                 let prepared = Hub::prepare(&self.keys, merged, self.region.as_deref());
                 let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
                 let remote_mac = inc.content_mac;
@@ -1098,7 +1131,10 @@ impl Engine {
                 };
                 let current = opened.get(contact);
                 let restored = ctx.hub.get(contact).is_none_or(|h| h.deleted);
-                let contact_in = inbound(spec, &inc.contact()?, current);
+                let Some(contact_in) = ctx.contact_of(l, &inc)? else {
+                    return Ok(());
+                };
+                let contact_in = inbound(spec, &contact_in, current);
                 let prepared = Hub::prepare(&self.keys, contact_in, self.region.as_deref());
                 let v = ctx.next_version(*contact);
                 ctx.batch
@@ -1206,7 +1242,10 @@ impl Engine {
                 };
                 // The remote version becomes a contact of its own, with a UID of its own.
                 let copy_id = ContactId::new();
-                let mut copy = inbound(spec, &inc.contact()?, Some(current));
+                let Some(contact_in) = ctx.contact_of(l, &inc)? else {
+                    return Ok(());
+                };
+                let mut copy = inbound(spec, &contact_in, Some(current));
                 copy.set_text("UID", Some(&format!("urn:uuid:{}", uuid::Uuid::new_v4())));
                 let copy = Hub::prepare(&self.keys, copy, self.region.as_deref());
                 ctx.batch
@@ -1410,6 +1449,27 @@ impl Ctx<'_> {
             self.listing.add(&member);
             self.wrote.push((short(&member), true));
         }
+    }
+
+    /// The contact of a fetched item, from the text it holds or as fetched again for this
+    /// batch. `None`, with the item's error recorded, when it could not be fetched again or
+    /// changed since the run planned it: the next run takes it up.
+    fn contact_of(&mut self, l: &Listed, inc: &Incoming) -> Result<Option<Contact>, RunError> {
+        if !inc.fetched_again() {
+            return inc.contact().map(Some);
+        }
+        let error = match self.again.remove(&l.key) {
+            Some(Ok(contact)) => return Ok(Some(contact)),
+            Some(Err(error)) => error,
+            None => "not fetched again".to_owned(),
+        };
+        self.counts.rejected += 1;
+        self.errors.push(ItemError {
+            remote: Some(l.meta.id.to_string()),
+            contact: None,
+            error,
+        });
+        Ok(None)
     }
 
     fn step(&mut self) -> Result<(), RunError> {
@@ -1689,6 +1749,17 @@ fn needs_hub_contact(spec: &LinkSpec, a: &Action) -> Option<ContactId> {
         | Action::PushCreate { contact, .. }
         | Action::PushUpdate { contact, .. }
         | Action::KeepBoth { contact, .. } => Some(*contact),
+        _ => None,
+    }
+}
+
+/// The listed item whose fetched contents an action takes into the hub.
+fn pulled(a: &Action) -> Option<usize> {
+    match a {
+        Action::PullCreate { remote }
+        | Action::PullMerge { remote, .. }
+        | Action::PullUpdate { remote, .. }
+        | Action::KeepBoth { remote, .. } => Some(*remote),
         _ => None,
     }
 }

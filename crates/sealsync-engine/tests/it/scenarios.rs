@@ -872,3 +872,54 @@ async fn a_settled_link_is_planned_again_only_after_a_change() {
     assert_eq!(settled("b").await, ("full", 0, 0, 0, 11));
     assert_eq!(settled("b").await, ("settled", 0, 0, 0, 11));
 }
+
+#[tokio::test]
+async fn an_item_changed_between_plan_and_write_waits_for_the_next_run() {
+    // The run plans with each item's contents, then reads each again as it writes it (a
+    // folder of files is read twice rather than held). An item that changed or went in between
+    // is not written with contents the folder no longer holds.
+    let w = world().await;
+    let a = w
+        .vdir_link(
+            "a",
+            LinkSpec {
+                direction: Direction::Pull,
+                ..LinkSpec::default()
+            },
+        )
+        .await;
+    for p in ["p1", "p2", "p3"] {
+        put(
+            &a,
+            &format!("{p}.vcf"),
+            &card(p, p, &format!("{p}@example.org"), "first"),
+        );
+    }
+    let planned = || {
+        // Called once the plan is made, before any action runs.
+        put(&a, "p1.vcf", &card("p1", "p1", "p1@example.org", "second"));
+        std::fs::remove_file(a.join("p2.vcf")).unwrap();
+    };
+    let once = std::sync::Once::new();
+    let def = w.def("a").await;
+    let r = w
+        .engine
+        .run(&def, &RunOptions::default(), &|_, _| {
+            once.call_once(planned)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.counts.hub_created, r.counts.rejected),
+        (1, 2),
+        "{:?}",
+        r.errors
+    );
+    let hub = w.hub().await;
+    assert_eq!(hub.keys().collect::<Vec<_>>(), ["p3"]);
+    // The next run takes the changed item up as it is now.
+    let r = w.sync("a").await;
+    assert_eq!(r.counts.hub_created, 1);
+    assert_eq!(w.hub().await, vdir(&a));
+    assert_eq!(w.hub().await["p1"].note, "second");
+}
