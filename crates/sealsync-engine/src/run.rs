@@ -313,7 +313,8 @@ impl Engine {
         progress: Progress<'_>,
         run_id: Option<RunId>,
     ) -> Result<RunReport, RunError> {
-        self.run_inner(link, options, progress, run_id, None).await
+        self.run_inner(link, options, progress, run_id, Chain::default())
+            .await
     }
 
     async fn run_inner(
@@ -322,18 +323,18 @@ impl Engine {
         options: &RunOptions,
         progress: Progress<'_>,
         run_id: Option<RunId>,
-        ahead: Option<Ahead>,
+        chain: Chain,
     ) -> Result<RunReport, RunError> {
         if options.dry_run {
             return self
-                .run_claimed(link, options, progress, None, None, ahead)
+                .run_claimed(link, options, progress, None, None, chain)
                 .await;
         }
         let run_id = run_id.unwrap_or_default();
         let started = now_ms();
         self.with_claim(link, async |holder| {
             let result = self
-                .run_claimed(link, options, progress, Some(holder), Some(run_id), ahead)
+                .run_claimed(link, options, progress, Some(holder), Some(run_id), chain)
                 .await;
             // A run stopped by an error is recorded as failed (with the kind of error, never
             // its details), whether it stopped before its first action or after. The test
@@ -405,8 +406,9 @@ impl Engine {
         progress: Progress<'_>,
         holder: Option<&str>,
         run_id: Option<RunId>,
-        ahead: Option<Ahead>,
+        chain: Chain,
     ) -> Result<RunReport, RunError> {
+        let Chain { ahead, listed } = chain;
         let ws = self.keys.workspace();
         let store = self.hub.store();
         let endpoint_error = |error| RunError::Endpoint {
@@ -503,6 +505,8 @@ impl Engine {
             );
             (listing, Some((state, hub)))
         };
+        // The next link's listing may start.
+        drop(listed);
         // The endpoint's listing builds on the cursor its last one left, which describes only
         // the endpoint, so it is kept at once.
         let listing = listing.map_err(endpoint_error)?;
@@ -922,16 +926,18 @@ impl Engine {
         let mut last_change = None;
         let mut ahead = None;
         for (i, def) in links.iter().enumerate() {
-            // The next link's endpoint is listed while this one runs, where that is safe.
-            let next = links.get(i + 1).and_then(|next| list_ahead(next, def));
+            // The next link's endpoint is listed while this one runs, where that is safe: once
+            // this one's listing is done, so that the two do not share the cores.
+            let (listed, then) = tokio::sync::oneshot::channel();
+            let next = links
+                .get(i + 1)
+                .and_then(|next| list_ahead(next, def, then));
+            let chain = Chain {
+                ahead: ahead.take(),
+                listed: Some(listed),
+            };
             let r = self
-                .run_inner(
-                    def,
-                    options,
-                    &|d, t| progress(&def.name, d, t),
-                    None,
-                    ahead.take(),
-                )
+                .run_inner(def, options, &|d, t| progress(&def.name, d, t), None, chain)
                 .await;
             ahead = next;
             if let Ok(rep) = &r {
@@ -1565,11 +1571,24 @@ struct Ahead {
     task: tokio::task::JoinHandle<Result<Listing, ConnectorError>>,
 }
 
+/// What a run of [`Engine::run_all`] takes from the run before and gives to the next.
+#[derive(Default)]
+struct Chain {
+    /// This link's listing, started ahead.
+    ahead: Option<Ahead>,
+    /// Dropped once this run's own listing is done: the next link's listing waits for it.
+    listed: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
 /// Starts listing `link`'s endpoint while `before` runs, where nothing can tell it from a
 /// listing taken when its own run starts: a local folder or file, which needs no account and
 /// lists without a cursor, and not where `before` writes. Endpoints elsewhere list in their
 /// own run (an account's secret is opened only there).
-fn list_ahead(link: &LinkDef, before: &LinkDef) -> Option<Ahead> {
+fn list_ahead(
+    link: &LinkDef,
+    before: &LinkDef,
+    after: tokio::sync::oneshot::Receiver<()>,
+) -> Option<Ahead> {
     let local = |spec: &EndpointSpec| match spec {
         EndpointSpec::Vdir { path, .. } | EndpointSpec::Csv { path, .. } => Some(path.clone()),
         _ => None,
@@ -1580,7 +1599,11 @@ fn list_ahead(link: &LinkDef, before: &LinkDef) -> Option<Ahead> {
     }
     let conn = link.endpoint.open(None, &[]).ok()?;
     Some(Ahead {
-        task: tokio::spawn(async move { conn.list_from(None).await }),
+        task: tokio::spawn(async move {
+            // Sent or dropped, it is time.
+            let _ = after.await;
+            conn.list_from(None).await
+        }),
     })
 }
 
@@ -1814,6 +1837,11 @@ mod tests {
         }
     }
 
+    /// A signal already given.
+    fn now() -> tokio::sync::oneshot::Receiver<()> {
+        tokio::sync::oneshot::channel().1
+    }
+
     #[tokio::test]
     async fn only_a_local_endpoint_the_run_before_does_not_write_is_listed_ahead() {
         let dir = tempfile::tempdir().unwrap();
@@ -1825,14 +1853,19 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("b")).unwrap();
         let a = local_link(EndpointId::new(), vdir("a"));
         let b = local_link(EndpointId::new(), vdir("b"));
-        let ahead = list_ahead(&b, &a).expect("another folder is listed ahead");
+        // It waits for the run before to be done listing.
+        let (listed, then) = tokio::sync::oneshot::channel();
+        let ahead = list_ahead(&b, &a, then).expect("another folder is listed ahead");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!ahead.task.is_finished());
+        drop(listed);
         let listing = ahead.task.await.unwrap().unwrap();
         assert!(listing.snapshot.items.is_empty() && listing.cursor.is_none());
         // Not the endpoint the run before writes, under its id or its path.
         let again = local_link(a.endpoint_id, vdir("a"));
-        assert!(list_ahead(&again, &a).is_none());
+        assert!(list_ahead(&again, &a, now()).is_none());
         let same_path = local_link(EndpointId::new(), vdir("a"));
-        assert!(list_ahead(&same_path, &a).is_none());
+        assert!(list_ahead(&same_path, &a, now()).is_none());
         // Not an endpoint elsewhere.
         let dav = local_link(
             EndpointId::new(),
@@ -1843,6 +1876,6 @@ mod tests {
                 account: None,
             },
         );
-        assert!(list_ahead(&dav, &a).is_none());
+        assert!(list_ahead(&dav, &a, now()).is_none());
     }
 }
