@@ -58,7 +58,7 @@ pub struct Vdir {
 /// is gone.
 #[derive(Debug, Default)]
 struct Reaper {
-    sender: OnceLock<Option<Mutex<mpsc::Sender<PathBuf>>>>,
+    sender: OnceLock<Option<mpsc::Sender<PathBuf>>>,
     pending: Arc<(Mutex<usize>, Condvar)>,
 }
 
@@ -78,11 +78,11 @@ impl Reaper {
                     }
                 })
                 .ok()
-                .map(|_| Mutex::new(tx))
+                .map(|_| tx)
         });
         *lock(&self.pending.0) += 1;
         let unsent = match sender {
-            Some(tx) => lock(tx).send(path).err().map(|e| e.0),
+            Some(tx) => tx.send(path).err().map(|e| e.0),
             None => Some(path),
         };
         // No thread to hand it to: removed here.
@@ -90,6 +90,11 @@ impl Reaper {
             let _ = std::fs::remove_file(path);
             done(&self.pending);
         }
+    }
+
+    /// Whether files handed over are still there.
+    fn busy(&self) -> bool {
+        *lock(&self.pending.0) > 0
     }
 
     /// Blocks until every file handed over is removed.
@@ -163,11 +168,11 @@ impl Vdir {
         self
     }
 
-    /// A fresh path in the staging folder, which is created when missing.
-    fn staging_path(&self) -> std::io::Result<PathBuf> {
-        let staging = self.dir.join(STAGING);
-        std::fs::create_dir_all(&staging)?;
-        Ok(staging.join(format!("{}.tmp", uuid::Uuid::new_v4().simple())))
+    /// A fresh name in the staging folder (which may not exist yet).
+    fn staged_name(&self) -> PathBuf {
+        self.dir
+            .join(STAGING)
+            .join(format!("{}.tmp", uuid::Uuid::new_v4().simple()))
     }
 
     /// Puts the staged file `tmp` in the place of `path`, whose etag must be `expected`.
@@ -212,8 +217,15 @@ impl Vdir {
     /// off this thread.
     fn move_out(&self, path: &Path, expected: &Etag) -> Result<(), ConnectorError> {
         use rustix::fs::{CWD, RenameFlags};
-        let aside = self.staging_path().map_err(|e| io_error(&self.dir, &e))?;
-        match std::fs::rename(path, &aside) {
+        let aside = self.staged_name();
+        let mut moved = std::fs::rename(path, &aside);
+        let staging = self.dir.join(STAGING);
+        if matches!(&moved, Err(e) if e.kind() == std::io::ErrorKind::NotFound) && !staging.is_dir()
+        {
+            std::fs::create_dir_all(&staging).map_err(|e| io_error(&staging, &e))?;
+            moved = std::fs::rename(path, &aside);
+        }
+        match moved {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_error(path, &e)),
@@ -241,12 +253,11 @@ impl Vdir {
     /// rename or link into place stays on one filesystem, and apart from the contacts so that
     /// staging does not cost a search of a large folder). Returns its path and etag.
     fn stage(&self, bytes: &[u8]) -> Result<(PathBuf, Etag, Option<i64>), ConnectorError> {
-        let staging = self.dir.join(STAGING);
-        let tmp = staging.join(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+        let tmp = self.staged_name();
         let written = (|| {
             let mut f = match std::fs::File::create_new(&tmp) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::create_dir_all(&staging)?;
+                    std::fs::create_dir_all(self.dir.join(STAGING))?;
                     std::fs::File::create_new(&tmp)?
                 }
                 other => other?,
@@ -595,10 +606,14 @@ impl Destination for Vdir {
 
     async fn flush(&self) -> Result<(), ConnectorError> {
         // The files this batch moved aside are gone before it counts as written.
-        let reaper = self.reaper.clone();
-        tokio::task::spawn_blocking(move || reaper.wait())
-            .await
-            .map_err(|e| ConnectorError::Unavailable(format!("removing old files stopped: {e}")))?;
+        if self.reaper.busy() {
+            let reaper = self.reaper.clone();
+            tokio::task::spawn_blocking(move || reaper.wait())
+                .await
+                .map_err(|e| {
+                    ConnectorError::Unavailable(format!("removing old files stopped: {e}"))
+                })?;
+        }
         if self.sync {
             std::fs::File::open(&self.dir)
                 .and_then(|d| d.sync_all())

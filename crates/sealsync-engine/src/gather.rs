@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use sealsync_connector::{Connector, ItemMeta, par};
 use sealsync_contact::Contact;
-use sealsync_store::{Clocks, HubMeta, LinkMark, StateRow, StoreError};
+use sealsync_store::{Clocks, HubMeta, LinkMark, PreparedContact, StateRow, StoreError};
 use sealsync_types::ContactId;
 
 use crate::plan::{Fetched, Listed, Plan, PlanInput, RemoteKey, Resolution, plan};
@@ -96,6 +96,42 @@ fn warm_up() {
 }
 
 impl Engine {
+    /// Fetches these items and prepares each as the hub would take it, on every core (parsing,
+    /// normalising and keyed hashes are CPU work); `f` turns a prepared item into what the
+    /// caller keeps, on the same cores. Each item may fail on its own.
+    async fn fetch_prepared<T: Send>(
+        &self,
+        link: &LinkDef,
+        conn: &Arc<dyn Connector>,
+        wanted: &[&Listed],
+        f: impl Fn(RemoteKey, ItemMeta, PreparedContact) -> Result<T, String> + Sync,
+    ) -> Result<Vec<(RemoteKey, Result<T, String>)>, RunError> {
+        let key_of: HashMap<&sealsync_connector::RemoteId, RemoteKey> =
+            wanted.iter().map(|l| (&l.meta.id, l.key)).collect();
+        let mut out = Vec::with_capacity(wanted.len());
+        for chunk in wanted.chunks(500) {
+            let ids: Vec<_> = chunk.iter().map(|l| l.meta.id.clone()).collect();
+            let items = conn.fetch(&ids).await.map_err(|error| RunError::Endpoint {
+                link: link.name.clone(),
+                error,
+            })?;
+            let prepared = par::map(items, 64, |(id, item)| {
+                let key = *key_of.get(&id)?;
+                Some(match item {
+                    Ok(item) => {
+                        let p = self.prepare_incoming(link, item.contact);
+                        (key, f(key, item.meta, p))
+                    }
+                    Err(e) => (key, Err(e.to_string())),
+                })
+            });
+            out.extend(prepared.into_iter().flatten());
+            // Let requests served on the same runtime go first now and then.
+            tokio::task::yield_now().await;
+        }
+        Ok(out)
+    }
+
     /// Fetches these items, prepares them and hashes their contents.
     pub(crate) async fn fetch_items(
         &self,
@@ -105,8 +141,6 @@ impl Engine {
     ) -> Result<(HashMap<RemoteKey, Fetched>, HashMap<RemoteKey, Incoming>), RunError> {
         let mut fetched = HashMap::with_capacity(wanted.len());
         let mut incoming = HashMap::with_capacity(wanted.len());
-        let key_of: HashMap<&sealsync_connector::RemoteId, RemoteKey> =
-            wanted.iter().map(|l| (&l.meta.id, l.key)).collect();
         // A large run from an endpoint that fetches cheaply reads each item again when its
         // action runs, rather than hold every one until then. (Debug builds do from the first
         // item, so that tests take that way.)
@@ -116,36 +150,21 @@ impl Engine {
             FETCH_AGAIN_FROM
         };
         let hold = !(conn.fetches_cheaply() && wanted.len() >= least);
-        for chunk in wanted.chunks(500) {
-            let ids: Vec<_> = chunk.iter().map(|l| l.meta.id.clone()).collect();
-            let items = conn.fetch(&ids).await.map_err(|error| RunError::Endpoint {
-                link: link.name.clone(),
-                error,
-            })?;
-            // Preparing is CPU work (parsing, normalising, keyed hashes): on every core.
-            let prepared = par::map(items, 64, |(id, item)| {
-                let key = *key_of.get(&id)?;
-                Some(match item {
-                    Ok(item) => {
-                        let p = self.prepare_incoming(link, item.contact);
-                        (key, Ok(Incoming::new(item.meta, p, hold)))
-                    }
-                    Err(e) => (key, Err(e.to_string())),
-                })
-            });
-            for (key, item) in prepared.into_iter().flatten() {
-                match item {
-                    Ok(inc) => {
-                        fetched.insert(key, Fetched::Mac(inc.content_mac));
-                        incoming.insert(key, inc);
-                    }
-                    Err(e) => {
-                        fetched.insert(key, Fetched::Failed(e));
-                    }
+        let items = self
+            .fetch_prepared(link, conn, wanted, |_, meta, p| {
+                Ok(Incoming::new(meta, p, hold))
+            })
+            .await?;
+        for (key, item) in items {
+            match item {
+                Ok(inc) => {
+                    fetched.insert(key, Fetched::Mac(inc.content_mac));
+                    incoming.insert(key, inc);
+                }
+                Err(e) => {
+                    fetched.insert(key, Fetched::Failed(e));
                 }
             }
-            // Let requests served on the same runtime go first now and then.
-            tokio::task::yield_now().await;
         }
         Ok((fetched, incoming))
     }
@@ -160,39 +179,13 @@ impl Engine {
         again: &[&Listed],
         incoming: &HashMap<RemoteKey, Incoming>,
     ) -> Result<HashMap<RemoteKey, Result<Contact, String>>, RunError> {
-        let mut out = HashMap::with_capacity(again.len());
-        for chunk in again.chunks(500) {
-            let planned: HashMap<&sealsync_connector::RemoteId, (RemoteKey, [u8; 32])> = chunk
-                .iter()
-                .filter_map(|l| Some((&l.meta.id, (l.key, incoming.get(&l.key)?.content_mac))))
-                .collect();
-            let ids: Vec<_> = chunk.iter().map(|l| l.meta.id.clone()).collect();
-            let items = conn.fetch(&ids).await.map_err(|error| RunError::Endpoint {
-                link: link.name.clone(),
-                error,
-            })?;
-            let read = par::map(items, 64, |(id, item)| {
-                let (key, mac) = *planned.get(&id)?;
-                Some((
-                    key,
-                    match item {
-                        Ok(item) => {
-                            let p = self.prepare_incoming(link, item.contact);
-                            if p.content_mac == mac {
-                                Ok(p.contact)
-                            } else {
-                                Err("changed while the run went on; the next run takes it up"
-                                    .to_owned())
-                            }
-                        }
-                        Err(e) => Err(e.to_string()),
-                    },
-                ))
-            });
-            out.extend(read.into_iter().flatten());
-            tokio::task::yield_now().await;
-        }
-        Ok(out)
+        let items = self
+            .fetch_prepared(link, conn, again, |key, _, p| match incoming.get(&key) {
+                Some(inc) if inc.content_mac == p.content_mac => Ok(p.contact),
+                _ => Err("changed while the run went on; the next run takes it up".to_owned()),
+            })
+            .await?;
+        Ok(items.into_iter().collect())
     }
 
     /// Gathers from the whole listing, link state and hub.
