@@ -86,6 +86,22 @@ fn members_from_bytes(bytes: &[u8]) -> Option<Vec<Member>> {
     members.is_sorted().then_some(members)
 }
 
+/// Once the fetched items are matched: lets go of what matching looked up, and gives what
+/// planning takes of the fetch, each item's contents hash or why it was not fetched. (Made only
+/// now, so that an initial sync does not hold both at once.)
+fn matched(
+    failed: HashMap<RemoteKey, String>,
+    incoming: &mut HashMap<RemoteKey, Incoming>,
+) -> HashMap<RemoteKey, Fetched> {
+    let mut fetched = HashMap::with_capacity(failed.len() + incoming.len());
+    for (key, inc) in incoming.iter_mut() {
+        inc.matched();
+        fetched.insert(*key, Fetched::Mac(inc.content_mac));
+    }
+    fetched.extend(failed.into_iter().map(|(k, e)| (k, Fetched::Failed(e))));
+    fetched
+}
+
 /// Starts, on a spare thread, what preparing and sealing the first fetched item would otherwise
 /// wait for: the phone parser's rules and the random generator's first seeding.
 fn warm_up() {
@@ -105,10 +121,10 @@ impl Engine {
         conn: &Arc<dyn Connector>,
         wanted: &[&Listed],
         f: impl Fn(RemoteKey, ItemMeta, PreparedContact) -> Result<T, String> + Sync,
-    ) -> Result<Vec<(RemoteKey, Result<T, String>)>, RunError> {
+        mut keep: impl FnMut(RemoteKey, Result<T, String>),
+    ) -> Result<(), RunError> {
         let key_of: HashMap<&sealsync_connector::RemoteId, RemoteKey> =
             wanted.iter().map(|l| (&l.meta.id, l.key)).collect();
-        let mut out = Vec::with_capacity(wanted.len());
         for chunk in wanted.chunks(500) {
             let ids: Vec<_> = chunk.iter().map(|l| l.meta.id.clone()).collect();
             let items = conn.fetch(&ids).await.map_err(|error| RunError::Endpoint {
@@ -125,21 +141,24 @@ impl Engine {
                     Err(e) => (key, Err(e.to_string())),
                 })
             });
-            out.extend(prepared.into_iter().flatten());
+            for (key, item) in prepared.into_iter().flatten() {
+                keep(key, item);
+            }
             // Let requests served on the same runtime go first now and then.
             tokio::task::yield_now().await;
         }
-        Ok(out)
+        Ok(())
     }
 
-    /// Fetches these items, prepares them and hashes their contents.
+    /// Fetches these items, prepares them and hashes their contents; returns the items that
+    /// could not be fetched, with why, and the others.
     pub(crate) async fn fetch_items(
         &self,
         link: &LinkDef,
         conn: &Arc<dyn Connector>,
         wanted: &[&Listed],
-    ) -> Result<(HashMap<RemoteKey, Fetched>, HashMap<RemoteKey, Incoming>), RunError> {
-        let mut fetched = HashMap::with_capacity(wanted.len());
+    ) -> Result<(HashMap<RemoteKey, String>, HashMap<RemoteKey, Incoming>), RunError> {
+        let mut failed = HashMap::new();
         let mut incoming = HashMap::with_capacity(wanted.len());
         // A large run from an endpoint that fetches cheaply reads each item again when its
         // action runs, rather than hold every one until then. (Debug builds do from the first
@@ -150,23 +169,22 @@ impl Engine {
             FETCH_AGAIN_FROM
         };
         let hold = !(conn.fetches_cheaply() && wanted.len() >= least);
-        let items = self
-            .fetch_prepared(link, conn, wanted, |_, meta, p| {
-                Ok(Incoming::new(meta, p, hold))
-            })
-            .await?;
-        for (key, item) in items {
-            match item {
+        self.fetch_prepared(
+            link,
+            conn,
+            wanted,
+            |_, meta, p| Ok(Incoming::new(meta.etag, p, hold)),
+            |key, item| match item {
                 Ok(inc) => {
-                    fetched.insert(key, Fetched::Mac(inc.content_mac));
                     incoming.insert(key, inc);
                 }
                 Err(e) => {
-                    fetched.insert(key, Fetched::Failed(e));
+                    failed.insert(key, e);
                 }
-            }
-        }
-        Ok((fetched, incoming))
+            },
+        )
+        .await?;
+        Ok((failed, incoming))
     }
 
     /// Fetches again the items of a batch whose contents the run did not hold, as the hub
@@ -179,13 +197,21 @@ impl Engine {
         again: &[&Listed],
         incoming: &HashMap<RemoteKey, Incoming>,
     ) -> Result<HashMap<RemoteKey, Result<Contact, String>>, RunError> {
-        let items = self
-            .fetch_prepared(link, conn, again, |key, _, p| match incoming.get(&key) {
+        let mut out = HashMap::with_capacity(again.len());
+        self.fetch_prepared(
+            link,
+            conn,
+            again,
+            |key, _, p| match incoming.get(&key) {
                 Some(inc) if inc.content_mac == p.content_mac => Ok(p.contact),
                 _ => Err("changed while the run went on; the next run takes it up".to_owned()),
-            })
-            .await?;
-        Ok(items.into_iter().collect())
+            },
+            |key, item| {
+                out.insert(key, item);
+            },
+        )
+        .await?;
+        Ok(out)
     }
 
     /// Gathers from the whole listing, link state and hub.
@@ -212,8 +238,9 @@ impl Engine {
         if !wanted.is_empty() {
             warm_up();
         }
-        let (fetched, incoming) = self.fetch_items(link, conn, &wanted).await?;
+        let (failed, mut incoming) = self.fetch_items(link, conn, &wanted).await?;
         let matches = self.match_fresh(&state, &hub, &listed, &incoming).await?;
+        let fetched = matched(failed, &mut incoming);
         Ok(Gathered {
             linked: state.len() as u64,
             state,
@@ -334,10 +361,11 @@ impl Engine {
         };
         let fresh_listed = listed_at(&changed, &picked);
         let wanted = wanted(&state, &fresh_listed);
-        let (fetched, incoming) = self.fetch_items(link, conn, &wanted).await?;
+        let (failed, mut incoming) = self.fetch_items(link, conn, &wanted).await?;
         let matches = self
             .match_fresh(&state, &hub, &fresh_listed, &incoming)
             .await?;
+        let fetched = matched(failed, &mut incoming);
 
         // A matched contact's binding elsewhere in the link decides what the match does.
         let known: HashSet<ContactId> = state.iter().map(|s| s.contact).collect();

@@ -90,6 +90,15 @@ pub const DEFAULT_BATCH: usize = 1000;
 /// bindings are held until they commit.
 pub const LARGE_BATCH: usize = 8192;
 
+/// A batch's actions are worked a part of this many at a time: the items fetched again and
+/// the hub contacts opened for a part are let go before the next part's are read. (Debug
+/// builds take parts of two, so that tests work batches of several parts.)
+const OPENED_PART: usize = if cfg!(debug_assertions) { 2 } else { 1024 };
+
+/// New items are looked up in the hub's indexes this many at a time (two in debug builds, so
+/// that tests match across parts).
+const MATCH_PART: usize = if cfg!(debug_assertions) { 2 } else { 4096 };
+
 /// How to run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -203,16 +212,23 @@ pub struct Engine {
 /// cheaply holds no text: its items are fetched again, a batch at a time, when their actions
 /// run.
 pub(crate) struct Incoming {
-    meta: ItemMeta,
+    /// The etag of the fetched item, which the binding records.
+    etag: Etag,
     vcard: Option<zeroize::Zeroizing<String>>,
     pub(crate) content_mac: [u8; 32],
+    /// What matching looks up, until the item is matched ([`Incoming::matched`]).
+    keys: Option<Box<MatchKeys>>,
+}
+
+/// The blind-indexed values a new item is matched to hub contacts by.
+struct MatchKeys {
     uid_mac: Option<[u8; 32]>,
     email_macs: Vec<[u8; 32]>,
     phone_macs: Vec<[u8; 32]>,
 }
 
 impl Incoming {
-    pub(crate) fn new(meta: ItemMeta, mut p: PreparedContact, hold: bool) -> Self {
+    pub(crate) fn new(etag: Etag, mut p: PreparedContact, hold: bool) -> Self {
         // Held until the item's action runs, for every fetched item: each value takes only
         // the room it needs (the text's growth left it up to twice that; the written text is
         // wiped, not shrunk in place, which would free it unwiped).
@@ -223,13 +239,21 @@ impl Incoming {
         p.email_macs.shrink_to_fit();
         p.phone_macs.shrink_to_fit();
         Self {
-            meta,
+            etag,
             vcard,
             content_mac: p.content_mac,
-            uid_mac: p.uid_mac,
-            email_macs: p.email_macs,
-            phone_macs: p.phone_macs,
+            keys: Some(Box::new(MatchKeys {
+                uid_mac: p.uid_mac,
+                email_macs: p.email_macs,
+                phone_macs: p.phone_macs,
+            })),
         }
+    }
+
+    /// Matching is over: what it looked up is let go (a large run holds every item until its
+    /// action runs).
+    pub(crate) fn matched(&mut self) {
+        self.keys = None;
     }
 
     /// Whether the item's action needs it fetched again.
@@ -601,8 +625,13 @@ impl Engine {
             hub,
             incoming,
             since_mark,
+            state,
+            fetched,
+            matches,
             ..
         } = gathered;
+        // What only planning needed goes now, not when the run ends.
+        drop((state, fetched, matches));
         tracing::debug!(
             link = %link.name,
             listed = listing_sum.count(),
@@ -709,35 +738,42 @@ impl Engine {
                 done += c.settle(store, ws, link.id, holder, &mut expect).await?;
                 progress(done, total);
             }
-            let again: Vec<&Listed> = chunk
-                .iter()
-                .filter_map(pulled)
-                .map(|i| &listed[i])
-                .filter(|l| {
-                    ctx.incoming
-                        .get(&l.key)
-                        .is_some_and(Incoming::fetched_again)
-                })
-                .collect();
             let worked = async {
-                ctx.again = self
-                    .fetch_again(link, &ctx.conn, &again, &ctx.incoming)
-                    .await?;
-                let (opened, unreadable) = self.hub.open_contacts(&self.keys, &needed).await?;
-                for e in unreadable {
-                    ctx.errors.push(ItemError {
-                        remote: None,
-                        contact: Some(e.id),
-                        error: e.error,
-                    });
-                }
-                for (i, action) in chunk.iter().enumerate() {
-                    ctx.step()?;
-                    self.execute(&mut ctx, action, &opened).await?;
-                    // Sealing and matching are CPU work between awaits: let requests served
-                    // on the same runtime go first now and then.
-                    if i % 16 == 15 {
-                        tokio::task::yield_now().await;
+                // A part at a time, so that only a part's contacts are held in full at once.
+                for part in chunk.chunks(OPENED_PART) {
+                    let again: Vec<&Listed> = part
+                        .iter()
+                        .filter_map(pulled)
+                        .map(|i| &listed[i])
+                        .filter(|l| {
+                            ctx.incoming
+                                .get(&l.key)
+                                .is_some_and(Incoming::fetched_again)
+                        })
+                        .collect();
+                    ctx.again = self
+                        .fetch_again(link, &ctx.conn, &again, &ctx.incoming)
+                        .await?;
+                    let needed: Vec<ContactId> = part
+                        .iter()
+                        .filter_map(|a| needs_hub_contact(&link.spec, a))
+                        .collect();
+                    let (opened, unreadable) = self.hub.open_contacts(&self.keys, &needed).await?;
+                    for e in unreadable {
+                        ctx.errors.push(ItemError {
+                            remote: None,
+                            contact: Some(e.id),
+                            error: e.error,
+                        });
+                    }
+                    for (i, action) in part.iter().enumerate() {
+                        ctx.step()?;
+                        self.execute(&mut ctx, action, &opened).await?;
+                        // Sealing and matching are CPU work between awaits: let requests
+                        // served on the same runtime go first now and then.
+                        if i % 16 == 15 {
+                            tokio::task::yield_now().await;
+                        }
                     }
                 }
                 // The endpoint's writes are durable before the state that records them
@@ -989,28 +1025,39 @@ impl Engine {
         if fresh.is_empty() {
             return Ok(matches);
         }
-        let prepared = |l: &Listed| incoming.get(&l.key);
-        let uids: Vec<[u8; 32]> = fresh.iter().filter_map(|l| prepared(l)?.uid_mac).collect();
-        let emails: Vec<[u8; 32]> = fresh
-            .iter()
-            .filter_map(|l| prepared(l))
-            .flat_map(|p| p.email_macs.clone())
-            .collect();
-        let phones: Vec<[u8; 32]> = fresh
-            .iter()
-            .filter_map(|l| prepared(l))
-            .flat_map(|p| p.phone_macs.clone())
-            .collect();
-        let to_map = |v: Vec<([u8; 32], ContactId)>| {
-            let mut m: HashMap<[u8; 32], ContactId> = HashMap::new();
+        let prepared = |l: &Listed| incoming.get(&l.key)?.keys.as_deref();
+        let add = |m: &mut HashMap<[u8; 32], ContactId>, v: Vec<([u8; 32], ContactId)>| {
             for (mac, id) in v {
                 m.entry(mac).and_modify(|e| *e = (*e).min(id)).or_insert(id);
             }
-            m
         };
-        let by_uid = to_map(store.lookup_index(ws, IndexKind::Uid, &uids).await?);
-        let by_email = to_map(store.lookup_index(ws, IndexKind::Email, &emails).await?);
-        let by_phone = to_map(store.lookup_index(ws, IndexKind::Phone, &phones).await?);
+        // A part at a time: only what is found is kept, not every value looked up.
+        let (mut by_uid, mut by_email, mut by_phone) =
+            (HashMap::new(), HashMap::new(), HashMap::new());
+        for part in fresh.chunks(MATCH_PART) {
+            let keys: Vec<&MatchKeys> = part.iter().filter_map(|l| prepared(l)).collect();
+            let uids: Vec<[u8; 32]> = keys.iter().filter_map(|k| k.uid_mac).collect();
+            let emails: Vec<[u8; 32]> = keys
+                .iter()
+                .flat_map(|k| k.email_macs.iter().copied())
+                .collect();
+            let phones: Vec<[u8; 32]> = keys
+                .iter()
+                .flat_map(|k| k.phone_macs.iter().copied())
+                .collect();
+            add(
+                &mut by_uid,
+                store.lookup_index(ws, IndexKind::Uid, &uids).await?,
+            );
+            add(
+                &mut by_email,
+                store.lookup_index(ws, IndexKind::Email, &emails).await?,
+            );
+            add(
+                &mut by_phone,
+                store.lookup_index(ws, IndexKind::Phone, &phones).await?,
+            );
+        }
         // A contact one item names by UID is that item's: another item sharing only an email
         // or a phone with it must not take it first and leave the UID to a second contact.
         let named: std::collections::HashSet<ContactId> = fresh
@@ -1070,7 +1117,7 @@ impl Engine {
                     .contacts
                     .push(Hub::seal_row(&self.keys, id, 1, &prepared, now_s)?);
                 ctx.versions.insert(id, 1);
-                ctx.bind(l, id, &inc.meta.etag, inc.content_mac, prepared.content_mac);
+                ctx.bind(l, id, &inc.etag, inc.content_mac, prepared.content_mac);
                 ctx.counts.hub_created += 1;
                 ctx.event(self, "hub-created", Some(id), Some(&l.meta.id), None);
             }
@@ -1080,7 +1127,7 @@ impl Engine {
                     return Ok(());
                 };
                 let mac = inc.content_mac;
-                ctx.bind(l, *contact, &inc.meta.etag, mac, mac);
+                ctx.bind(l, *contact, &inc.etag, mac, mac);
                 ctx.counts.unchanged += 1;
                 ctx.event(self, "linked", Some(*contact), Some(&l.meta.id), None);
             }
@@ -1098,7 +1145,7 @@ impl Engine {
                 let prepared = Hub::prepare(&self.keys, merged, self.region.as_deref());
                 let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
                 let remote_mac = inc.content_mac;
-                let mut etag = inc.meta.etag.clone();
+                let mut etag = inc.etag.clone();
                 let mut meta_id = l.meta.id.clone();
                 if prepared.content_mac != hub_mac {
                     let v = ctx.next_version(*contact);
@@ -1146,7 +1193,7 @@ impl Engine {
                 ctx.batch
                     .contacts
                     .push(Hub::seal_row(&self.keys, *contact, v, &prepared, now_s)?);
-                let (etag, remote_mac) = (inc.meta.etag.clone(), inc.content_mac);
+                let (etag, remote_mac) = (inc.etag.clone(), inc.content_mac);
                 ctx.bind(l, *contact, &etag, remote_mac, prepared.content_mac);
                 if restored {
                     ctx.counts.hub_created += 1;
@@ -1260,7 +1307,7 @@ impl Engine {
                 // The endpoint's item takes the copy's new UID, so the two never match again.
                 let copy_out = outbound(spec, &copy.contact);
                 ctx.step()?;
-                let (mut etag, mut remote_mac) = (inc.meta.etag.clone(), inc.content_mac);
+                let (mut etag, mut remote_mac) = (inc.etag.clone(), inc.content_mac);
                 let mut copy_key = l.key;
                 match ctx.conn.update(&l.meta.id, &etag, &copy_out).await {
                     Ok(meta) => {

@@ -136,6 +136,10 @@ pub struct Store {
     /// growing sleeps (up to 100 ms each). The busiest writers of this process (sync batches,
     /// webhook deliveries) queue here instead, in order, and never poll each other.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Where large write transactions run ([`Store::begin_large`]): on SQLite one connection
+    /// of its own, so that only that connection's page cache ever grows to the wide size; on
+    /// PostgreSQL the data pool.
+    large: AnyPool,
 }
 
 fn migration(version: i64, name: &'static str, sql: &'static str) -> Migration {
@@ -387,11 +391,16 @@ impl Store {
             .run(&keys)
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        let large = match backend {
+            Backend::Sqlite => pool(backend, url, 1, None).await?,
+            Backend::Postgres => data.clone(),
+        };
         Ok(Self {
             data,
             keys,
             backend,
             writer: std::sync::Arc::default(),
+            large,
         })
     }
 
@@ -408,6 +417,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.large.close().await;
         self.data.close().await;
         self.keys.close().await;
     }
@@ -874,6 +884,23 @@ impl Store {
         self.cache_pragma(tx, WIDE_CACHE).await
     }
 
+    /// Begins a large write transaction (`BEGIN IMMEDIATE` on SQLite when `immediate`) with
+    /// the wide cache ([`Store::widen_cache`]). On SQLite it always runs on the same
+    /// connection: a connection's memory, once grown, stays with the thread that serves it,
+    /// so large writes spread over the pool would each leave one grown.
+    pub(crate) async fn begin_large(
+        &self,
+        immediate: bool,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let mut tx = match (self.backend, immediate) {
+            (Backend::Sqlite, true) => self.large.begin_with("BEGIN IMMEDIATE").await,
+            _ => self.large.begin().await,
+        }
+        .map_err(StoreError::db)?;
+        self.widen_cache(&mut tx).await?;
+        Ok(tx)
+    }
+
     /// Back to the small cache of [`Store::widen_cache`], before the commit.
     pub(crate) async fn narrow_cache(&self, tx: &mut AnyConnection) -> Result<(), StoreError> {
         self.cache_pragma(tx, NARROW_CACHE).await
@@ -1200,6 +1227,49 @@ mod tests {
             .await
             .unwrap();
         assert!(found(IndexKind::Email, [4; 32]).await.is_empty());
+    }
+
+    async fn cache_size(conn: &mut AnyConnection) -> i64 {
+        sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    /// On SQLite every large write runs on the same connection, never on one of the data
+    /// pool's, and with the wide cache: a temporary table is seen only by the connection that
+    /// made it.
+    #[tokio::test]
+    async fn large_writes_keep_to_one_connection_with_the_wide_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::testing::sqlite_config(dir.path());
+        let store = Store::open(&config).await.unwrap();
+        let mut tx = store.begin_large(true).await.unwrap();
+        assert_eq!(cache_size(&mut tx).await, -16384);
+        tx.execute("CREATE TEMP TABLE mine (x INTEGER)")
+            .await
+            .unwrap();
+        store.narrow_cache(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let mut held = Vec::new();
+        for _ in 0..config.max_connections {
+            let mut conn = store.data.acquire().await.unwrap();
+            let seen: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_temp_master WHERE name = 'mine'")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+            assert_eq!(seen, 0, "a data connection ran the large write");
+            assert_eq!(cache_size(&mut conn).await, -4096);
+            held.push(conn);
+        }
+        let mut tx = store.begin_large(false).await.unwrap();
+        sqlx::query("INSERT INTO mine (x) VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
     }
 
     #[tokio::test]

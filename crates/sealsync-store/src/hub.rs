@@ -162,12 +162,7 @@ impl ImportSession {
         if let Some(open) = self.tx.take() {
             return Ok(open);
         }
-        let mut tx = match store.backend {
-            crate::db::Backend::Sqlite => store.data.begin_with("BEGIN IMMEDIATE").await,
-            crate::db::Backend::Postgres => store.data.begin().await,
-        }
-        .map_err(StoreError::db)?;
-        store.widen_cache(&mut tx).await?;
+        let mut tx = store.begin_large(true).await?;
         let mut stamp = None;
         if !matches!(self.own, Own::Shared) {
             // Alone only while the hub clock moves by this session's own ticks. The tick is

@@ -634,12 +634,13 @@ impl Store {
             return Ok(Moved::default());
         }
         let _turn = self.write_turn().await;
-        let mut tx = self.data.begin().await.map_err(StoreError::db)?;
         // A batch of a few rows (a webhook delivery, a small run) fits the small cache.
         let wide = batch.contacts.len() + batch.upserts.len() >= 1000;
-        if wide {
-            self.widen_cache(&mut tx).await?;
-        }
+        let mut tx = if wide {
+            self.begin_large(false).await?
+        } else {
+            self.data.begin().await.map_err(StoreError::db)?
+        };
         let mut moved = Moved::default();
         if !batch.contacts.is_empty() {
             let stamp = self.bump_hub_clock(&mut tx, ws).await?;
