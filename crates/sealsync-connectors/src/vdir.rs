@@ -358,7 +358,8 @@ impl Vdir {
         }
     }
 
-    fn read(&self, id: &RemoteId) -> Result<Item, ConnectorError> {
+    /// The file of `id`: its path, bytes and etag.
+    fn read(&self, id: &RemoteId) -> Result<(PathBuf, Vec<u8>, ItemMeta), ConnectorError> {
         let path = self.path(id)?;
         let (bytes, etag, modified_ms) = match read_file(&path) {
             Ok(read) => read,
@@ -372,6 +373,11 @@ impl Vdir {
             etag,
             modified_ms,
         };
+        Ok((path, bytes, meta))
+    }
+
+    /// The one vCard of a file read by [`Vdir::read`].
+    fn parse((path, bytes, meta): (PathBuf, Vec<u8>, ItemMeta)) -> Result<Item, ConnectorError> {
         let (cards, rejected) = read_all(&bytes);
         let mut cards = cards.into_iter();
         match (cards.next(), cards.next()) {
@@ -432,42 +438,67 @@ fn id_of(path: &Path) -> Result<RemoteId, ConnectorError> {
     RemoteId::parse(name)
 }
 
-/// Every `.vcf` file of `dir`, with its etag, without reading any. A large folder is stat'ed
-/// on a few threads: a stat a file is most of a listing's time.
+/// Every `.vcf` file of `dir`, with its etag, without reading any. In a large folder the
+/// entries read so far are stat'ed on a few threads while the folder is still being read: a stat
+/// a file is most of a listing's time.
 fn list_dir(dir: &Path) -> Result<Snapshot, ConnectorError> {
-    /// Below this many files one thread is quicker than starting more.
-    const PER_THREAD: usize = 4096;
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| io_error(dir, &e))? {
-        let entry = entry.map_err(|e| io_error(dir, &e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') || !name.ends_with(".vcf") {
-            continue;
-        }
-        entries.push(entry);
-    }
+    /// Entries handed to a thread at a time; a folder of fewer is stat'ed on this one. (Two in
+    /// debug builds, so that tests list on several threads.)
+    const PART: usize = if cfg!(debug_assertions) { 2 } else { 4096 };
+    type Part = (usize, Vec<std::fs::DirEntry>);
+    type Stated = Vec<(usize, Result<Vec<ItemMeta>, ConnectorError>)>;
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
-        .clamp(1, 4)
-        .min(entries.len().div_ceil(PER_THREAD))
-        .max(1);
-    let part = entries.len().div_ceil(threads).max(1);
-    let parts: Vec<Result<Vec<ItemMeta>, ConnectorError>> = std::thread::scope(|scope| {
-        let running: Vec<_> = entries
-            .chunks(part)
-            .map(|chunk| scope.spawn(move || stat_entries(chunk)))
-            .collect();
-        running
-            .into_iter()
-            .map(|t| {
-                t.join()
-                    .unwrap_or_else(|_| Err(ConnectorError::Unavailable("listing stopped".into())))
-            })
-            .collect()
+        .clamp(1, 4);
+    let read = std::fs::read_dir(dir).map_err(|e| io_error(dir, &e))?;
+    let (parts, queue) = mpsc::channel::<Part>();
+    let queue = Mutex::new(queue);
+    // Takes parts off the queue until it is closed and empty.
+    let work = || {
+        let mut out = Stated::new();
+        loop {
+            let next = lock(&queue).recv();
+            let Ok((at, entries)) = next else { return out };
+            out.push((at, stat_entries(&entries)));
+        }
+    };
+    let stated: Result<Stated, ConnectorError> = std::thread::scope(|scope| {
+        let mut running = Vec::new();
+        let mut part = Vec::with_capacity(PART);
+        let mut sent = 0;
+        for entry in read {
+            let entry = entry.map_err(|e| io_error(dir, &e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') || !name.ends_with(".vcf") {
+                continue;
+            }
+            part.push(entry);
+            if part.len() == PART {
+                if running.len() < threads {
+                    running.push(scope.spawn(work));
+                }
+                let full = std::mem::replace(&mut part, Vec::with_capacity(PART));
+                // The threads end only once the queue is closed, below.
+                let _ = parts.send((sent, full));
+                sent += 1;
+            }
+        }
+        let mut stated = vec![(sent, stat_entries(&part))];
+        drop(parts);
+        stated.extend(work());
+        for t in running {
+            let more = t
+                .join()
+                .map_err(|_| ConnectorError::Unavailable("listing stopped".into()))?;
+            stated.extend(more);
+        }
+        Ok(stated)
     });
-    let mut items = Vec::with_capacity(entries.len());
-    for part in parts {
+    let mut stated = stated?;
+    stated.sort_unstable_by_key(|(at, _)| *at);
+    let mut items = Vec::new();
+    for (_, part) in stated {
         items.extend(part?);
     }
     Ok(Snapshot { items })
@@ -533,11 +564,20 @@ impl Source for Vdir {
         &self,
         ids: &[RemoteId],
     ) -> Result<Vec<(RemoteId, Result<Item, ConnectorError>)>, ConnectorError> {
-        // Reading and parsing many files: on every core.
-        let ids: Vec<&RemoteId> = ids.iter().collect();
-        Ok(sealsync_connector::par::map(ids, 64, |id| {
-            (id.clone(), self.read(id))
-        }))
+        // On a blocking thread, so that the run prepares what it fetched before meanwhile. The
+        // files are read on more threads than cores, so that those not in memory are read from
+        // the disk many at a time, and parsed on the cores.
+        use sealsync_connector::par;
+        let (this, ids) = (self.clone(), ids.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let ids: Vec<&RemoteId> = ids.iter().collect();
+            let read = par::map_on(par::READERS, ids, 64, |id| (id, this.read(id)));
+            par::map(read, 64, |(id, file)| {
+                (id.clone(), file.and_then(Vdir::parse))
+            })
+        })
+        .await
+        .map_err(|e| ConnectorError::Unavailable(format!("reading stopped: {e}")))
     }
 }
 
@@ -668,6 +708,32 @@ mod tests {
         assert!(!path.exists());
         v.flush().await.unwrap();
         assert_eq!(staged(dir.path()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_listing_read_in_parts_has_every_contact_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vdir::open(dir.path(), VcardVersion::V4).unwrap();
+        let mut written = std::collections::BTreeMap::new();
+        for i in 0..11 {
+            let name = format!("c{i}.vcf");
+            std::fs::write(dir.path().join(&name), format!("v{i}")).unwrap();
+            written.insert(name.clone(), etag_of(&dir.path().join(name)));
+        }
+        // Not contacts: hidden, another extension, a folder.
+        std::fs::write(dir.path().join(".hidden.vcf"), b"x").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        std::fs::create_dir(dir.path().join("sub.vcf")).unwrap();
+        let listed: std::collections::BTreeMap<String, Etag> = v
+            .list()
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|m| (m.id.as_str().to_owned(), m.etag))
+            .collect();
+        assert_eq!(listed, written);
+        assert_eq!(v.list().await.unwrap().items.len(), 11);
     }
 
     #[test]

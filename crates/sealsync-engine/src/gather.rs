@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use sealsync_connector::{Connector, ItemMeta, par};
+use sealsync_connector::{Connector, ConnectorError, ItemMeta, par};
 use sealsync_contact::Contact;
 use sealsync_store::{Clocks, HubMeta, LinkMark, PreparedContact, StateRow, StoreError};
 use sealsync_types::ContactId;
@@ -111,41 +111,60 @@ fn warm_up() {
     });
 }
 
+/// Items fetched at a time; the next part is fetched while one is prepared. (Two in debug
+/// builds, so that tests fetch in several parts.)
+const FETCH_PART: usize = if cfg!(debug_assertions) { 2 } else { 500 };
+
 impl Engine {
     /// Fetches these items and prepares each as the hub would take it, on every core (parsing,
-    /// normalising and keyed hashes are CPU work); `f` turns a prepared item into what the
-    /// caller keeps, on the same cores. Each item may fail on its own.
+    /// normalising and keyed hashes are CPU work); `f` turns a prepared item (and the listing's
+    /// entry it was fetched for) into what the caller keeps, on the same cores. Each item may
+    /// fail on its own.
     async fn fetch_prepared<T: Send>(
         &self,
         link: &LinkDef,
         conn: &Arc<dyn Connector>,
         wanted: &[&Listed],
-        f: impl Fn(RemoteKey, ItemMeta, PreparedContact) -> Result<T, String> + Sync,
+        f: impl Fn(&Listed, ItemMeta, PreparedContact) -> Result<T, String> + Sync,
         mut keep: impl FnMut(RemoteKey, Result<T, String>),
     ) -> Result<(), RunError> {
-        let key_of: HashMap<&sealsync_connector::RemoteId, RemoteKey> =
-            wanted.iter().map(|l| (&l.meta.id, l.key)).collect();
-        for chunk in wanted.chunks(500) {
+        let listed: HashMap<&sealsync_connector::RemoteId, &Listed> =
+            wanted.iter().map(|l| (&l.meta.id, *l)).collect();
+        let fetch = |chunk: &[&Listed]| {
             let ids: Vec<_> = chunk.iter().map(|l| l.meta.id.clone()).collect();
-            let items = conn.fetch(&ids).await.map_err(|error| RunError::Endpoint {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.fetch(&ids).await })
+        };
+        let mut chunks = wanted.chunks(FETCH_PART);
+        let mut next = chunks.next().map(fetch);
+        while let Some(pending) = next.take() {
+            let items = match pending.await {
+                Ok(items) => items,
+                Err(e) => Err(ConnectorError::Unavailable(format!(
+                    "fetching stopped: {e}"
+                ))),
+            }
+            .map_err(|error| RunError::Endpoint {
                 link: link.name.clone(),
                 error,
             })?;
+            // The next part is fetched while this one is prepared. Let it start, and requests
+            // served on the same runtime go first now and then.
+            next = chunks.next().map(fetch);
+            tokio::task::yield_now().await;
             let prepared = par::map(items, 64, |(id, item)| {
-                let key = *key_of.get(&id)?;
+                let l = *listed.get(&id)?;
                 Some(match item {
                     Ok(item) => {
                         let p = self.prepare_incoming(link, item.contact);
-                        (key, f(key, item.meta, p))
+                        (l.key, f(l, item.meta, p))
                     }
-                    Err(e) => (key, Err(e.to_string())),
+                    Err(e) => (l.key, Err(e.to_string())),
                 })
             });
             for (key, item) in prepared.into_iter().flatten() {
                 keep(key, item);
             }
-            // Let requests served on the same runtime go first now and then.
-            tokio::task::yield_now().await;
         }
         Ok(())
     }
@@ -173,7 +192,7 @@ impl Engine {
             link,
             conn,
             wanted,
-            |_, meta, p| Ok(Incoming::new(meta.etag, p, hold)),
+            |l, meta, p| Ok(Incoming::new(l, meta.etag, p, hold)),
             |key, item| match item {
                 Ok(inc) => {
                     incoming.insert(key, inc);
@@ -202,7 +221,7 @@ impl Engine {
             link,
             conn,
             again,
-            |key, _, p| match incoming.get(&key) {
+            |l, _, p| match incoming.get(&l.key) {
                 Some(inc) if inc.content_mac == p.content_mac => Ok(p.contact),
                 _ => Err("changed while the run went on; the next run takes it up".to_owned()),
             },

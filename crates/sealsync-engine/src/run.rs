@@ -212,8 +212,9 @@ pub struct Engine {
 /// cheaply holds no text: its items are fetched again, a batch at a time, when their actions
 /// run.
 pub(crate) struct Incoming {
-    /// The etag of the fetched item, which the binding records.
-    etag: Etag,
+    /// The etag of the fetched item, which the binding records ([`Incoming::etag`]); `None`
+    /// when it is the listed one, as it mostly is (a large run holds every item's).
+    etag: Option<Etag>,
     vcard: Option<zeroize::Zeroizing<String>>,
     pub(crate) content_mac: [u8; 32],
     /// What matching looks up, until the item is matched ([`Incoming::matched`]).
@@ -228,7 +229,7 @@ struct MatchKeys {
 }
 
 impl Incoming {
-    pub(crate) fn new(etag: Etag, mut p: PreparedContact, hold: bool) -> Self {
+    pub(crate) fn new(listed: &Listed, etag: Etag, mut p: PreparedContact, hold: bool) -> Self {
         // Held until the item's action runs, for every fetched item: each value takes only
         // the room it needs (the text's growth left it up to twice that; the written text is
         // wiped, not shrunk in place, which would free it unwiped).
@@ -239,7 +240,7 @@ impl Incoming {
         p.email_macs.shrink_to_fit();
         p.phone_macs.shrink_to_fit();
         Self {
-            etag,
+            etag: (etag != listed.meta.etag).then_some(etag),
             vcard,
             content_mac: p.content_mac,
             keys: Some(Box::new(MatchKeys {
@@ -248,6 +249,11 @@ impl Incoming {
                 phone_macs: p.phone_macs,
             })),
         }
+    }
+
+    /// The etag of the fetched item, listed as `listed`.
+    fn etag<'a>(&'a self, listed: &'a Listed) -> &'a Etag {
+        self.etag.as_ref().unwrap_or(&listed.meta.etag)
     }
 
     /// Matching is over: what it looked up is let go (a large run holds every item until its
@@ -1117,7 +1123,7 @@ impl Engine {
                     .contacts
                     .push(Hub::seal_row(&self.keys, id, 1, &prepared, now_s)?);
                 ctx.versions.insert(id, 1);
-                ctx.bind(l, id, &inc.etag, inc.content_mac, prepared.content_mac);
+                ctx.bind(l, id, inc.etag(l), inc.content_mac, prepared.content_mac);
                 ctx.counts.hub_created += 1;
                 ctx.event(self, "hub-created", Some(id), Some(&l.meta.id), None);
             }
@@ -1127,7 +1133,7 @@ impl Engine {
                     return Ok(());
                 };
                 let mac = inc.content_mac;
-                ctx.bind(l, *contact, &inc.etag, mac, mac);
+                ctx.bind(l, *contact, inc.etag(l), mac, mac);
                 ctx.counts.unchanged += 1;
                 ctx.event(self, "linked", Some(*contact), Some(&l.meta.id), None);
             }
@@ -1145,7 +1151,7 @@ impl Engine {
                 let prepared = Hub::prepare(&self.keys, merged, self.region.as_deref());
                 let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
                 let remote_mac = inc.content_mac;
-                let mut etag = inc.etag.clone();
+                let mut etag = inc.etag(l).clone();
                 let mut meta_id = l.meta.id.clone();
                 if prepared.content_mac != hub_mac {
                     let v = ctx.next_version(*contact);
@@ -1193,7 +1199,7 @@ impl Engine {
                 ctx.batch
                     .contacts
                     .push(Hub::seal_row(&self.keys, *contact, v, &prepared, now_s)?);
-                let (etag, remote_mac) = (inc.etag.clone(), inc.content_mac);
+                let (etag, remote_mac) = (inc.etag(l).clone(), inc.content_mac);
                 ctx.bind(l, *contact, &etag, remote_mac, prepared.content_mac);
                 if restored {
                     ctx.counts.hub_created += 1;
@@ -1307,7 +1313,7 @@ impl Engine {
                 // The endpoint's item takes the copy's new UID, so the two never match again.
                 let copy_out = outbound(spec, &copy.contact);
                 ctx.step()?;
-                let (mut etag, mut remote_mac) = (inc.etag.clone(), inc.content_mac);
+                let (mut etag, mut remote_mac) = (inc.etag(l).clone(), inc.content_mac);
                 let mut copy_key = l.key;
                 match ctx.conn.update(&l.meta.id, &etag, &copy_out).await {
                     Ok(meta) => {
