@@ -724,16 +724,13 @@ mod tests {
         std::fs::write(dir.path().join(".hidden.vcf"), b"x").unwrap();
         std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
         std::fs::create_dir(dir.path().join("sub.vcf")).unwrap();
-        let listed: std::collections::BTreeMap<String, Etag> = v
-            .list()
-            .await
-            .unwrap()
-            .items
+        let items = v.list().await.unwrap().items;
+        assert_eq!(items.len(), 11);
+        let listed: std::collections::BTreeMap<String, Etag> = items
             .into_iter()
             .map(|m| (m.id.as_str().to_owned(), m.etag))
             .collect();
         assert_eq!(listed, written);
-        assert_eq!(v.list().await.unwrap().items.len(), 11);
     }
 
     #[test]

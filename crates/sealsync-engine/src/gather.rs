@@ -138,16 +138,17 @@ impl Engine {
         let mut chunks = wanted.chunks(FETCH_PART);
         let mut next = chunks.next().map(fetch);
         while let Some(pending) = next.take() {
-            let items = match pending.await {
-                Ok(items) => items,
-                Err(e) => Err(ConnectorError::Unavailable(format!(
-                    "fetching stopped: {e}"
-                ))),
-            }
-            .map_err(|error| RunError::Endpoint {
-                link: link.name.clone(),
-                error,
-            })?;
+            let items = pending
+                .await
+                .unwrap_or_else(|e| {
+                    Err(ConnectorError::Unavailable(format!(
+                        "fetching stopped: {e}"
+                    )))
+                })
+                .map_err(|error| RunError::Endpoint {
+                    link: link.name.clone(),
+                    error,
+                })?;
             // The next part is fetched while this one is prepared. Let it start, and requests
             // served on the same runtime go first now and then.
             next = chunks.next().map(fetch);
