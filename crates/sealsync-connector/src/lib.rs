@@ -132,6 +132,13 @@ pub trait Source: Send + Sync + fmt::Debug {
         })
     }
 
+    /// Every item, without contents, listed while the caller does other work: where the
+    /// connector can, at a lower CPU priority, so that the listing takes the time that work
+    /// leaves and does not slow it down. The default is [`Source::list_from`] with no cursor.
+    async fn list_behind(&self) -> Result<Listing, ConnectorError> {
+        self.list_from(None).await
+    }
+
     /// Whether fetching an item again costs little next to holding its contents (a local file
     /// an item): a large run then reads each item it pulls twice, once to plan and again to
     /// write it, instead of holding every one in memory in between. The default is no.
@@ -166,6 +173,13 @@ pub trait Destination: Send + Sync + fmt::Debug {
     /// Makes every write so far durable (a connector that writes one file writes it here,
     /// atomically). The engine calls it before it records the writes as done.
     async fn flush(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
+    /// Waits for what earlier writes still do in the background (a vdir removes the old
+    /// versions its updates and deletes moved aside, once they are flushed). The engine calls it
+    /// when a run's writes are recorded. The default has nothing to wait for.
+    async fn finish(&self) -> Result<(), ConnectorError> {
         Ok(())
     }
 }

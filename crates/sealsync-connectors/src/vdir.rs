@@ -9,9 +9,12 @@
 //! An update swaps the new file with the old one (`renameat2` with `RENAME_EXCHANGE`) and a
 //! delete moves the file into the staging folder; either way the file moved aside is checked
 //! against the expected etag (a file replaced after the check is put back and reported as a
-//! conflict) and removed on a thread of its own. Removing a file, and renaming over one, frees
-//! its blocks, which can wait on the device (`discard`), so a batch of updates no longer waits on
-//! each in turn. Files moved aside and left by a crash are removed when the folder is next opened.
+//! conflict). The files moved aside are removed on a thread of its own once the batch is
+//! flushed, while the engine records it: removing a file frees its blocks, which can wait on the
+//! device (`discard`), and removals beside the batch's writes would contend with them for the
+//! folder (and, on ext4 without a journal, each new file would skip the inodes just freed). The
+//! batch's next write, and [`Destination::finish`], wait for them to be gone. Files moved aside
+//! and left by a crash are removed when the folder is next opened.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +37,12 @@ type Unnamed = (std::fs::File, Etag, Option<i64>);
 /// moved aside wait to be removed.
 const STAGING: &str = ".sealsync-staging";
 
+/// Threads that remove the files a batch moved aside. Removing a file waits on the device
+/// (`discard` frees its blocks) once the folder's lock is let go, so removals on several
+/// threads wait at the same time: 1,000 removals took 77–92 ms on one thread here, 32–51 ms on
+/// four, 27–28 ms on eight.
+const REMOVERS: usize = 8;
+
 /// A file of the staging folder unchanged for this long belongs to no write going on: it was
 /// left by a crash, and is removed when the folder is opened.
 const STALE_STAGED: Duration = Duration::from_secs(60);
@@ -54,39 +63,53 @@ pub struct Vdir {
     reaper: Arc<Reaper>,
 }
 
-/// Removes files on a thread of its own; [`Reaper::wait`] returns once every file handed to it
-/// is gone.
+/// Removes files on a thread of its own: those queued by [`Reaper::remove`] once
+/// [`Reaper::start`] hands them over; [`Reaper::wait`] returns once every file handed over is
+/// gone. Files still queued when the last handle goes are handed over then.
 #[derive(Debug, Default)]
 struct Reaper {
-    sender: OnceLock<Option<mpsc::Sender<PathBuf>>>,
+    sender: OnceLock<Option<mpsc::Sender<Vec<PathBuf>>>>,
+    queued: Mutex<Vec<PathBuf>>,
     pending: Arc<(Mutex<usize>, Condvar)>,
 }
 
 impl Reaper {
+    /// Queues a file to remove.
     fn remove(&self, path: PathBuf) {
+        lock(&self.queued).push(path);
+    }
+
+    /// Hands the queued files to the thread.
+    fn start(&self) {
+        let paths = std::mem::take(&mut *lock(&self.queued));
+        if paths.is_empty() {
+            return;
+        }
         let sender = self.sender.get_or_init(|| {
-            let (tx, rx) = mpsc::channel::<PathBuf>();
+            let (tx, rx) = mpsc::channel::<Vec<PathBuf>>();
             let pending = self.pending.clone();
             std::thread::Builder::new()
                 .name("vdir-reaper".into())
                 .spawn(move || {
                     // Ends when the folder's last handle is dropped and the queue is empty.
-                    for path in rx {
-                        // Best effort: what stays is removed when the folder is next opened.
-                        let _ = std::fs::remove_file(&path);
-                        done(&pending);
+                    for paths in rx {
+                        sealsync_connector::par::map_on(REMOVERS, paths, 64, |path| {
+                            // Best effort: what stays is removed when the folder is next opened.
+                            let _ = std::fs::remove_file(&path);
+                            done(&pending);
+                        });
                     }
                 })
                 .ok()
                 .map(|_| tx)
         });
-        *lock(&self.pending.0) += 1;
+        *lock(&self.pending.0) += paths.len();
         let unsent = match sender {
-            Some(tx) => tx.send(path).err().map(|e| e.0),
-            None => Some(path),
+            Some(tx) => tx.send(paths).err().map(|e| e.0),
+            None => Some(paths),
         };
-        // No thread to hand it to: removed here.
-        if let Some(path) = unsent {
+        // No thread to hand them to: removed here.
+        for path in unsent.unwrap_or_default() {
             let _ = std::fs::remove_file(path);
             done(&self.pending);
         }
@@ -106,6 +129,12 @@ impl Reaper {
                 .wait(n)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.start();
     }
 }
 
@@ -166,6 +195,20 @@ impl Vdir {
         self.swaps
             .store(on && self.swaps.load(Ordering::Relaxed), Ordering::Relaxed);
         self
+    }
+
+    /// Waits until the files handed to the reaper are gone: a batch's writes do not start
+    /// beside the removal of the files the last one moved aside.
+    async fn removed(&self) -> Result<(), ConnectorError> {
+        if self.reaper.busy() {
+            let reaper = self.reaper.clone();
+            tokio::task::spawn_blocking(move || reaper.wait())
+                .await
+                .map_err(|e| {
+                    ConnectorError::Unavailable(format!("removing old files stopped: {e}"))
+                })?;
+        }
+        Ok(())
     }
 
     /// A fresh name in the staging folder (which may not exist yet).
@@ -556,6 +599,29 @@ impl Source for Vdir {
             .map_err(|e| ConnectorError::Unavailable(format!("listing stopped: {e}")))?
     }
 
+    async fn list_behind(&self) -> Result<sealsync_connector::Listing, ConnectorError> {
+        // On a thread of its own at the lowest priority; the threads it starts to stat
+        // entries take its priority.
+        let dir = self.dir.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("vdir-list-behind".into())
+            .spawn(move || {
+                // Best effort: a listing at the usual priority is as correct. (On Linux a nice
+                // value is the thread's own.)
+                let _ = rustix::process::setpriority_process(None, 19);
+                let _ = tx.send(list_dir(&dir));
+            })
+            .map_err(|e| ConnectorError::Unavailable(format!("listing did not start: {e}")))?;
+        let snapshot = rx
+            .await
+            .map_err(|_| ConnectorError::Unavailable("listing stopped".into()))??;
+        Ok(sealsync_connector::Listing {
+            snapshot,
+            cursor: None,
+        })
+    }
+
     fn fetches_cheaply(&self) -> bool {
         true
     }
@@ -585,6 +651,7 @@ impl Source for Vdir {
 impl Destination for Vdir {
     async fn create(&self, contact: &Contact) -> Result<ItemMeta, ConnectorError> {
         use std::os::fd::AsRawFd as _;
+        self.removed().await?;
         let text = to_vcard(contact, self.version);
         let base = file_name_for(contact);
         // The link is the same inode with the same modification time, so the etag is the
@@ -619,6 +686,7 @@ impl Destination for Vdir {
         expected: &Etag,
         contact: &Contact,
     ) -> Result<ItemMeta, ConnectorError> {
+        self.removed().await?;
         let path = self.path(id)?;
         match self.current(&path)? {
             None => return Err(ConnectorError::NotFound),
@@ -635,6 +703,7 @@ impl Destination for Vdir {
     }
 
     async fn delete(&self, id: &RemoteId, expected: &Etag) -> Result<(), ConnectorError> {
+        self.removed().await?;
         let path = self.path(id)?;
         match self.current(&path)? {
             None => return Ok(()),
@@ -645,21 +714,20 @@ impl Destination for Vdir {
     }
 
     async fn flush(&self) -> Result<(), ConnectorError> {
-        // The files this batch moved aside are gone before it counts as written.
-        if self.reaper.busy() {
-            let reaper = self.reaper.clone();
-            tokio::task::spawn_blocking(move || reaper.wait())
-                .await
-                .map_err(|e| {
-                    ConnectorError::Unavailable(format!("removing old files stopped: {e}"))
-                })?;
-        }
+        // The files this batch moved aside are removed while the engine records it.
+        self.removed().await?;
+        self.reaper.start();
         if self.sync {
             std::fs::File::open(&self.dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| io_error(&self.dir, &e))?;
         }
         Ok(())
+    }
+
+    async fn finish(&self) -> Result<(), ConnectorError> {
+        self.reaper.start();
+        self.removed().await
     }
 }
 
@@ -699,6 +767,7 @@ mod tests {
         ));
         assert_eq!(std::fs::read(&path).unwrap(), b"theirs");
         v.flush().await.unwrap();
+        v.finish().await.unwrap();
         assert_eq!(staged(dir.path()), 0);
         // With the etag of the file in place, both go through.
         let (tmp, _, _) = v.stage(b"ours").unwrap();
@@ -707,6 +776,7 @@ mod tests {
         v.move_out(&path, &etag_of(&path)).unwrap();
         assert!(!path.exists());
         v.flush().await.unwrap();
+        v.finish().await.unwrap();
         assert_eq!(staged(dir.path()), 0);
     }
 

@@ -855,6 +855,8 @@ impl Engine {
         {
             self.keep_cursor(link.id, Some(&after)).await?;
         }
+        // The endpoint's background work ends with the run (a vdir's old versions are gone).
+        ctx.conn.finish().await.map_err(endpoint_error)?;
         tracing::info!(
             link = %link.name,
             run = %run_id,
@@ -1655,7 +1657,7 @@ fn list_ahead(
         task: tokio::spawn(async move {
             // Sent or dropped, it is time.
             let _ = after.await;
-            conn.list_from(None).await
+            conn.list_behind().await
         }),
     })
 }

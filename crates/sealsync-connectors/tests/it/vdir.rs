@@ -41,6 +41,13 @@ async fn a_large_vdir_is_listed_whole() {
     listed.sort();
     names.sort();
     assert_eq!(listed, names);
+    // Listed behind other work (on a thread of lower priority), the same items with the same
+    // etags.
+    let mut now = v.list().await.unwrap().items;
+    let mut behind = v.list_behind().await.unwrap().snapshot.items;
+    now.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+    behind.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+    assert_eq!(behind, now);
 }
 
 #[tokio::test]
@@ -121,7 +128,14 @@ async fn updates_and_deletes_leave_no_old_version_behind() {
                 v.delete(&now.id, &now.etag).await.unwrap();
             }
         }
+        // The old versions are removed once the batch is flushed, not beside its writes.
+        let staged =
+            || std::fs::read_dir(dir.path().join(".sealsync-staging")).map_or(0, Iterator::count);
+        let moved_aside = if swaps { 30 } else { 10 };
+        assert_eq!(staged(), moved_aside, "swaps {swaps}");
         v.flush().await.unwrap();
+        v.finish().await.unwrap();
+        assert_eq!(staged(), 0, "swaps {swaps}");
         assert_eq!(v.list().await.unwrap().items.len(), 10);
         // Nothing in the folder, hidden or not, still holds an earlier version.
         let mut files = 0;
@@ -137,6 +151,37 @@ async fn updates_and_deletes_leave_no_old_version_behind() {
         }
         assert_eq!(files, 10, "swaps {swaps}");
     }
+}
+
+#[tokio::test]
+async fn a_write_after_a_flush_waits_for_the_old_versions_to_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vdir::open(dir.path(), VcardVersion::V4).unwrap();
+    let staged =
+        || std::fs::read_dir(dir.path().join(".sealsync-staging")).map_or(0, Iterator::count);
+    let mut made = Vec::new();
+    for i in 0..201 {
+        let mut c = compliance::sample_contacts()[0].clone();
+        c.set_text(
+            "UID",
+            Some(&format!("urn:uuid:00000000-0000-4000-8000-{i:012}")),
+        );
+        made.push((v.create(&c).await.unwrap(), c));
+    }
+    let (last, mut contact) = made.pop().unwrap();
+    for (m, _) in &made {
+        v.delete(&m.id, &m.etag).await.unwrap();
+    }
+    assert_eq!(staged(), 200);
+    // The next batch's first write starts once the removals the flush started are done: it
+    // does not contend with them for the folder.
+    v.flush().await.unwrap();
+    contact.set_text("NOTE", Some("next batch"));
+    v.update(&last.id, &last.etag, &contact).await.unwrap();
+    assert!(staged() <= 1, "{} files still staged", staged());
+    v.flush().await.unwrap();
+    v.finish().await.unwrap();
+    assert_eq!(staged(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

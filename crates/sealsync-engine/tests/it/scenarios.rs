@@ -72,6 +72,11 @@ async fn changes_on_either_side_reach_the_other() {
     assert!(!hub.contains_key("p3"));
     assert_eq!(vdir(&a), hub);
     assert_eq!(vdir(&b), hub);
+    // A run ends once the old versions its writes moved aside are gone.
+    for dir in [&a, &b] {
+        let staged = std::fs::read_dir(dir.join(".sealsync-staging")).map_or(0, Iterator::count);
+        assert_eq!(staged, 0, "{}", dir.display());
+    }
 }
 
 fn file_name(dir: &std::path::Path, uid: &str) -> String {
