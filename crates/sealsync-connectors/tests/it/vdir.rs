@@ -85,10 +85,7 @@ async fn vdir_create_never_replaces_a_file_with_the_same_uid() {
             names.iter().all(|n| !n.to_string_lossy().ends_with(".tmp")),
             "{names:?}"
         );
-        let staged = std::fs::read_dir(dir.path().join(".sealsync-staging"))
-            .map(Iterator::count)
-            .unwrap_or(0);
-        assert_eq!(staged, 0);
+        assert_eq!(staged(dir.path()), 0);
         // The etag a create answers is the one the listing shows.
         let listed = v.list().await.unwrap().items;
         for made in [&a, &b] {
@@ -129,8 +126,7 @@ async fn updates_and_deletes_leave_no_old_version_behind() {
             }
         }
         // The old versions are removed once the batch is flushed, not beside its writes.
-        let staged =
-            || std::fs::read_dir(dir.path().join(".sealsync-staging")).map_or(0, Iterator::count);
+        let staged = || staged(dir.path());
         let moved_aside = if swaps { 30 } else { 10 };
         assert_eq!(staged(), moved_aside, "swaps {swaps}");
         v.flush().await.unwrap();
@@ -153,12 +149,17 @@ async fn updates_and_deletes_leave_no_old_version_behind() {
     }
 }
 
+/// Files in the vdir's staging folder: written and not yet in place, or moved aside and not
+/// yet removed.
+fn staged(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join(".sealsync-staging")).map_or(0, Iterator::count)
+}
+
 #[tokio::test]
 async fn a_write_after_a_flush_waits_for_the_old_versions_to_go() {
     let dir = tempfile::tempdir().unwrap();
     let v = Vdir::open(dir.path(), VcardVersion::V4).unwrap();
-    let staged =
-        || std::fs::read_dir(dir.path().join(".sealsync-staging")).map_or(0, Iterator::count);
+    let staged = || staged(dir.path());
     let mut made = Vec::new();
     for i in 0..201 {
         let mut c = compliance::sample_contacts()[0].clone();
