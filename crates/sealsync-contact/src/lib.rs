@@ -11,6 +11,7 @@
 //! This crate does no I/O of its own beyond the readers and writers it is handed, and never puts
 //! contact data in an error message: errors say where and what, not which value.
 
+mod calling_codes;
 pub mod check;
 pub mod csv;
 pub mod hash;

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::calling_codes::CALLING_CODES;
+
 /// An email address in matching form: trimmed, `mailto:` removed, domain lower case, and the
 /// local part lower case unless told otherwise (RFC 5321 allows a case-sensitive local part;
 /// no mainstream provider uses one).
@@ -78,10 +80,11 @@ impl Phone {
 }
 
 /// The E.164 form of an international number written plainly (`+1 555-0100`), without the
-/// full parser (which costs tens of microseconds a number). Only where the result is certain
-/// to equal the parser's: a known country code whose main region strips nothing but its
-/// national prefix, and a national part that does not start with that prefix. Anything else
-/// (parentheses, a `(0)`, letters, other countries' parsing rules) goes to the full parser.
+/// full parser (which costs tens of microseconds a number, and loads its metadata first). Only
+/// where the result is certain to equal the parser's: a known country code whose main region
+/// strips nothing but its national prefix, and a national part that does not start with that
+/// prefix ([`CALLING_CODES`]). Anything else (parentheses, a `(0)`, letters, other countries'
+/// parsing rules) goes to the full parser.
 fn plain_international(s: &str) -> Option<String> {
     let rest = s.strip_prefix('+')?;
     let mut digits = String::with_capacity(16);
@@ -97,27 +100,14 @@ fn plain_international(s: &str) -> Option<String> {
     if !(7..=15).contains(&national_len) || digits.as_bytes()[1] == b'0' {
         return None;
     }
-    let (code_len, main) = (1..=3).find_map(|len| {
+    let (code_len, plain, prefix) = (1..=3).find_map(|len| {
         let code: u16 = digits[1..1 + len].parse().ok()?;
-        let regions = phonenumber::metadata::DATABASE.by_code(&code)?;
-        let main = regions
-            .iter()
-            .find(|m| m.is_main_country_for_code())
-            .or(regions.first())
-            .copied()?;
-        Some((len, main))
+        let at = CALLING_CODES.binary_search_by_key(&code, |c| c.0).ok()?;
+        let (_, plain, prefix) = CALLING_CODES[at];
+        Some((len, plain, prefix))
     })?;
-    if main.national_prefix_for_parsing().is_some()
-        || main.national_prefix_transform_rule().is_some()
-    {
-        return None;
-    }
     let national = &digits[1 + code_len..];
-    if national.len() < 4
-        || main
-            .national_prefix()
-            .is_some_and(|p| national.starts_with(p))
-    {
+    if !plain || national.len() < 4 || prefix.is_some_and(|p| national.starts_with(p)) {
         return None;
     }
     Some(digits)
@@ -127,13 +117,6 @@ impl fmt::Debug for Phone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Phone(<redacted>)")
     }
-}
-
-/// Loads the phone parser's rules, which the first number parsed otherwise waits for (about a
-/// tenth of a second: every region's patterns are compiled). Call it on a spare thread ahead of
-/// parsing many numbers.
-pub fn load_phone_rules() {
-    let _ = phonenumber::metadata::DATABASE.by_code(&1);
 }
 
 /// Whether `region` names a region the phone parser knows.
@@ -198,6 +181,63 @@ mod tests {
             "+4930901820"
         );
         assert!(Phone::parse("12", Some("US")).is_none());
+    }
+
+    /// The calling codes of the plain path as the parser's metadata has them.
+    fn calling_codes_of_the_parser() -> Vec<(u16, bool, Option<String>)> {
+        (1u16..=999)
+            .filter_map(|code| {
+                let regions = phonenumber::metadata::DATABASE.by_code(&code)?;
+                let main = regions
+                    .iter()
+                    .find(|m| m.is_main_country_for_code())
+                    .or(regions.first())?;
+                let plain = main.national_prefix_for_parsing().is_none()
+                    && main.national_prefix_transform_rule().is_none();
+                Some((code, plain, main.national_prefix().map(str::to_owned)))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn calling_codes_match_the_parser() {
+        let parser = calling_codes_of_the_parser();
+        let table: Vec<(u16, bool, Option<String>)> = CALLING_CODES
+            .iter()
+            .map(|&(code, plain, prefix)| (code, plain, prefix.map(str::to_owned)))
+            .collect();
+        let rows: String = parser
+            .iter()
+            .map(|(code, plain, prefix)| format!("    ({code}, {plain}, {prefix:?}),\n"))
+            .collect();
+        assert!(
+            table == parser,
+            "the phone parser's metadata changed: CALLING_CODES in src/calling_codes.rs should read\n{rows}"
+        );
+    }
+
+    #[test]
+    fn plain_numbers_give_what_the_parser_gives() {
+        let mut plain = 0;
+        for (code, _, _) in calling_codes_of_the_parser() {
+            for national in [
+                "5550100",
+                "30 901820",
+                "0301234567",
+                "1-555-010-0199",
+                "2025550143",
+            ] {
+                let s = format!("+{code} {national}");
+                let Some(fast) = plain_international(&s) else {
+                    continue;
+                };
+                plain += 1;
+                let full = phonenumber::parse(None, &s)
+                    .map(|n| n.format().mode(phonenumber::Mode::E164).to_string());
+                assert_eq!(Some(fast), full.ok(), "{s}");
+            }
+        }
+        assert!(plain > 500, "only {plain} numbers took the plain path");
     }
 
     #[test]

@@ -102,15 +102,6 @@ fn matched(
     fetched
 }
 
-/// Starts, on a spare thread, what preparing and sealing the first fetched item would otherwise
-/// wait for: the phone parser's rules and the random generator's first seeding.
-fn warm_up() {
-    tokio::task::spawn_blocking(|| {
-        sealsync_contact::normalize::load_phone_rules();
-        let _ = sealsync_crypto::random_bytes(&mut [0u8; 1]);
-    });
-}
-
 /// Items fetched at a time; the next part is fetched while one is prepared. (Two in debug
 /// builds, so that tests fetch in several parts.)
 const FETCH_PART: usize = if cfg!(debug_assertions) { 2 } else { 500 };
@@ -255,9 +246,6 @@ impl Engine {
             .collect();
         let hub: HashMap<ContactId, HubMeta> = hub.into_iter().map(|h| (h.id, h)).collect();
         let wanted = wanted(&state, &listed);
-        if !wanted.is_empty() {
-            warm_up();
-        }
         let (failed, mut incoming) = self.fetch_items(link, conn, &wanted).await?;
         let matches = self.match_fresh(&state, &hub, &listed, &incoming).await?;
         let fetched = matched(failed, &mut incoming);
@@ -328,9 +316,6 @@ impl Engine {
         let limit = items.len() / 4 + 64;
         if changed.len() > limit {
             return Ok(None);
-        }
-        if !changed.is_empty() {
-            warm_up();
         }
         let written = if clocks.hub > mark.clocks.hub {
             store.hub_meta_since(ws, mark.clocks.hub).await?
