@@ -159,6 +159,23 @@ pub trait Destination: Send + Sync + fmt::Debug {
     /// Adds an item; returns where it went and its etag.
     async fn create(&self, contact: &Contact) -> Result<ItemMeta, ConnectorError>;
 
+    /// Adds several items, each as [`Destination::create`] would; one result an item, in their
+    /// order. The default creates them one after another.
+    async fn create_many(&self, contacts: Vec<Contact>) -> Vec<Result<ItemMeta, ConnectorError>> {
+        let mut out = Vec::with_capacity(contacts.len());
+        for contact in &contacts {
+            out.push(self.create(contact).await);
+        }
+        out
+    }
+
+    /// Whether [`Destination::create_many`] writes items at the same time, faster than one
+    /// create after another: the engine then creates a part's new items together, ahead of the
+    /// part's other actions. The default is no.
+    fn creates_at_once(&self) -> bool {
+        false
+    }
+
     /// Replaces an item if its etag is still `expected`.
     async fn update(
         &self,

@@ -43,6 +43,12 @@ const STAGING: &str = ".sealsync-staging";
 /// four, 27–28 ms on eight.
 const REMOVERS: usize = 8;
 
+/// Threads that write a part's new files at once. Creating 30,000 files in one folder took
+/// 1.8 s on one thread here and 1.05 s on two; four gained nothing more, and where many files
+/// were removed moments before (ext4 without a journal scans past each freed inode) more threads
+/// only contend: 4.5 s on two, 11.5 s on four, against 1.9 s on one.
+const WRITERS: usize = 2;
+
 /// A file of the staging folder unchanged for this long belongs to no write going on: it was
 /// left by a crash, and is removed when the folder is opened.
 const STALE_STAGED: Duration = Duration::from_secs(60);
@@ -376,6 +382,39 @@ impl Vdir {
         )))
     }
 
+    /// Writes a new file for `contact` (the caller has waited for the removals, see
+    /// [`Vdir::removed`]); safe on several threads at once: each name is taken by a link that
+    /// fails when the name exists.
+    fn create_now(&self, contact: &Contact) -> Result<ItemMeta, ConnectorError> {
+        use std::os::fd::AsRawFd as _;
+        let text = to_vcard(contact, self.version);
+        let base = file_name_for(contact);
+        // The link is the same inode with the same modification time, so the etag is the
+        // written file's.
+        if let Some(unnamed) = self.write_unnamed(text.as_bytes()) {
+            let (file, etag, modified_ms) = unnamed?;
+            let from = format!("/proc/self/fd/{}", file.as_raw_fd());
+            let id = self.name_new(&base, |to| {
+                use rustix::fs::{AtFlags, CWD};
+                rustix::fs::linkat(CWD, from.as_str(), CWD, to, AtFlags::SYMLINK_FOLLOW)
+                    .map_err(std::io::Error::from)
+            })?;
+            return Ok(ItemMeta {
+                id,
+                etag,
+                modified_ms,
+            });
+        }
+        let (tmp, etag, modified_ms) = self.stage(text.as_bytes())?;
+        let id = self.name_new(&base, |to| std::fs::hard_link(&tmp, to));
+        let _ = std::fs::remove_file(&tmp);
+        Ok(ItemMeta {
+            id: id?,
+            etag,
+            modified_ms,
+        })
+    }
+
     fn path(&self, id: &RemoteId) -> Result<PathBuf, ConnectorError> {
         let name = id.as_str();
         if name.contains('/') || name.starts_with('.') || !name.ends_with(".vcf") {
@@ -650,34 +689,29 @@ impl Source for Vdir {
 #[async_trait]
 impl Destination for Vdir {
     async fn create(&self, contact: &Contact) -> Result<ItemMeta, ConnectorError> {
-        use std::os::fd::AsRawFd as _;
         self.removed().await?;
-        let text = to_vcard(contact, self.version);
-        let base = file_name_for(contact);
-        // The link is the same inode with the same modification time, so the etag is the
-        // written file's.
-        if let Some(unnamed) = self.write_unnamed(text.as_bytes()) {
-            let (file, etag, modified_ms) = unnamed?;
-            let from = format!("/proc/self/fd/{}", file.as_raw_fd());
-            let id = self.name_new(&base, |to| {
-                use rustix::fs::{AtFlags, CWD};
-                rustix::fs::linkat(CWD, from.as_str(), CWD, to, AtFlags::SYMLINK_FOLLOW)
-                    .map_err(std::io::Error::from)
-            })?;
-            return Ok(ItemMeta {
-                id,
-                etag,
-                modified_ms,
-            });
+        self.create_now(contact)
+    }
+
+    async fn create_many(&self, contacts: Vec<Contact>) -> Vec<Result<ItemMeta, ConnectorError>> {
+        if let Err(e) = self.removed().await {
+            return contacts.iter().map(|_| Err(e.clone())).collect();
         }
-        let (tmp, etag, modified_ms) = self.stage(text.as_bytes())?;
-        let id = self.name_new(&base, |to| std::fs::hard_link(&tmp, to));
-        let _ = std::fs::remove_file(&tmp);
-        Ok(ItemMeta {
-            id: id?,
-            etag,
-            modified_ms,
+        // On a blocking thread, so that the run prepares its next actions meanwhile.
+        let this = self.clone();
+        let n = contacts.len();
+        tokio::task::spawn_blocking(move || {
+            sealsync_connector::par::map_on(WRITERS, contacts, 16, |c| this.create_now(&c))
         })
+        .await
+        .unwrap_or_else(|e| {
+            let e = ConnectorError::Unavailable(format!("writing stopped: {e}"));
+            (0..n).map(|_| Err(e.clone())).collect()
+        })
+    }
+
+    fn creates_at_once(&self) -> bool {
+        true
     }
 
     async fn update(

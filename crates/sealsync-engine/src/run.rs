@@ -288,6 +288,9 @@ struct Ctx<'a> {
     incoming: HashMap<RemoteKey, Incoming>,
     /// The contacts of this batch's items that hold no text, fetched again.
     again: HashMap<RemoteKey, Result<Contact, String>>,
+    /// New items this part wrote ahead, by hub contact: the write's result and the keyed hash
+    /// of what was written (see [`Engine::create_ahead`]).
+    created: HashMap<ContactId, (Result<ItemMeta, ConnectorError>, [u8; 32])>,
     hub: &'a HashMap<ContactId, HubMeta>,
     versions: HashMap<ContactId, i64>,
     queued: HashMap<ContactId, Option<Resolution>>,
@@ -706,6 +709,7 @@ impl Engine {
             listed: &listed,
             incoming,
             again: HashMap::new(),
+            created: HashMap::new(),
             hub: &hub,
             versions: hub.values().map(|h| (h.id, h.version)).collect(),
             queued,
@@ -772,6 +776,7 @@ impl Engine {
                             error: e.error,
                         });
                     }
+                    ctx.created = self.create_ahead(&ctx, part, &opened).await;
                     for (i, action) in part.iter().enumerate() {
                         ctx.step()?;
                         self.execute(&mut ctx, action, &opened).await?;
@@ -1369,14 +1374,20 @@ impl Engine {
         current: &Contact,
     ) -> Result<Option<RemoteId>, RunError> {
         let spec = &ctx.link.spec;
-        let out = outbound(spec, current);
-        match ctx.conn.create(&out).await {
+        let hub_mac = ctx.hub.get(&contact).map(|h| h.mac).unwrap_or_default();
+        let (written, remote_mac) = match ctx.created.remove(&contact) {
+            Some(ahead) => ahead,
+            None => {
+                let out = outbound(spec, current);
+                let remote_mac = self.written_mac(spec, &out, hub_mac);
+                (ctx.conn.create(&out).await, remote_mac)
+            }
+        };
+        match written {
             Ok(meta) => {
                 ctx.remote_wrote(self, None, Some(&meta));
                 ctx.step()?;
                 let key = self.remote_key(ctx.link.id, &meta.id);
-                let hub_mac = ctx.hub.get(&contact).map(|h| h.mac).unwrap_or_default();
-                let remote_mac = self.written_mac(spec, &out, hub_mac);
                 ctx.bind_key(key, contact, &meta.etag, remote_mac, hub_mac);
                 ctx.counts.remote_created += 1;
                 Ok(Some(meta.id))
@@ -1386,6 +1397,45 @@ impl Engine {
                 Ok(None)
             }
         }
+    }
+
+    /// Writes the new items of a part's `PushCreate` actions at once, where the endpoint writes
+    /// them faster so ([`sealsync_connector::Destination::creates_at_once`]); [`Engine::push_new`] then takes each
+    /// result in its turn. A crash before the part's state commits leaves these writes as it
+    /// leaves any other write of the batch: the next run finds each item equal to its contact,
+    /// and adopts it.
+    async fn create_ahead(
+        &self,
+        ctx: &Ctx<'_>,
+        part: &[Action],
+        opened: &HashMap<ContactId, Contact>,
+    ) -> HashMap<ContactId, (Result<ItemMeta, ConnectorError>, [u8; 32])> {
+        if !ctx.conn.creates_at_once() {
+            return HashMap::new();
+        }
+        let spec = &ctx.link.spec;
+        let mut ids = Vec::new();
+        let mut outs = Vec::new();
+        let mut seen = HashSet::new();
+        for action in part {
+            if let Action::PushCreate { contact, .. } = action
+                && let Some(current) = opened.get(contact)
+                && seen.insert(*contact)
+            {
+                let out = outbound(spec, current);
+                let hub_mac = ctx.hub.get(contact).map(|h| h.mac).unwrap_or_default();
+                ids.push((*contact, self.written_mac(spec, &out, hub_mac)));
+                outs.push(out);
+            }
+        }
+        if outs.len() < 2 {
+            return HashMap::new();
+        }
+        let written = ctx.conn.create_many(outs).await;
+        ids.into_iter()
+            .zip(written)
+            .map(|((contact, mac), w)| (contact, (w, mac)))
+            .collect()
     }
 
     /// A fetched item's contact as the hub would take it, prepared.

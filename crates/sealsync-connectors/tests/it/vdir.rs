@@ -95,6 +95,40 @@ async fn vdir_create_never_replaces_a_file_with_the_same_uid() {
     }
 }
 
+// Written at once on several threads, contacts that share a UID still each get a file of
+// their own, and every result is the file it names.
+#[tokio::test]
+async fn vdir_creates_many_at_once_without_losing_one() {
+    for unnamed in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vdir::open(dir.path(), VcardVersion::V4)
+            .unwrap()
+            .with_unnamed_files(unnamed);
+        assert!(v.creates_at_once());
+        let samples = compliance::sample_contacts();
+        let contacts: Vec<_> = (0..40).map(|i| samples[i % 2].clone()).collect();
+        let made = v.create_many(contacts.clone()).await;
+        assert_eq!(made.len(), contacts.len());
+        let made: Vec<_> = made.into_iter().map(Result::unwrap).collect();
+        let ids: std::collections::HashSet<_> = made.iter().map(|m| m.id.clone()).collect();
+        assert_eq!(
+            ids.len(),
+            contacts.len(),
+            "two contacts were written to one file"
+        );
+        let listed = v.list().await.unwrap().items;
+        assert_eq!(listed.len(), contacts.len());
+        for (m, c) in made.iter().zip(&contacts) {
+            let seen = listed.iter().find(|l| l.id == m.id).unwrap();
+            assert_eq!(seen.etag, m.etag);
+            let read = v.fetch(std::slice::from_ref(&m.id)).await.unwrap();
+            let item = read[0].1.as_ref().unwrap();
+            assert_eq!(item.contact.uid(), c.uid());
+        }
+        assert_eq!(staged(dir.path()), 0);
+    }
+}
+
 #[tokio::test]
 async fn updates_and_deletes_leave_no_old_version_behind() {
     for swaps in [true, false] {
