@@ -1400,10 +1400,10 @@ impl Engine {
     }
 
     /// Writes the new items of a part's `PushCreate` actions at once, where the endpoint writes
-    /// them faster so ([`sealsync_connector::Destination::creates_at_once`]); [`Engine::push_new`] then takes each
-    /// result in its turn. A crash before the part's state commits leaves these writes as it
-    /// leaves any other write of the batch: the next run finds each item equal to its contact,
-    /// and adopts it.
+    /// them faster so ([`sealsync_connector::Destination::creates_at_once`]);
+    /// [`Engine::push_new`] then takes each result in its turn. A crash before the batch's
+    /// state commits leaves these writes as it leaves any other write of the batch: the next
+    /// run finds each item equal to its contact, and adopts it.
     async fn create_ahead(
         &self,
         ctx: &Ctx<'_>,
