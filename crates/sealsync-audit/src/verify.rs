@@ -159,10 +159,6 @@ const PAGE: u32 = 1000;
 /// is reported as edited without searching (the chain is badly damaged either way).
 const MAX_SEARCHED: usize = 256;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl AuditLog {
     /// The chain's anchor now: its head's entry (`None` while it has none).
     pub async fn anchor(&self, chain: WorkspaceId) -> Result<Option<Anchor>, AuditError> {
@@ -172,7 +168,7 @@ impl AuditLog {
             .filter(|h| h.seq > 0)
             .map(|h| Anchor {
                 seq: h.seq,
-                mac: hex(&h.mac),
+                mac: hex::encode(&h.mac),
             }))
     }
 
@@ -197,7 +193,7 @@ impl AuditLog {
             .into_iter()
             .next();
         Ok(match entry {
-            Some(e) if e.seq == anchor.seq && hex(&e.mac) == anchor.mac => None,
+            Some(e) if e.seq == anchor.seq && hex::encode(&e.mac) == anchor.mac => None,
             _ => Some(Problem::Diverged { seq: anchor.seq }),
         })
     }

@@ -64,7 +64,7 @@ pub fn recovery_codes() -> Result<(Vec<String>, String), TotpError> {
         let mut raw = [0u8; 10];
         sealsync_crypto::random_bytes(&mut raw).map_err(|_| TotpError::Random)?;
         let code = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
-        stored.push(hex(&sha256(code.as_bytes())));
+        stored.push(hex::encode(sha256(code.as_bytes())));
         shown.push(code);
     }
     Ok((shown, stored.join(" ")))
@@ -72,7 +72,7 @@ pub fn recovery_codes() -> Result<(Vec<String>, String), TotpError> {
 
 /// The stored list without `code`, if `code` is in it.
 pub fn use_recovery_code(stored: &str, code: &str) -> Option<String> {
-    let h = hex(&sha256(code.trim().as_bytes()));
+    let h = hex::encode(sha256(code.trim().as_bytes()));
     let list: Vec<&str> = stored.split(' ').filter(|s| !s.is_empty()).collect();
     if !list.contains(&h.as_str()) {
         return None;
@@ -83,10 +83,6 @@ pub fn use_recovery_code(stored: &str, code: &str) -> Option<String> {
             .collect::<Vec<_>>()
             .join(" "),
     )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

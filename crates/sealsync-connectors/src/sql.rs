@@ -758,8 +758,7 @@ fn hash_etag(cells: &[Option<String>]) -> Etag {
         }
     }
     let digest = ctx.finish();
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    Etag::new(hex)
+    Etag::new(hex::encode(digest.as_ref()))
 }
 
 const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];

@@ -47,7 +47,7 @@ impl Engine {
             IndexKind::Remote,
             &format!("connect\u{1f}{external_user_id}"),
         );
-        crate::inbox::hex(&mac[..TAG_LEN / 2])
+        hex::encode(&mac[..TAG_LEN / 2])
     }
 
     /// The account an end user (by tag) connects for `app`.

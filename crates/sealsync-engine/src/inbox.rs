@@ -98,21 +98,7 @@ pub(crate) fn seal_item(
     let sealed = keys
         .seal(&at(keys, id), text.as_bytes())
         .map_err(|_| ConnectorError::Unavailable("the workspace key cannot seal".into()))?;
-    Ok((hex(&mac[..16]), sealed))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    Ok((hex::encode(&mac[..16]), sealed))
 }
 
 /// What a webhook endpoint's deliveries left, as a connector.
@@ -157,7 +143,7 @@ impl Source for Inbox {
             .into_iter()
             .map(|(id, etag)| {
                 Ok(ItemMeta {
-                    id: RemoteId::parse(&hex(&id))?,
+                    id: RemoteId::parse(&hex::encode(&id))?,
                     etag: Etag::new(etag),
                     modified_ms: None,
                 })
@@ -172,7 +158,7 @@ impl Source for Inbox {
     ) -> Result<Vec<(RemoteId, Result<Item, ConnectorError>)>, ConnectorError> {
         let raw: Vec<Vec<u8>> = ids
             .iter()
-            .map(|i| unhex(i.as_str()).unwrap_or_default())
+            .map(|i| hex::decode(i.as_str()).unwrap_or_default())
             .collect();
         let rows = self
             .store

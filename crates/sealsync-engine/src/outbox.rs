@@ -32,7 +32,7 @@ use sealsync_types::{AccountId, EndpointId};
 
 use secrecy::ExposeSecret as _;
 
-use crate::inbox::{Inbox, hex, item_id, seal_item, unhex};
+use crate::inbox::{Inbox, item_id, seal_item};
 use crate::{EndpointSpec, Engine, RunError};
 
 /// How long a delivery is retried, from when it was queued or replayed (milliseconds).
@@ -144,7 +144,7 @@ pub async fn deliver_pending(
                     tracing::warn!(
                         endpoint = %endpoint,
                         workspace = %ws,
-                        delivery = %hex(&row.id),
+                        delivery = %hex::encode(&row.id),
                         error = %error,
                         "A webhook delivery is dead: it is kept until replayed."
                     );
@@ -263,12 +263,12 @@ impl Engine {
 
 /// A delivery id as listed (64 hex characters).
 pub fn parse_delivery_id(s: &str) -> Option<Vec<u8>> {
-    unhex(s).filter(|b| b.len() == 32)
+    hex::decode(s).ok().filter(|b| b.len() == 32)
 }
 
 /// The `webhook-id` of a delivery.
 pub fn webhook_id(id: &[u8]) -> String {
-    format!("msg_{}", hex(&id[..id.len().min(16)]))
+    format!("msg_{}", hex::encode(&id[..id.len().min(16)]))
 }
 
 fn body_at<'a>(keys: &'a WorkspaceKeys, id: &'a [u8]) -> RecordRef<'a> {
@@ -323,7 +323,7 @@ impl Outbox {
         &self,
         id: &RemoteId,
     ) -> Result<Option<(Vec<u8>, Etag, String)>, ConnectorError> {
-        let Some(raw) = unhex(id.as_str()) else {
+        let Ok(raw) = hex::decode(id.as_str()) else {
             return Ok(None);
         };
         let rows = self
@@ -360,7 +360,7 @@ impl Outbox {
     ) -> Result<ItemMeta, ConnectorError> {
         let remote = RemoteId::parse(uid)?;
         let raw = item_id(&self.keys, self.endpoint, &remote);
-        let id = RemoteId::parse(&hex(&raw))?;
+        let id = RemoteId::parse(&hex::encode(&raw))?;
         let (etag, item, body) = match contact {
             Some(c) => {
                 let (etag, sealed) = seal_item(&self.keys, &raw, c)?;

@@ -954,11 +954,7 @@ impl Engine {
     /// The digest a link's mark keeps: keyed, over the digest of its settings
     /// ([`Engine::settings_digest`]) and the endpoint's listing.
     fn mark_digest(&self, settings: &[u8; 32], listing: SetSum) -> [u8; 32] {
-        let text: String = settings
-            .iter()
-            .chain(listing.to_bytes().iter())
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
+        let text = hex::encode([&settings[..], &listing.to_bytes()[..]].concat());
         self.keys.blind_index().index(IndexKind::Remote, &text)
     }
 

@@ -9,7 +9,7 @@ use axum::extract::State;
 use sealsync_audit::{Action, Actor, AuditEvent, Resource, ResourceKind};
 use sealsync_auth::Scope;
 use sealsync_engine::RunError;
-use sealsync_engine::inbox::hex;
+
 use sealsync_engine::outbox::parse_delivery_id;
 use sealsync_store::{DeliveryRow, DeliveryState, now_ms};
 use sealsync_types::WorkspaceId;
@@ -117,7 +117,7 @@ pub struct DeliveryOut {
 fn delivery_out(d: DeliveryRow) -> DeliveryOut {
     DeliveryOut {
         webhook_id: sealsync_engine::outbox::webhook_id(&d.id),
-        id: hex(&d.id),
+        id: hex::encode(&d.id),
         endpoint_id: d.endpoint.to_string(),
         state: d.state.as_str().to_owned(),
         attempts: d.attempts,

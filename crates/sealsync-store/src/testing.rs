@@ -57,5 +57,5 @@ pub async fn postgres_config() -> Result<Option<StoreConfig>, StoreError> {
 fn uuid_like() -> String {
     let mut b = [0u8; 8];
     let _ = sealsync_crypto::random_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }

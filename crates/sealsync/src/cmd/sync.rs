@@ -379,7 +379,6 @@ pub enum DeliveriesCommand {
 }
 
 pub async fn deliveries(ctx: &Context, cmd: DeliveriesCommand) -> anyhow::Result<ExitCode> {
-    use sealsync_engine::inbox::hex;
     use sealsync_engine::outbox::parse_delivery_id;
     use sealsync_store::DeliveryState;
     match cmd {
@@ -406,7 +405,7 @@ pub async fn deliveries(ctx: &Context, cmd: DeliveriesCommand) -> anyhow::Result
                     .iter()
                     .map(|d| {
                         serde_json::json!({
-                            "id": hex(&d.id), "webhook_id": sealsync_engine::outbox::webhook_id(&d.id),
+                            "id": hex::encode(&d.id), "webhook_id": sealsync_engine::outbox::webhook_id(&d.id),
                             "endpoint_id": d.endpoint.to_string(), "state": d.state.as_str(),
                             "attempts": d.attempts, "created_at": d.created_at, "next_at": d.next_at,
                             "last_status": d.last_status, "last_error": d.last_error,
@@ -420,7 +419,7 @@ pub async fn deliveries(ctx: &Context, cmd: DeliveriesCommand) -> anyhow::Result
                 for d in &rows {
                     println!(
                         "{}  {:<9}  {} attempt(s)  {}",
-                        hex(&d.id),
+                        hex::encode(&d.id),
                         d.state.as_str(),
                         d.attempts,
                         d.last_error.as_deref().unwrap_or("")
