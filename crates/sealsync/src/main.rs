@@ -104,7 +104,24 @@ pub const EXIT_PARTIAL: u8 = 3;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its place in `mi_option_e`; the bindings name only some
+/// options). A test checks it by the option's default.
+const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// How long freed memory stays with mimalloc before it goes back to the system. Its default,
+/// 1000 ms, kept what a large sync had freed long after: the peak of a 100k-contact initial
+/// sync was 137–164 MB over identical runs, and 110 MB at 10 ms.
+const PURGE_AFTER_MS: std::ffi::c_long = 10;
+
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: `mi_option_set` only stores the value; mimalloc reads the option each time it
+    // schedules a purge, from any thread.
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, PURGE_AFTER_MS) }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     // A panic message may quote the data being processed: report where, never what.
     std::panic::set_hook(Box::new(|info| {
         let at = info
@@ -180,4 +197,25 @@ fn init_logging(config: &config::Config) {
     } else {
         builder.without_time().try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    /// The option set at start is the purge delay: its default is the one mimalloc documents
+    /// for it (unless the environment sets it).
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_option_set_at_start_is_mimallocs_purge_delay() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // SAFETY: reads an option's value.
+        let value = unsafe { libmimalloc_sys::mi_option_get(super::PURGE_DELAY) };
+        assert_eq!(
+            value,
+            1000,
+            "option {} is not the purge delay",
+            super::PURGE_DELAY
+        );
+    }
 }
