@@ -487,6 +487,20 @@ impl Destination for Outbox {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_delivery_id_is_64_hex_characters_and_nothing_else() {
+        let id = "ab".repeat(32);
+        assert_eq!(parse_delivery_id(&id), Some(vec![0xab; 32]));
+        assert_eq!(parse_delivery_id(&id.to_uppercase()), Some(vec![0xab; 32]));
+        for bad in [
+            &id[..62],
+            "+f".repeat(32).as_str(),
+            &format!("{}zz", &id[..62]),
+        ] {
+            assert_eq!(parse_delivery_id(bad), None, "{bad}");
+        }
+    }
+
     use super::*;
     use sealsync_contact::Property;
 

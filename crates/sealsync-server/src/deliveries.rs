@@ -9,7 +9,6 @@ use axum::extract::State;
 use sealsync_audit::{Action, Actor, AuditEvent, Resource, ResourceKind};
 use sealsync_auth::Scope;
 use sealsync_engine::RunError;
-
 use sealsync_engine::outbox::parse_delivery_id;
 use sealsync_store::{DeliveryRow, DeliveryState, now_ms};
 use sealsync_types::WorkspaceId;

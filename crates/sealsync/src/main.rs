@@ -110,7 +110,7 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// How long freed memory stays with mimalloc before it goes back to the system. Its default,
 /// 1000 ms, kept what a large sync had freed long after: the peak of a 100k-contact initial
-/// sync was 137–164 MB over identical runs, and 110 MB at 10 ms.
+/// sync was 136–153 MB over identical runs, and 110–114 MB at 10 ms.
 const PURGE_AFTER_MS: std::ffi::c_long = 10;
 
 #[allow(unsafe_code)]

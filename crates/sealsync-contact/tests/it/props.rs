@@ -139,7 +139,7 @@ proptest! {
 }
 
 /// The content hash as its layout is defined, one field at a time: stored content MACs depend
-/// on every byte of it, so a faster way to compute it must give the same hash.
+/// on every byte of it, so however it is computed it must give this hash.
 fn content_hash_by_layout(contact: &Contact) -> [u8; 32] {
     use aws_lc_rs::digest;
     let mut props: Vec<&Property> = contact
