@@ -18,7 +18,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sealsync_connector::{Connector, ConnectorError, ItemMeta, par};
-use sealsync_contact::Contact;
 use sealsync_store::{Clocks, HubMeta, LinkMark, PreparedContact, StateRow, StoreError};
 use sealsync_types::ContactId;
 
@@ -207,14 +206,14 @@ impl Engine {
         conn: &Arc<dyn Connector>,
         again: &[&Listed],
         incoming: &HashMap<RemoteKey, Incoming>,
-    ) -> Result<HashMap<RemoteKey, Result<Contact, String>>, RunError> {
+    ) -> Result<HashMap<RemoteKey, Result<PreparedContact, String>>, RunError> {
         let mut out = HashMap::with_capacity(again.len());
         self.fetch_prepared(
             link,
             conn,
             again,
             |l, _, p| match incoming.get(&l.key) {
-                Some(inc) if inc.content_mac == p.content_mac => Ok(p.contact),
+                Some(inc) if inc.content_mac == p.content_mac => Ok(p),
                 _ => Err("changed while the run went on; the next run takes it up".to_owned()),
             },
             |key, item| {

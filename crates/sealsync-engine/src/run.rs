@@ -286,8 +286,8 @@ struct Ctx<'a> {
     conn: Arc<dyn Connector>,
     listed: &'a [Listed],
     incoming: HashMap<RemoteKey, Incoming>,
-    /// The contacts of this batch's items that hold no text, fetched again.
-    again: HashMap<RemoteKey, Result<Contact, String>>,
+    /// The contacts of this batch's items that hold no text, fetched again and prepared.
+    again: HashMap<RemoteKey, Result<PreparedContact, String>>,
     /// New items this part wrote ahead, by hub contact: the write's result and the keyed hash
     /// of what was written (see [`Engine::create_ahead`]).
     created: HashMap<ContactId, (Result<ItemMeta, ConnectorError>, [u8; 32])>,
@@ -1117,11 +1117,12 @@ impl Engine {
                 let Some(inc) = ctx.incoming.remove(&l.key) else {
                     return Ok(());
                 };
-                let Some(contact) = ctx.contact_of(l, &inc)? else {
-                    return Ok(());
+                let prepared = match ctx.take(l, &inc)? {
+                    Some(Taken::Read(contact)) => self.prepare(contact),
+                    Some(Taken::Prepared(prepared)) => prepared,
+                    None => return Ok(()),
                 };
                 let id = ContactId::new();
-                let prepared = self.prepare(contact);
                 ctx.batch
                     .contacts
                     .push(Hub::seal_row(&self.keys, id, 1, &prepared, now_s)?);
@@ -1562,11 +1563,16 @@ impl Ctx<'_> {
     /// batch. `None`, with the item's error recorded, when it could not be fetched again or
     /// changed since the run planned it: the next run takes it up.
     fn contact_of(&mut self, l: &Listed, inc: &Incoming) -> Result<Option<Contact>, RunError> {
+        Ok(self.take(l, inc)?.map(Taken::into_contact))
+    }
+
+    /// As [`Ctx::contact_of`], with the contact as it was prepared when fetched again.
+    fn take(&mut self, l: &Listed, inc: &Incoming) -> Result<Option<Taken>, RunError> {
         if !inc.fetched_again() {
-            return inc.contact().map(Some);
+            return inc.contact().map(|c| Some(Taken::Read(c)));
         }
         let error = match self.again.remove(&l.key) {
-            Some(Ok(contact)) => return Ok(Some(contact)),
+            Some(Ok(prepared)) => return Ok(Some(Taken::Prepared(prepared))),
             Some(Err(error)) => error,
             None => "not fetched again".to_owned(),
         };
@@ -1661,6 +1667,23 @@ impl Ctx<'_> {
             contact: Some(contact),
             error: "the hub contact could not be opened".into(),
         });
+    }
+}
+
+/// A fetched item's contact, as its action takes it.
+enum Taken {
+    /// Read back from the text the run held.
+    Read(Contact),
+    /// Fetched again and prepared as the hub takes it.
+    Prepared(PreparedContact),
+}
+
+impl Taken {
+    fn into_contact(self) -> Contact {
+        match self {
+            Taken::Read(contact) => contact,
+            Taken::Prepared(prepared) => prepared.contact,
+        }
     }
 }
 

@@ -675,6 +675,13 @@ impl Store {
             upserts.sort_unstable_by_key(|s| s.remote_key);
         }
         for part in upserts.chunks(400) {
+            if self
+                .insert_new_bindings(&mut tx, &wsb, &linkb, part)
+                .await?
+            {
+                bound += part.len() as i64;
+                continue;
+            }
             // By contact, then by key: each one IN list on an indexed column.
             for by in ["contact_id", "remote_key"] {
                 let mut m = Marks::new(self.backend);
@@ -715,27 +722,10 @@ impl Store {
             let stay: i64 = q.fetch_one(&mut *tx).await.map_err(StoreError::db)?;
             bound += part.len() as i64 - stay;
 
-            let mut m = Marks::new(self.backend);
-            let values = (0..part.len())
-                .map(|_| m.tuple(7))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut q = sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO link_state (workspace_id, link_id, remote_key, contact_id, etag, remote_mac, hub_mac) \
-                 VALUES {values} ON CONFLICT (workspace_id, link_id, remote_key) DO UPDATE SET \
-                 etag = excluded.etag, remote_mac = excluded.remote_mac, hub_mac = excluded.hub_mac"
-            )));
-            for s in part {
-                q = q
-                    .bind(wsb.clone())
-                    .bind(linkb.clone())
-                    .bind(s.remote_key.to_vec())
-                    .bind(b(s.contact.as_bytes()))
-                    .bind(s.etag.clone())
-                    .bind(s.remote_mac.to_vec())
-                    .bind(s.hub_mac.to_vec());
-            }
-            q.execute(&mut *tx).await.map_err(StoreError::db)?;
+            self.insert_bindings(&wsb, &linkb, part, true)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db)?;
         }
         for part in batch.events.chunks(400) {
             let mut m = Marks::new(self.backend);
@@ -791,6 +781,73 @@ impl Store {
         }
         tx.commit().await.map_err(StoreError::db)?;
         Ok(moved)
+    }
+
+    /// Inserts these bindings as rows of their own where none of their keys or contacts is
+    /// bound yet, as in an initial sync: the lookups that find the bindings to replace are not
+    /// needed then. `false`, with nothing written, where one is.
+    async fn insert_new_bindings(
+        &self,
+        tx: &mut AnyConnection,
+        wsb: &[u8],
+        linkb: &[u8],
+        part: &[&StateRow],
+    ) -> Result<bool, StoreError> {
+        let mut attempt = sqlx::Connection::begin(&mut *tx)
+            .await
+            .map_err(StoreError::db)?;
+        match self
+            .insert_bindings(wsb, linkb, part, false)
+            .execute(&mut *attempt)
+            .await
+        {
+            Ok(_) => {
+                attempt.commit().await.map_err(StoreError::db)?;
+                Ok(true)
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                attempt.rollback().await.map_err(StoreError::db)?;
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::db(e)),
+        }
+    }
+
+    /// One statement inserting these bindings: as new rows only, or updating the row of a
+    /// key that is bound to the same contact already.
+    fn insert_bindings<'q>(
+        &self,
+        wsb: &[u8],
+        linkb: &[u8],
+        part: &[&StateRow],
+        upsert: bool,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        let mut m = Marks::new(self.backend);
+        let values = (0..part.len())
+            .map(|_| m.tuple(7))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let upsert = if upsert {
+            " ON CONFLICT (workspace_id, link_id, remote_key) DO UPDATE SET \
+             etag = excluded.etag, remote_mac = excluded.remote_mac, hub_mac = excluded.hub_mac"
+        } else {
+            ""
+        };
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO link_state (workspace_id, link_id, remote_key, contact_id, etag, remote_mac, hub_mac) \
+             VALUES {values}{upsert}"
+        )));
+        for s in part {
+            q = q
+                .bind(wsb.to_vec())
+                .bind(linkb.to_vec())
+                .bind(s.remote_key.to_vec())
+                .bind(b(s.contact.as_bytes()))
+                .bind(s.etag.clone())
+                .bind(s.remote_mac.to_vec())
+                .bind(s.hub_mac.to_vec());
+        }
+        q
     }
 
     /// Moves a clock of `ws` by one inside `tx`, and its count of bindings by `bound` (a

@@ -1130,6 +1130,41 @@ pub async fn rewrites_keep_what_stays_and_replace_the_rest(
         vec![(5, c1, "d".into()), (6, c2, "e".into())],
         "forgotten keys, one of them never bound, and a contact moved while the batch forgets"
     );
+
+    // A batch larger than one statement: new bindings, and last a contact of its first part
+    // moved to a new key. That part's rows are written before the move is seen.
+    let many: Vec<ContactId> = (0..401).map(|_| ContactId::new()).collect();
+    let wide_key = |i: usize| {
+        let mut key = [0xee; 32];
+        key[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        key
+    };
+    let mut upserts: Vec<StateRow> = many
+        .iter()
+        .enumerate()
+        .map(|(i, c)| StateRow {
+            remote_key: wide_key(i),
+            contact: *c,
+            etag: "f".into(),
+            remote_mac: [0; 32],
+            hub_mac: [0; 32],
+        })
+        .collect();
+    upserts.push(StateRow {
+        remote_key: wide_key(1000),
+        ..upserts[0].clone()
+    });
+    let state = apply(upserts, vec![]).await;
+    assert_eq!(state.len(), 2 + 401, "each contact bound once");
+    let bound: std::collections::HashSet<[u8; 32]> = store
+        .link_state(ws, link)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.remote_key)
+        .collect();
+    assert!(!bound.contains(&wide_key(0)), "the moved contact's old key");
+    assert!(bound.contains(&wide_key(1000)) && bound.contains(&wide_key(400)));
 }
 
 /// Interrupting a link's runs closes only that link's runs still recorded as running, and its
