@@ -674,14 +674,19 @@ impl Store {
         if upserts.iter().all(|s| contacts.insert(s.contact)) {
             upserts.sort_unstable_by_key(|s| s.remote_key);
         }
+        // Until one part rebinds: a batch that rebinds mostly does so throughout, and its
+        // parts go the long way without trying the short one first.
+        let mut all_new = true;
         for part in upserts.chunks(400) {
-            if self
-                .insert_new_bindings(&mut tx, &wsb, &linkb, part)
-                .await?
+            if all_new
+                && self
+                    .insert_new_bindings(&mut tx, &wsb, &linkb, part)
+                    .await?
             {
                 bound += part.len() as i64;
                 continue;
             }
+            all_new = false;
             // By contact, then by key: each one IN list on an indexed column.
             for by in ["contact_id", "remote_key"] {
                 let mut m = Marks::new(self.backend);
